@@ -1,0 +1,48 @@
+"""amem: agentic memory for LLM agents (A-MEM), offline by default."""
+
+from .config import Settings
+from .errors import (
+    AmemError,
+    ConfigError,
+    EmbedderError,
+    InvalidInput,
+    LLMError,
+    LLMOutputError,
+    LLMUnavailable,
+    ModelNotAvailable,
+    NotFound,
+    StoreError,
+)
+from .memory import MAX_CONTENT_CHARS, EnrichReport, Memory, NoteInput
+from .notes import EnrichState, Link, LLMCall, Note, NoteVersion, Scope, SearchHit, VersionCause, Why
+from .store import Filters
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MAX_CONTENT_CHARS",
+    "AmemError",
+    "ConfigError",
+    "EmbedderError",
+    "EnrichReport",
+    "EnrichState",
+    "Filters",
+    "InvalidInput",
+    "LLMCall",
+    "LLMError",
+    "LLMOutputError",
+    "LLMUnavailable",
+    "Link",
+    "Memory",
+    "ModelNotAvailable",
+    "Note",
+    "NoteInput",
+    "NoteVersion",
+    "NotFound",
+    "Scope",
+    "SearchHit",
+    "Settings",
+    "StoreError",
+    "VersionCause",
+    "Why",
+]

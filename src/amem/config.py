@@ -1,0 +1,125 @@
+"""Configuration, resolved once: explicit argument > AMEM_* environment > config file > default.
+
+Nothing is read at import time; call ``Settings.resolve()`` when a Memory or the CLI starts.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on 3.10
+    import tomli as tomllib
+
+DEFAULT_LLM = "local:qwen2.5-coder-1.5b"
+DEFAULT_EMBEDDER = "local:all-minilm-l6-v2"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob amem reads from outside. Field name ``x`` maps to env ``AMEM_X`` and key ``x`` in config.toml."""
+
+    home: Path = field(default_factory=lambda: Path.home() / ".amem")
+    llm: str = DEFAULT_LLM
+    embedder: str = DEFAULT_EMBEDDER
+    database_url: str = ""  # empty: SQLite at <home>/memory.db
+    pipeline: str = "amem"  # "amem" (one call per note) or "paper" (the reference's two calls)
+    retrieval: str = "hybrid"  # "hybrid" or "paper"
+    llm_base_url: str = "https://api.openai.com/v1"
+    llm_api_key: str = ""
+    embedder_base_url: str = "https://api.openai.com/v1"
+    embedder_api_key: str = ""
+    llm_timeout: float = 120.0
+    llm_cache: bool = True
+    llm_threads: int = 0  # 0: let the local runtime decide
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "memory.db"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def store_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.db_path}"
+
+    @classmethod
+    def resolve(
+        cls,
+        overrides: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        config_file: Path | None = None,
+    ) -> Settings:
+        env = os.environ if env is None else env
+        overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+        names = {f.name: f for f in fields(cls)}
+        unknown = set(overrides) - set(names)
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(names)}")
+
+        home_raw = overrides.get("home") or env.get("AMEM_HOME")
+        home = Path(home_raw).expanduser() if home_raw else cls().home
+        path = config_file or Path(env.get("AMEM_CONFIG") or home / "config.toml")
+        from_file: dict[str, Any] = {}
+        if path.is_file():
+            try:
+                from_file = tomllib.loads(path.read_text(encoding="utf-8"))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"cannot read config file {path}: {exc}; fix or remove it") from exc
+            bad = set(from_file) - set(names)
+            if bad:
+                raise ConfigError(f"{path}: unknown key(s) {sorted(bad)}; known: {sorted(names)}")
+
+        values: dict[str, Any] = {"home": home}
+        for name, f in names.items():
+            if name == "home":
+                continue
+            if name in overrides:
+                raw: Any = overrides[name]
+            elif f"AMEM_{name.upper()}" in env:
+                raw = env[f"AMEM_{name.upper()}"]
+            elif name in from_file:
+                raw = from_file[name]
+            else:
+                continue
+            values[name] = _coerce(name, raw, type(getattr(cls(), name)))
+        # Provider keys: fall back to the conventional variable so an OpenAI user needs no extra setup.
+        for key_field in ("llm_api_key", "embedder_api_key"):
+            if key_field not in values and env.get("OPENAI_API_KEY"):
+                values[key_field] = env["OPENAI_API_KEY"]
+        settings = replace(cls(), **values)
+        if settings.pipeline not in ("amem", "paper"):
+            raise ConfigError(f"pipeline must be 'amem' or 'paper', not {settings.pipeline!r}")
+        if settings.retrieval not in ("hybrid", "paper"):
+            raise ConfigError(f"retrieval must be 'hybrid' or 'paper', not {settings.retrieval!r}")
+        return settings
+
+
+def _coerce(name: str, raw: Any, kind: type) -> Any:
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}: expected true/false, got {raw!r}")
+    if kind in (int, float):
+        try:
+            return kind(raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{name}: expected a number, got {raw!r}") from exc
+    if kind is Path or isinstance(raw, Path):
+        return Path(str(raw)).expanduser()
+    return str(raw)

@@ -1,0 +1,104 @@
+"""Retry policy for remote model providers, kept at the provider edge so nothing above retries twice.
+
+Transient failures (connection errors, timeouts, 408/409/429/5xx) are retried with exponential backoff and
+jitter, honouring ``Retry-After``; everything else is returned to the caller to interpret.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from .errors import AmemError
+
+Sleep = Callable[[float], None]
+
+RETRY_STATUS = frozenset({408, 409, 429})
+BASE_DELAY = 0.5
+MAX_DELAY = 30.0
+_TRANSIENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+
+
+def is_retryable(status: int) -> bool:
+    return status in RETRY_STATUS or status >= 500
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds the server asked us to wait (delta-seconds or HTTP-date form), capped at MAX_DELAY."""
+    raw = response.headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(raw).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError):
+            return None
+    return min(max(seconds, 0.0), MAX_DELAY)
+
+
+def backoff(attempt: int, base: float = BASE_DELAY) -> float:
+    """Delay before retry number ``attempt`` (0-based): doubling, with jitter so clients do not sync up."""
+    return float(min(MAX_DELAY, base * 2**attempt) * random.uniform(0.5, 1.5))
+
+
+def post_with_retry(
+    client: httpx.Client,
+    url: str,
+    payload: dict[str, Any],
+    *,
+    max_retries: int,
+    error: type[AmemError],
+    what: str,
+    sleep: Sleep = time.sleep,
+) -> httpx.Response:
+    """POST ``payload`` as JSON; returns the first non-retryable response.
+
+    Raises ``error`` once ``max_retries`` retries (after the first attempt) are spent on transient failures.
+    """
+    attempts = max_retries + 1
+    for attempt in range(attempts):
+        last = attempt == attempts - 1
+        try:
+            response = client.post(url, json=payload)
+        except _TRANSIENT as exc:
+            if last:
+                kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "could not connect"
+                raise error(
+                    f"{what}: {kind} ({type(exc).__name__}: {exc}) after {attempts} attempt(s) to {url}; "
+                    "check that the server is up and the base URL is right, or raise the timeout"
+                ) from exc
+            sleep(backoff(attempt))
+            continue
+        if not is_retryable(response.status_code):
+            return response
+        if last:
+            raise error(
+                f"{what}: HTTP {response.status_code} after {attempts} attempt(s) from {url}: "
+                f"{body_tail(response)}; the service is overloaded or failing - retry later"
+            )
+        wait = retry_after(response)
+        sleep(backoff(attempt) if wait is None else wait)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def body_tail(response: httpx.Response, limit: int = 300) -> str:
+    """The useful part of an error body for messages: OpenAI-style ``error.message`` when present."""
+    try:
+        text = response.text.strip()
+    except (httpx.HTTPError, UnicodeDecodeError):
+        return "<unreadable body>"
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and data.get("error"):
+        err = data["error"]
+        text = str(err.get("message") or err) if isinstance(err, dict) else str(err)
+    return text if len(text) <= limit else text[:limit] + "..."

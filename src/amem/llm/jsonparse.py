@@ -1,0 +1,68 @@
+"""A tolerant JSON reader for models that wrap, fence or slightly break their JSON."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
+_TRAILING_COMMA = re.compile(r",\s*([}\]])")
+_PY_LITERALS = {"True": "true", "False": "false", "None": "null"}
+
+
+def parse_json_object(text: str) -> dict[str, Any]:
+    """The first JSON object in ``text``; raises ValueError with a short reason when there is none."""
+    if not text or not text.strip():
+        raise ValueError("empty answer")
+    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
+    last_error = "no JSON object found"
+    for candidate in candidates:
+        span = _outer_object(candidate)
+        if span is None:
+            continue
+        for attempt in (span, _repair(span)):
+            try:
+                value = json.loads(attempt)
+            except json.JSONDecodeError as exc:
+                last_error = f"invalid JSON: {exc.msg} at char {exc.pos}"
+                continue
+            if isinstance(value, dict):
+                return value
+            last_error = "JSON is not an object"
+    raise ValueError(last_error)
+
+
+def _outer_object(text: str) -> str | None:
+    """From the first '{' to its matching '}', honouring strings; None if it never closes."""
+    start = text.find("{")
+    if start < 0:
+        return None
+    depth = 0
+    in_string = False
+    escaped = False
+    for i in range(start, len(text)):
+        ch = text[i]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start : i + 1]
+    return None
+
+
+def _repair(span: str) -> str:
+    fixed = _TRAILING_COMMA.sub(r"\1", span)
+    for py, js in _PY_LITERALS.items():
+        fixed = re.sub(rf"(?<=[:\[,\s]){py}(?=[,\]}}\s])", js, fixed)
+    return fixed

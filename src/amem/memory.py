@@ -1,0 +1,485 @@
+"""``Memory``: the one entry point. Owns the order of the pipeline and its transactions; no SQL, no HTTP."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from .config import Settings
+from .embed.base import Embedder, Vectors
+from .errors import ConfigError, InvalidInput, NotFound, StoreError
+from .llm.base import LLM
+from .llm.runner import CallFailed, LLMRunner
+from .notes import (
+    EnrichState,
+    Link,
+    LLMCall,
+    Note,
+    NoteVersion,
+    Scope,
+    SearchHit,
+    VersionCause,
+    content_hash,
+    to_utc,
+    utcnow,
+)
+from .steps import write
+from .steps.retrieve import SearchOptions
+from .steps.retrieve import search as run_search
+from .store import Filters, Store, open_store
+
+log = logging.getLogger("amem")
+
+#: Largest note content accepted, in characters. Longer text should be split into several notes.
+MAX_CONTENT_CHARS = 20_000
+#: After this many failed enrichment attempts a note is marked ``failed`` (still stored and searchable).
+MAX_ENRICH_ATTEMPTS = 3
+
+Progress = Callable[[int, int], None]
+
+
+class NoteInput(BaseModel):
+    """One thing to remember, as given to ``add_many``."""
+
+    content: str
+    event_time: datetime | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class EnrichReport(BaseModel):
+    enriched: int = 0
+    still_pending: int = 0
+    failed: int = 0
+
+
+class Memory:
+    """An A-MEM memory bound to a store, an LLM, an embedder and a default scope.
+
+    ``Memory()`` with no arguments uses the resolved configuration: SQLite under AMEM_HOME and the
+    embedded local models. Pass objects (or ``provider:model`` strings) to plug in your own.
+    """
+
+    def __init__(
+        self,
+        store: Store | str | None = None,
+        llm: LLM | str | None = None,
+        embedder: Embedder | str | None = None,
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        settings: Settings | None = None,
+        pipeline: str | None = None,
+        retrieval: str | None = None,
+        link_k: int = 5,
+        link_floor: float = 0.2,
+        evolve_floor: float = 0.5,
+        batch_size: int = 4,
+    ) -> None:
+        overrides: dict[str, Any] = {"pipeline": pipeline, "retrieval": retrieval}
+        for key, value in (("database_url", store), ("llm", llm), ("embedder", embedder)):
+            if isinstance(value, str):
+                overrides[key] = value
+        self.settings = settings or Settings.resolve(overrides)
+        self.store: Store = store if store is not None and not isinstance(store, str) else open_store(
+            self.settings.store_url
+        )
+        self._llm: LLM | None = llm if llm is not None and not isinstance(llm, str) else None
+        self._embedder: Embedder | None = (
+            embedder if embedder is not None and not isinstance(embedder, str) else None
+        )
+        self.scope = Scope(user_id=user_id, agent_id=agent_id, run_id=run_id)
+        self.link_k, self.link_floor, self.evolve_floor = link_k, link_floor, evolve_floor
+        self.batch_size = batch_size
+        self._runner: LLMRunner | None = None
+
+    # -- components, created on first use ------------------------------------------------------
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            from .providers import make_embedder
+
+            self._embedder = make_embedder(self.settings.embedder, self.settings)
+        return self._embedder
+
+    @property
+    def llm_enabled(self) -> bool:
+        return self._llm is not None or self.settings.llm != "none"
+
+    @property
+    def llm(self) -> LLM:
+        if self._llm is None:
+            if self.settings.llm == "none":
+                raise ConfigError("no LLM configured (llm = 'none'); set --llm or AMEM_LLM")
+            from .providers import make_llm
+
+            self._llm = make_llm(self.settings.llm, self.settings)
+        return self._llm
+
+    @property
+    def runner(self) -> LLMRunner:
+        if self._runner is None:
+            cache = self.settings.llm_cache
+            self._runner = LLMRunner(
+                self.llm,
+                record=self.store.record_llm_call,
+                cache_get=self.store.cache_get if cache else None,
+                cache_put=self.store.cache_put if cache else None,
+            )
+        return self._runner
+
+    def scoped(self, user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None) -> Memory:
+        """The same memory (store, models) seen through another scope."""
+        other = object.__new__(Memory)
+        other.__dict__.update(self.__dict__)
+        other.scope = Scope(user_id=user_id, agent_id=agent_id, run_id=run_id)
+        return other
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Memory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing ---------------------------------------------------------------------------------
+    def _new_note(self, item: NoteInput) -> Note:
+        content = item.content
+        if not isinstance(content, str) or not content.strip():
+            raise InvalidInput("content is empty; give the text to remember")
+        if len(content) > MAX_CONTENT_CHARS:
+            raise InvalidInput(
+                f"content is {len(content)} characters; the limit is {MAX_CONTENT_CHARS}. Split it into notes"
+            )
+        if "\x00" in content:
+            raise InvalidInput("content contains a NUL character; remove it")
+        now = utcnow()
+        return Note(
+            content=content.strip(),
+            event_time=to_utc(item.event_time) if item.event_time else now,
+            ingest_time=now,
+            updated_at=now,
+            user_id=self.scope.user_id,
+            agent_id=self.scope.agent_id,
+            run_id=self.scope.run_id,
+            metadata=dict(item.metadata),
+            embedding_model=self.embedder.model_id,
+            content_hash=content_hash(content),
+        )
+
+    def _check_embedder(self) -> None:
+        stored = self.store.get_meta("embedding_model")
+        if stored is None:
+            self.store.set_meta("embedding_model", self.embedder.model_id)
+        elif stored != self.embedder.model_id:
+            raise StoreError(
+                f"this memory was embedded with {stored!r} but the embedder is {self.embedder.model_id!r}; "
+                f"use --embedder {stored} (or AMEM_EMBEDDER)"
+            )
+
+    def add(
+        self,
+        content: str,
+        *,
+        event_time: datetime | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Note:
+        """Store one note and enrich it (attributes, links, evolution). On LLM failure the note is kept
+        as ``pending`` with a content embedding, searchable at once; ``enrich()`` finishes it later."""
+        note = self._new_note(NoteInput(content=content, event_time=event_time, metadata=metadata or {}))
+        self._check_embedder()
+        base = self.embedder.embed_documents([note.embedding_text()])[0]
+        if not self.llm_enabled:
+            self._store_pending(note, base, None)
+            return note
+        return self._enrich(note, base, is_new=True)
+
+    def add_many(
+        self,
+        items: Iterable[NoteInput | str | dict[str, Any]],
+        *,
+        batch_size: int | None = None,
+        progress: Progress | None = None,
+    ) -> list[Note]:
+        """Add notes in order, ``batch_size`` notes per LLM call (1 = one call per note)."""
+        inputs = [self._coerce(i) for i in items]
+        notes = [self._new_note(i) for i in inputs]  # validate everything before storing anything
+        self._check_embedder()
+        size = max(1, batch_size or self.batch_size)
+        out: list[Note] = []
+        for start in range(0, len(notes), size):
+            group = notes[start : start + size]
+            bases = self.embedder.embed_documents([n.embedding_text() for n in group])
+            if not self.llm_enabled:
+                for n, b in zip(group, bases):
+                    self._store_pending(n, b, None)
+                    out.append(n)
+            elif size == 1 or len(group) == 1 or self.settings.pipeline == "paper":
+                out.extend(self._enrich(n, b, is_new=True) for n, b in zip(group, bases))
+            else:
+                out.extend(self._enrich_batch(group, bases))
+            if progress:
+                progress(len(out), len(notes))
+        return out
+
+    @staticmethod
+    def _coerce(item: NoteInput | str | dict[str, Any]) -> NoteInput:
+        if isinstance(item, NoteInput):
+            return item
+        if isinstance(item, str):
+            return NoteInput(content=item)
+        if isinstance(item, dict):
+            try:
+                return NoteInput.model_validate(item)
+            except ValueError as exc:
+                raise InvalidInput(f"bad note input: {exc}") from exc
+        raise InvalidInput(f"cannot add a {type(item).__name__}; give a string, a dict or a NoteInput")
+
+    def _candidates(self, vector: Vectors, note: Note) -> list[write.Candidate]:
+        found = self.store.nearest(vector, self.link_k, note.scope, exclude=[note.id])
+        found = [(nid, sim) for nid, sim in found if sim >= self.link_floor]
+        notes = self.store.get_notes([nid for nid, _ in found])
+        return write.make_candidates([(notes[nid], sim) for nid, sim in found if nid in notes])
+
+    def _enrich(self, note: Note, base: Vectors, is_new: bool) -> Note:
+        try:
+            if self.settings.pipeline == "paper":
+
+                def finder(enriched: Note) -> list[write.Candidate]:
+                    vec = self.embedder.embed_documents([enriched.embedding_text()])[0]
+                    return self._candidates(vec, enriched)
+
+                decision = write.construct_paper(self.runner, note, finder, self.evolve_floor)
+            else:
+                decision = write.construct_one(
+                    self.runner, note, self._candidates(base, note), self.evolve_floor
+                )
+        except CallFailed as exc:
+            return self._store_pending(note, base, exc.call, is_new=is_new)
+        return self._apply(note, decision, is_new)
+
+    def _enrich_batch(self, group: list[Note], bases: Vectors) -> list[Note]:
+        pooled: dict[str, write.Candidate] = {}
+        for note, base in zip(group, bases):
+            for cand in self._candidates(base, note):
+                best = pooled.get(cand.note.id)
+                if best is None or cand.similarity > best.similarity:
+                    pooled[cand.note.id] = cand
+        ranked = sorted(pooled.values(), key=lambda c: -c.similarity)[: self.link_k + len(group)]
+        candidates = write.make_candidates([(c.note, c.similarity) for c in ranked])
+        try:
+            decisions = write.construct_batch(self.runner, group, candidates, self.evolve_floor)
+        except CallFailed:
+            decisions = {}
+        out = []
+        for note, base in zip(group, bases):
+            decision = decisions.get(note.id)
+            if decision is None:  # left out of the batch answer: give it its own call
+                out.append(self._enrich(note, base, is_new=True))
+                continue
+            # links to later notes of the same batch must wait until those exist
+            pending_links = [(t, r) for t, r in decision.links if t in {n.id for n in group}]
+            decision.links = [lk for lk in decision.links if lk not in pending_links]
+            out.append(self._apply(note, decision, True))
+            if pending_links:
+                self._link_later(note, pending_links, decision.call_ids[0])
+        return out
+
+    def _link_later(self, note: Note, links: list[tuple[str, str]], call_id: str) -> None:
+        existing = self.store.get_notes([t for t, _ in links])
+        valid = [Link(source_id=note.id, target_id=t, reason=r, llm_call_id=call_id) for t, r in links if t in existing]
+        if valid:
+            self.store.upsert_links(valid)
+
+    def _store_pending(
+        self, note: Note, base: Vectors, call: LLMCall | None, is_new: bool = True
+    ) -> Note:
+        if call is not None:
+            note.enrich_attempts += 1
+            note.last_error = call.error
+            log.warning("note %s stored as pending: %s", note.id, call.error)
+        note.state = EnrichState.failed if note.enrich_attempts >= MAX_ENRICH_ATTEMPTS else EnrichState.pending
+        note.updated_at = utcnow()
+        with self.store.atomic():
+            if is_new:
+                self.store.insert_note(note, base)
+                self.store.add_version(
+                    NoteVersion.snapshot(note, VersionCause.create, call.id if call else None, "stored pending")
+                )
+            else:
+                self.store.update_note(note)  # attempts/error only: not a content change, no version
+        return note
+
+    def _apply(self, note: Note, decision: write.Decision, is_new: bool) -> Note:
+        """Write the note, its links and the neighbour updates in one transaction."""
+        call_id = decision.call_ids[-1] if decision.call_ids else None
+        note.keywords, note.tags, note.context = decision.keywords, decision.tags, decision.context
+        note.state, note.last_error = EnrichState.enriched, None
+        note.updated_at = utcnow()
+        neighbours = self.store.get_notes([u.note_id for u in decision.updates])
+        changed: list[Note] = []
+        for update in decision.updates:
+            old = neighbours.get(update.note_id)
+            if old is None or (old.context == update.context and old.tags == update.tags):
+                continue
+            changed.append(
+                old.model_copy(
+                    update={"context": update.context, "tags": update.tags or old.tags, "updated_at": utcnow()}
+                )
+            )
+        texts = [note.embedding_text()] + [n.embedding_text() for n in changed]
+        vectors = self.embedder.embed_documents(texts)
+        with self.store.atomic():
+            if is_new:
+                self.store.insert_note(note, vectors[0])
+                self.store.add_version(NoteVersion.snapshot(note, VersionCause.create, call_id))
+            else:
+                note.version += 1
+                self.store.update_note(note, vectors[0])
+                self.store.add_version(NoteVersion.snapshot(note, VersionCause.enrich, call_id))
+            live = self.store.get_notes([t for t, _ in decision.links] + [n.id for n in changed])
+            self.store.upsert_links(
+                [
+                    Link(source_id=note.id, target_id=target, reason=reason, llm_call_id=call_id)
+                    for target, reason in decision.links
+                    if target in live and target != note.id
+                ]
+            )
+            for nb, vec in zip(changed, vectors[1:]):
+                current = live.get(nb.id)
+                if current is None or current.version != nb.version:
+                    continue  # changed or deleted meanwhile: never overwrite a newer version
+                nb.version += 1
+                self.store.update_note(nb, vec)
+                self.store.add_version(
+                    NoteVersion.snapshot(nb, VersionCause.evolve, call_id, f"evolved by note {note.id}")
+                )
+        return note
+
+    def enrich(
+        self, limit: int | None = None, include_failed: bool = False, progress: Progress | None = None
+    ) -> EnrichReport:
+        """Finish notes stored as pending (the LLM was down or answered garbage)."""
+        states = [EnrichState.pending] + ([EnrichState.failed] if include_failed else [])
+        todo = self.store.list_notes(self.scope, Filters(states=states), limit=limit or 1_000_000)
+        todo.reverse()  # oldest first, like the original order of arrival
+        report = EnrichReport()
+        for i, note in enumerate(todo, start=1):
+            if include_failed and note.state == EnrichState.failed:
+                note.enrich_attempts = 0
+            base = self.embedder.embed_documents([note.embedding_text()])[0]
+            done = self._enrich(note, base, is_new=False)
+            if done.state == EnrichState.enriched:
+                report.enriched += 1
+            elif done.state == EnrichState.failed:
+                report.failed += 1
+            else:
+                report.still_pending += 1
+            if progress:
+                progress(i, len(todo))
+        return report
+
+    # -- reading ---------------------------------------------------------------------------------
+    def get(self, note_id: str) -> Note:
+        note = self.store.get_note(note_id) if isinstance(note_id, str) else None
+        if note is None or not self.scope.matches(note):
+            raise NotFound(f"no note {note_id!r} in this scope; `amem list` shows the ids")
+        return note
+
+    def list(self, limit: int = 50, offset: int = 0, filters: Filters | None = None) -> list[Note]:
+        return self.store.list_notes(self.scope, filters, limit=limit, offset=offset)
+
+    def count(self, filters: Filters | None = None) -> int:
+        return self.store.count_notes(self.scope, filters)
+
+    def links(self, note_id: str) -> list[Link]:
+        self.get(note_id)
+        return self.store.links_for([note_id])
+
+    def history(self, note_id: str) -> list[NoteVersion]:
+        self.get(note_id)
+        return self.store.versions(note_id)
+
+    def llm_calls(self, note_id: str | None = None) -> list[LLMCall]:
+        if note_id is not None:
+            self.get(note_id)
+        return self.store.llm_calls(note_id)
+
+    def search(
+        self,
+        query: str,
+        k: int = 5,
+        *,
+        filters: Filters | None = None,
+        preset: str | None = None,
+        expand: bool = True,
+        token_budget: int | None = 1200,
+    ) -> list[SearchHit]:
+        """Top-k notes (hybrid dense + keyword by default) plus linked neighbours within the budget."""
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidInput("query is empty; give the text to search for")
+        if k < 1 or k > 1000:
+            raise InvalidInput("k must be between 1 and 1000")
+        preset = preset or self.settings.retrieval
+        if preset not in ("hybrid", "paper"):
+            raise InvalidInput(f"unknown retrieval preset {preset!r}: use 'hybrid' or 'paper'")
+        opts = SearchOptions(k=k, preset=preset, expand=expand, token_budget=token_budget)
+        return run_search(self.store, self.embedder, query, self.scope, filters, opts)
+
+    # -- editing ---------------------------------------------------------------------------------
+    def update(
+        self,
+        note_id: str,
+        *,
+        content: str | None = None,
+        keywords: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+        context: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        event_time: datetime | None = None,
+    ) -> Note:
+        """Edit a note by hand; the old version stays in ``history``. New content without new
+        attributes marks the note pending, so ``enrich`` rewrites its keywords, tags and context."""
+        note = self.get(note_id)
+        changes: dict[str, Any] = {}
+        if content is not None:
+            checked = self._new_note(NoteInput(content=content))
+            changes |= {"content": checked.content, "content_hash": checked.content_hash}
+            if keywords is None and tags is None and context is None:
+                changes["state"] = EnrichState.pending
+        if keywords is not None:
+            changes["keywords"] = [str(k).strip() for k in keywords if str(k).strip()]
+        if tags is not None:
+            changes["tags"] = [str(t).strip().lower() for t in tags if str(t).strip()]
+        if context is not None:
+            changes["context"] = context.strip()
+        if metadata is not None:
+            changes["metadata"] = dict(metadata)
+        if event_time is not None:
+            changes["event_time"] = to_utc(event_time)
+        if not changes:
+            raise InvalidInput("nothing to update: give content, keywords, tags, context, metadata or event_time")
+        new = note.model_copy(update={**changes, "version": note.version + 1, "updated_at": utcnow()})
+        new = Note.model_validate(new.model_dump())
+        vector = self.embedder.embed_documents([new.embedding_text()])[0]
+        with self.store.atomic():
+            current = self.store.get_note(note_id)
+            if current is None or current.version != note.version:
+                raise StoreError(f"note {note_id} changed while it was being updated; read it again and retry")
+            self.store.update_note(new, vector)
+            self.store.add_version(NoteVersion.snapshot(new, VersionCause.update, None, "edited through the API"))
+        return new
+
+    def delete(self, note_id: str) -> None:
+        """Remove the note, its links and its versions for good."""
+        self.get(note_id)
+        self.store.delete_note(note_id)
+
+    def stats(self) -> dict[str, Any]:
+        return self.store.stats()

@@ -1,0 +1,233 @@
+"""Pure data: notes, links, versions, LLM call records and search hits.
+
+Times are always timezone-aware UTC; ids are stable random hex strings that never change meaning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+import uuid
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def to_utc(value: datetime) -> datetime:
+    """Naive datetimes are taken as UTC (documented), aware ones converted."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def content_hash(content: str) -> str:
+    """Hash of the normalised content (NFC, collapsed whitespace, case-folded)."""
+    norm = " ".join(unicodedata.normalize("NFC", content).casefold().split())
+    return hashlib.sha256(norm.encode("utf-8")).hexdigest()
+
+
+class EnrichState(str, Enum):
+    """enriched: the LLM wrote its attributes; pending: waiting for the LLM; failed: gave up after retries."""
+
+    enriched = "enriched"
+    pending = "pending"
+    failed = "failed"
+
+
+class Scope(BaseModel):
+    """Who a note belongs to. When reading, a None field matches anything unless ``exact`` is set,
+    in which case None matches only notes without that field (used for writes: linking and evolution
+    never cross a scope boundary)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: str | None = None
+    agent_id: str | None = None
+    run_id: str | None = None
+    exact: bool = False
+
+    def matches(self, note: Note) -> bool:
+        return all(
+            (want is None and not self.exact) or want == have
+            for want, have in (
+                (self.user_id, note.user_id),
+                (self.agent_id, note.agent_id),
+                (self.run_id, note.run_id),
+            )
+        )
+
+
+class Note(BaseModel):
+    """An atomic memory (paper: m = {c, t, K, G, X, e, L}); the embedding lives in the store."""
+
+    id: str = Field(default_factory=new_id)
+    content: str
+    event_time: datetime = Field(default_factory=utcnow)
+    ingest_time: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    keywords: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    context: str = ""
+    user_id: str | None = None
+    agent_id: str | None = None
+    run_id: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    embedding_model: str = ""
+    content_hash: str = ""
+    state: EnrichState = EnrichState.pending
+    version: int = 1
+    enrich_attempts: int = 0
+    last_error: str | None = None
+
+    @field_validator("event_time", "ingest_time", "updated_at")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        return to_utc(v)
+
+    @property
+    def scope(self) -> Scope:
+        """The note's own scope, exact: what its links and evolution may touch."""
+        return Scope(user_id=self.user_id, agent_id=self.agent_id, run_id=self.run_id, exact=True)
+
+    def embedding_text(self) -> str:
+        """Paper Eq. 3: content, keywords, tags and context in one text, with the event date."""
+        parts = [self.content]
+        if self.keywords:
+            parts.append("Keywords: " + ", ".join(self.keywords))
+        if self.tags:
+            parts.append("Tags: " + ", ".join(self.tags))
+        if self.context:
+            parts.append("Context: " + self.context)
+        parts.append("Date: " + format_date(self.event_time))
+        return "\n".join(parts)
+
+    def keyword_text(self) -> str:
+        """What the keyword index sees: the same fields, so the two indexes agree."""
+        return self.embedding_text()
+
+
+class Link(BaseModel):
+    """A directed, explicit edge between two notes of the same scope."""
+
+    source_id: str
+    target_id: str
+    weight: float = 1.0
+    reason: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    llm_call_id: str | None = None
+
+    @field_validator("created_at", "updated_at")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        return to_utc(v)
+
+
+class VersionCause(str, Enum):
+    create = "create"
+    enrich = "enrich"
+    evolve = "evolve"
+    update = "update"
+    imported = "import"
+
+
+class NoteVersion(BaseModel):
+    """A full snapshot of a note after a change, and what caused that change."""
+
+    note_id: str
+    version: int
+    cause: VersionCause
+    created_at: datetime = Field(default_factory=utcnow)
+    llm_call_id: str | None = None
+    detail: str = ""
+    content: str
+    keywords: list[str]
+    tags: list[str]
+    context: str
+    metadata: dict[str, Any]
+    event_time: datetime
+    state: EnrichState
+
+    @classmethod
+    def snapshot(
+        cls, note: Note, cause: VersionCause, llm_call_id: str | None = None, detail: str = ""
+    ) -> NoteVersion:
+        return cls(
+            note_id=note.id,
+            version=note.version,
+            cause=cause,
+            created_at=note.updated_at,
+            llm_call_id=llm_call_id,
+            detail=detail,
+            content=note.content,
+            keywords=list(note.keywords),
+            tags=list(note.tags),
+            context=note.context,
+            metadata=dict(note.metadata),
+            event_time=note.event_time,
+            state=note.state,
+        )
+
+
+class LLMCall(BaseModel):
+    """One LLM request as it happened: what it was for, what it cost, whether it worked."""
+
+    id: str = Field(default_factory=new_id)
+    step: str
+    prompt_version: str
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_ms: float = 0.0
+    ok: bool = True
+    cached: bool = False
+    error: str | None = None
+    attempts: int = 1
+    note_ids: list[str] = Field(default_factory=list)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Why(BaseModel):
+    """Why a search returned a note: its ranks in each index, or the link that brought it."""
+
+    dense_rank: int | None = None
+    dense_score: float | None = None
+    keyword_rank: int | None = None
+    keyword_score: float | None = None
+    via_link_from: str | None = None
+    link_reason: str | None = None
+    link_weight: float | None = None
+
+    def describe(self) -> str:
+        parts = []
+        if self.dense_rank is not None:
+            parts.append(f"dense #{self.dense_rank} (cos {self.dense_score:.3f})")
+        if self.keyword_rank is not None:
+            parts.append(f"keyword #{self.keyword_rank} (bm25 {self.keyword_score:.2f})")
+        if self.via_link_from is not None:
+            reason = f": {self.link_reason}" if self.link_reason else ""
+            parts.append(f"linked from {self.via_link_from[:8]}{reason}")
+        return ", ".join(parts) or "matched"
+
+
+class SearchHit(BaseModel):
+    """A note with its cosine similarity to the query (higher is better) and the reason it was returned."""
+
+    note: Note
+    score: float
+    why: Why
+
+
+def format_date(value: datetime) -> str:
+    """'8 May 2023 (Monday)': unambiguous for small LLMs and for keyword search alike."""
+    return f"{value.day} {value.strftime('%B %Y')} ({value.strftime('%A')})"

@@ -1,0 +1,147 @@
+"""Batched write step for ``add_many``: several new notes share one call and one set of neighbours.
+
+New notes are T1..Tn, stored neighbours N1..Nm; a new note may link to neighbours and to other new notes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
+
+from ..llm.base import Message
+from ..llm.runner import Prompt
+from ..notes import Note, format_date
+from .common import Candidate, clean_sentence, clean_terms, clip, show_note
+from .note import (
+    LinkOut,
+    UpdateOut,
+    attribute_properties,
+    filter_links,
+    filter_updates,
+    link_schema,
+    update_schema,
+)
+
+VERSION = "batch-v1"
+STEP = "construct_batch"
+
+INSTRUCTIONS = """You maintain an agent's long-term memory as small atomic notes.
+Several NEW NOTES (T1, T2, ...) arrive together. Answer with one JSON object {"notes": [...], "updates": [...]}.
+"notes" has one entry per new note, in order, each with:
+- "note": its alias (T1, T2, ...);
+- "keywords": 3 to 6 salient nouns, verbs or concepts from that note. No speaker names, no dates;
+- "tags": 2 to 4 broad lower-case categories;
+- "context": one sentence on who did or said what, about which topic, and why it matters, with relative \
+times turned into dates using the note's own date;
+- "links": RELATED NOTES (N...) or other new notes (T...) that share a specific person, event, object or plan \
+with it, each with a short reason; often empty.
+"updates": only for a related note (N...) listed as UPDATABLE whose context is now wrong or incomplete: its \
+corrected one-sentence context and tags. Usually empty.
+
+Example input:
+NEW NOTES:
+A1 [14 March 2022 (Monday)] Priya: My sister finally passed her driving test yesterday!
+A2 [14 March 2022 (Monday)] Tom: Congratulations to her! Is she buying a car now?
+RELATED NOTES:
+R1 [2 March 2022 (Wednesday)] Priya: My sister keeps failing her driving test. | context: Priya's sister is \
+anxious after failing her driving test again.
+UPDATABLE: R1
+Example answer:
+{"notes": [{"note": "A1", "keywords": ["sister", "driving test", "passed"], "tags": ["family", "achievement"], \
+"context": "Priya says her sister passed her driving test on 13 March 2022.", "links": [{"to": "R1", "why": \
+"same driving test"}]}, {"note": "A2", "keywords": ["congratulations", "car"], "tags": ["family", "plans"], \
+"context": "Tom congratulates Priya's sister and asks whether she will buy a car.", "links": [{"to": "A1", \
+"why": "reply about the passed test"}]}], "updates": [{"note": "R1", "context": "Priya's sister kept failing \
+her driving test until she passed it on 13 March 2022.", "tags": ["family", "driving"]}]}
+
+Now the real input."""
+
+
+class BatchNote(BaseModel):
+    note: str
+    keywords: list[str]
+    tags: list[str]
+    context: str
+    links: list[LinkOut] = Field(default_factory=list)
+
+    @field_validator("keywords", mode="before")
+    @classmethod
+    def _keywords(cls, v: Any) -> list[str]:
+        return clean_terms(v, 8, 40)
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, v: Any) -> list[str]:
+        return clean_terms(v, 6, 30, lower=True)
+
+    @field_validator("context", mode="before")
+    @classmethod
+    def _context(cls, v: Any) -> str:
+        return clean_sentence(v, 300)
+
+    def usable(self) -> bool:
+        return bool(self.keywords and self.tags and len(self.context) >= 8)
+
+
+class BatchOutput(BaseModel):
+    """Entries for unknown or repeated T aliases, or with empty fields, are dropped; the caller
+    handles each missing note on its own, so nothing is applied blindly or lost."""
+
+    notes: list[BatchNote]
+    updates: list[UpdateOut] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _aliases(self, info: ValidationInfo) -> BatchOutput:
+        ctx = info.context or {}
+        new_aliases = list(ctx.get("new_aliases", ()))
+        link_aliases = set(ctx.get("link_aliases", ())) | set(new_aliases)
+        kept: dict[str, BatchNote] = {}
+        for entry in self.notes:
+            alias = entry.note.strip().upper()
+            if alias in new_aliases and alias not in kept and entry.usable():
+                entry.note = alias
+                entry.links = [link for link in filter_links(entry.links, link_aliases) if link.to != alias]
+                kept[alias] = entry
+        if not kept and new_aliases:
+            raise ValueError("give one entry per new note (T1, T2, ...)")
+        self.notes = list(kept.values())
+        self.updates = filter_updates(self.updates, set(ctx.get("update_aliases", ())))
+        return self
+
+
+def render(
+    new: list[tuple[str, Note]], candidates: list[Candidate], updatable: list[str]
+) -> Prompt[BatchOutput]:
+    new_aliases = [alias for alias, _ in new]
+    lines = [INSTRUCTIONS, "NEW NOTES:"]
+    lines.extend(f"{alias} [{format_date(n.event_time)}] {clip(n.content, 1200)}" for alias, n in new)
+    link_aliases = [c.alias for c in candidates]
+    if candidates:
+        lines.append("RELATED NOTES:")
+        lines.extend(show_note(c.alias, c.note) for c in candidates)
+        lines.append("UPDATABLE: " + (", ".join(updatable) if updatable else "none"))
+    else:
+        lines.append("RELATED NOTES: none")
+    lines.append("Answer:")
+    item_props: dict[str, Any] = {"note": {"type": "string", "enum": new_aliases}, **attribute_properties()}
+    item_props["links"] = link_schema(link_aliases + new_aliases)
+    item_props["links"]["maxItems"] = min(4, len(link_aliases) + len(new_aliases))
+    properties: dict[str, Any] = {
+        "notes": {
+            "type": "array", "minItems": len(new), "maxItems": len(new),
+            "items": {"type": "object", "properties": item_props, "required": list(item_props)},
+        }
+    }
+    if updatable:
+        properties["updates"] = update_schema(updatable)
+    schema = {"type": "object", "properties": properties, "required": list(properties)}
+    return Prompt(
+        step=STEP,
+        version=VERSION,
+        messages=[Message("user", "\n".join(lines))],
+        output=BatchOutput,
+        schema=schema,
+        max_tokens=60 + 170 * len(new) + 90 * len(updatable),
+        context={"new_aliases": new_aliases, "link_aliases": link_aliases, "update_aliases": updatable},
+    )

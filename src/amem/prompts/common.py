@@ -1,0 +1,73 @@
+"""Shared pieces of the prompts: how notes are shown to the LLM and how its words are cleaned."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ..notes import Note, format_date
+
+_DEBRIS = " \t\r\n\"'`[]{}()<>#*•·,;:.!?"
+_SPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A neighbour offered to the LLM under a short alias that maps back to its stable id."""
+
+    alias: str
+    note: Note
+    similarity: float
+
+
+def clip(text: str, limit: int) -> str:
+    text = _SPACE.sub(" ", text).strip()
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0]
+    return (cut or text[:limit]) + "…"
+
+
+def show_note(alias: str, note: Note, content_chars: int = 280) -> str:
+    line = f"{alias} [{format_date(note.event_time)}] {clip(note.content, content_chars)}"
+    if note.context:
+        line += f" | context: {clip(note.context, 200)}"
+    return line
+
+
+def clean_terms(values: Any, max_items: int, max_len: int = 40, lower: bool = False) -> list[str]:
+    """Strip quote/bracket debris, drop empties and overlong items, de-duplicate case-insensitively."""
+    if isinstance(values, str):
+        values = re.split(r"[,;\n]", values)
+    if not isinstance(values, list):
+        raise ValueError("expected a list of strings")
+    out: dict[str, str] = {}
+    for value in values:
+        if not isinstance(value, str):
+            continue
+        term = _SPACE.sub(" ", value).strip(_DEBRIS)
+        if lower:
+            term = term.lower()
+        if not term or len(term) > max_len:
+            continue
+        out.setdefault(term.casefold(), term)
+        if len(out) >= max_items:
+            break
+    return list(out.values())
+
+
+def clean_sentence(value: Any, max_len: int) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    text = _SPACE.sub(" ", value).strip(" \t\r\n\"'`")
+    return clip(text, max_len) if text else ""
+
+
+def string_array(max_items: int, max_len: int, min_items: int = 0) -> dict[str, Any]:
+    return {
+        "type": "array",
+        "items": {"type": "string", "minLength": 1, "maxLength": max_len},
+        "minItems": min_items,
+        "maxItems": max_items,
+    }

@@ -1,0 +1,192 @@
+"""Default write step: ONE call returns the note's attributes, its links and the neighbour updates.
+
+The example uses aliases (R1, R2) from another namespace than the real input (N1, N2...), so a
+small model that copies the example produces an alias that does not exist and gets dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
+
+from ..llm.base import Message
+from ..llm.runner import Prompt
+from ..notes import Note, format_date
+from .common import Candidate, clean_sentence, clean_terms, clip, show_note, string_array
+
+VERSION = "note-v1"
+STEP = "construct"
+
+INSTRUCTIONS = """You maintain an agent's long-term memory as small atomic notes.
+Read the NEW NOTE and answer with one JSON object:
+- "keywords": 3 to 6 salient nouns, verbs or concepts from the new note. No speaker names, no dates.
+- "tags": 2 to 4 broad lower-case categories (for example: family, work, hobby, health, travel, food).
+- "context": one sentence saying who did or said what, about which topic, and why it matters. Turn relative \
+times ("yesterday", "last week", "next month") into dates using the note's own date.
+- "links": the RELATED NOTES that share a specific person, event, object or plan with the new note, each with \
+a short reason. Leave it empty when none is really related.
+- "updates": only for a related note whose context is now wrong or incomplete because of the new note: its \
+corrected one-sentence context and tags. Usually empty.
+
+Example input:
+NEW NOTE [14 March 2022 (Monday)] Priya: My sister finally passed her driving test yesterday!
+RELATED NOTES:
+R1 [2 March 2022 (Wednesday)] Priya: My sister keeps failing her driving test. | context: Priya's sister is \
+anxious after failing her driving test again.
+R2 [5 March 2022 (Saturday)] Tom: I baked sourdough bread this weekend. | context: Tom tried baking bread.
+UPDATABLE: R1
+Example answer:
+{"keywords": ["sister", "driving test", "passed"], "tags": ["family", "achievement"], "context": "Priya says \
+her sister passed her driving test on 13 March 2022 after failing it before.", "links": [{"to": "R1", "why": \
+"same sister and driving test"}], "updates": [{"note": "R1", "context": "Priya's sister kept failing her \
+driving test until she passed it on 13 March 2022.", "tags": ["family", "driving"]}]}
+
+Now the real input."""
+
+
+class LinkOut(BaseModel):
+    to: str
+    why: str = ""
+
+    @field_validator("why", mode="before")
+    @classmethod
+    def _why(cls, v: Any) -> str:
+        return clean_sentence(v if isinstance(v, str) else "", 160)
+
+
+class UpdateOut(BaseModel):
+    note: str
+    context: str
+    tags: list[str] = Field(default_factory=list)
+
+    @field_validator("context", mode="before")
+    @classmethod
+    def _context(cls, v: Any) -> str:
+        return clean_sentence(v, 300)
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, v: Any) -> list[str]:
+        return clean_terms(v or [], 6, 30, lower=True)
+
+
+class NoteOutput(BaseModel):
+    """Validated answer. Unknown aliases, duplicates and empty updates are dropped, never applied."""
+
+    keywords: list[str]
+    tags: list[str]
+    context: str
+    links: list[LinkOut] = Field(default_factory=list)
+    updates: list[UpdateOut] = Field(default_factory=list)
+
+    @field_validator("keywords", mode="before")
+    @classmethod
+    def _keywords(cls, v: Any) -> list[str]:
+        terms = clean_terms(v, 8, 40)
+        if not terms:
+            raise ValueError("give 3 to 6 keywords")
+        return terms
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, v: Any) -> list[str]:
+        terms = clean_terms(v, 6, 30, lower=True)
+        if not terms:
+            raise ValueError("give 2 to 4 tags")
+        return terms
+
+    @field_validator("context", mode="before")
+    @classmethod
+    def _context(cls, v: Any) -> str:
+        text = clean_sentence(v, 300)
+        if len(text) < 8:
+            raise ValueError("write a one-sentence context")
+        return text
+
+    @model_validator(mode="after")
+    def _aliases(self, info: ValidationInfo) -> NoteOutput:
+        ctx = info.context or {}
+        self.links = filter_links(self.links, set(ctx.get("link_aliases", ())))
+        self.updates = filter_updates(self.updates, set(ctx.get("update_aliases", ())))
+        return self
+
+
+def filter_links(links: list[LinkOut], allowed: set[str]) -> list[LinkOut]:
+    seen: dict[str, LinkOut] = {}
+    for link in links:
+        alias = link.to.strip().upper()
+        if alias in allowed and alias not in seen:
+            seen[alias] = LinkOut(to=alias, why=link.why)
+    return list(seen.values())
+
+
+def filter_updates(updates: list[UpdateOut], allowed: set[str]) -> list[UpdateOut]:
+    seen: dict[str, UpdateOut] = {}
+    for update in updates:
+        alias = update.note.strip().upper()
+        if alias in allowed and alias not in seen and len(update.context) >= 8:
+            seen[alias] = UpdateOut(note=alias, context=update.context, tags=update.tags)
+    return list(seen.values())
+
+
+def link_schema(aliases: list[str]) -> dict[str, Any]:
+    return {
+        "type": "array",
+        "maxItems": len(aliases),
+        "items": {
+            "type": "object",
+            "properties": {"to": {"type": "string", "enum": aliases}, "why": {"type": "string", "maxLength": 120}},
+            "required": ["to", "why"],
+        },
+    }
+
+
+def update_schema(aliases: list[str]) -> dict[str, Any]:
+    return {
+        "type": "array",
+        "maxItems": len(aliases),
+        "items": {
+            "type": "object",
+            "properties": {
+                "note": {"type": "string", "enum": aliases},
+                "context": {"type": "string", "minLength": 8, "maxLength": 260},
+                "tags": string_array(4, 24),
+            },
+            "required": ["note", "context", "tags"],
+        },
+    }
+
+
+def attribute_properties() -> dict[str, Any]:
+    return {
+        "keywords": string_array(6, 32, min_items=1),
+        "tags": string_array(4, 24, min_items=1),
+        "context": {"type": "string", "minLength": 8, "maxLength": 260},
+    }
+
+
+def render(new: Note, candidates: list[Candidate], updatable: list[str]) -> Prompt[NoteOutput]:
+    lines = [INSTRUCTIONS, f"NEW NOTE [{format_date(new.event_time)}] {clip(new.content, 2000)}"]
+    properties = attribute_properties()
+    link_aliases = [c.alias for c in candidates]
+    if candidates:
+        lines.append("RELATED NOTES:")
+        lines.extend(show_note(c.alias, c.note) for c in candidates)
+        lines.append("UPDATABLE: " + (", ".join(updatable) if updatable else "none"))
+        properties["links"] = link_schema(link_aliases)
+        if updatable:
+            properties["updates"] = update_schema(updatable)
+    else:
+        lines.append("RELATED NOTES: none")
+    lines.append("Answer:")
+    schema = {"type": "object", "properties": properties, "required": list(properties)}
+    return Prompt(
+        step=STEP,
+        version=VERSION,
+        messages=[Message("user", "\n".join(lines))],
+        output=NoteOutput,
+        schema=schema,
+        max_tokens=160 + 60 * len(link_aliases) + 90 * len(updatable),
+        context={"link_aliases": link_aliases, "update_aliases": updatable},
+    )

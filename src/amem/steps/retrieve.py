@@ -1,0 +1,142 @@
+"""Retrieval: dense + keyword fused by reciprocal rank, then 1-hop expansion along links under a budget.
+
+Presets: ``hybrid`` (default) and ``paper`` (dense top-k plus linked neighbours, as in the paper).
+Every hit carries its cosine similarity to the query and the reason it was returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..embed.base import Embedder
+from ..notes import Note, Scope, SearchHit, Why
+from ..store.base import Filters, Store
+
+RRF_K = 60
+
+
+def approx_tokens(text: str) -> int:
+    """~4 characters per token for English; cheap, and the same everywhere (bench uses it too)."""
+    return max(1, (len(text) + 3) // 4)
+
+
+def note_tokens(note: Note) -> int:
+    return approx_tokens(note.content) + approx_tokens(note.context) + 12
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    k: int = 5
+    preset: str = "hybrid"
+    expand: bool = True
+    token_budget: int | None = 1200
+    per_hit_links: int = 2
+    pool: int = 50  # candidates taken from each index before fusion
+
+
+def search(
+    store: Store,
+    embedder: Embedder,
+    query: str,
+    scope: Scope,
+    filters: Filters | None,
+    opts: SearchOptions,
+) -> list[SearchHit]:
+    qvec = embedder.embed_query(query)
+    pool = max(opts.pool, opts.k)
+    dense = store.nearest(qvec, pool, scope, filters)
+    dense_rank = {nid: (i + 1, sim) for i, (nid, sim) in enumerate(dense)}
+    if opts.preset == "paper":
+        ranked = [nid for nid, _ in dense[: opts.k]]
+        kw_rank: dict[str, tuple[int, float]] = {}
+    else:
+        keyword = store.keyword(query, pool, scope, filters)
+        kw_rank = {nid: (i + 1, score) for i, (nid, score) in enumerate(keyword)}
+        fused: dict[str, float] = {}
+        for ranks in (dense_rank, kw_rank):
+            for nid, (rank, _) in ranks.items():
+                fused[nid] = fused.get(nid, 0.0) + 1.0 / (RRF_K + rank)
+        ranked = sorted(fused, key=lambda nid: (-fused[nid], dense_rank.get(nid, (pool + 1, 0))[0]))[: opts.k]
+
+    notes = store.get_notes(ranked)
+    ranked = [nid for nid in ranked if nid in notes]
+    sims = _similarities(store, qvec, ranked, dense_rank)
+    hits = []
+    for nid in ranked:
+        d, kw = dense_rank.get(nid), kw_rank.get(nid)
+        why = Why(
+            dense_rank=d[0] if d else None,
+            dense_score=d[1] if d else None,
+            keyword_rank=kw[0] if kw else None,
+            keyword_score=kw[1] if kw else None,
+        )
+        hits.append(SearchHit(note=notes[nid], score=sims[nid], why=why))
+    if opts.expand and hits:
+        hits.extend(_expand(store, qvec, hits, scope, filters, opts))
+    return hits
+
+
+def _similarities(
+    store: Store, qvec: np.ndarray, ids: list[str], known: dict[str, tuple[int, float]]
+) -> dict[str, float]:
+    out = {nid: known[nid][1] for nid in ids if nid in known}
+    missing = [nid for nid in ids if nid not in out]
+    for nid, vec in store.get_vectors(missing).items():
+        out[nid] = float(vec @ qvec)
+    return out
+
+
+def _passes(note: Note, scope: Scope, filters: Filters | None) -> bool:
+    if not scope.matches(note):
+        return False
+    if filters is None:
+        return True
+    if filters.event_after is not None and note.event_time < filters.event_after:
+        return False
+    if filters.event_before is not None and note.event_time >= filters.event_before:
+        return False
+    if filters.states and note.state not in filters.states:
+        return False
+    return all(note.metadata.get(key) == value for key, value in filters.metadata.items())
+
+
+def _expand(
+    store: Store,
+    qvec: np.ndarray,
+    hits: list[SearchHit],
+    scope: Scope,
+    filters: Filters | None,
+    opts: SearchOptions,
+) -> list[SearchHit]:
+    """Linked neighbours of the hits, strongest links first, while the token budget allows."""
+    seen = {h.note.id for h in hits}
+    used = sum(note_tokens(h.note) for h in hits)
+    links = store.links_for([h.note.id for h in hits])
+    by_note: dict[str, list[tuple[str, float, str]]] = {}
+    for link in links:
+        by_note.setdefault(link.source_id, []).append((link.target_id, link.weight, link.reason))
+        by_note.setdefault(link.target_id, []).append((link.source_id, link.weight, link.reason))
+    wanted = {other for h in hits for other, _, _ in by_note.get(h.note.id, []) if other not in seen}
+    neighbours = store.get_notes(list(wanted))
+    sims = _similarities(store, qvec, list(neighbours), {})
+    extra: list[SearchHit] = []
+    for hit in hits:
+        options = sorted(by_note.get(hit.note.id, []), key=lambda t: (-t[1], -sims.get(t[0], 0.0)))
+        taken = 0
+        for other, weight, reason in options:
+            if taken >= opts.per_hit_links:
+                break
+            note = neighbours.get(other)
+            if note is None or other in seen or not _passes(note, scope, filters):
+                continue
+            cost = note_tokens(note)
+            if opts.token_budget is not None and used + cost > opts.token_budget:
+                return extra
+            seen.add(other)
+            used += cost
+            taken += 1
+            why = Why(via_link_from=hit.note.id, link_reason=reason, link_weight=weight)
+            extra.append(SearchHit(note=note, score=sims.get(other, 0.0), why=why))
+    return extra

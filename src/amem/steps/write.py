@@ -1,0 +1,120 @@
+"""Note construction, link generation and evolution: turn LLM answers into validated decisions.
+
+Nothing here touches the store: each function returns a ``Decision`` (attributes, links by stable id,
+neighbour updates by stable id) that ``Memory`` applies in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..llm.runner import LLMRunner
+from ..notes import Note
+from ..prompts import analyse, batch, evolve, note
+from ..prompts.common import Candidate
+
+#: The candidates for a (possibly enriched) note, aliased N1..Nk.
+NeighbourFinder = Callable[[Note], list[Candidate]]
+
+
+@dataclass
+class NeighbourUpdate:
+    note_id: str
+    context: str
+    tags: list[str]
+
+
+@dataclass
+class Decision:
+    keywords: list[str]
+    tags: list[str]
+    context: str
+    links: list[tuple[str, str]] = field(default_factory=list)  # (target id, reason)
+    updates: list[NeighbourUpdate] = field(default_factory=list)
+    call_ids: list[str] = field(default_factory=list)
+
+
+def make_candidates(found: list[tuple[Note, float]], prefix: str = "N") -> list[Candidate]:
+    return [Candidate(f"{prefix}{i}", n, sim) for i, (n, sim) in enumerate(found, start=1)]
+
+
+def updatable(candidates: list[Candidate], evolve_floor: float) -> list[str]:
+    """Evolution is offered only for neighbours this close: small models otherwise rewrite everything."""
+    return [c.alias for c in candidates if c.similarity >= evolve_floor]
+
+
+def construct_one(
+    runner: LLMRunner, new: Note, candidates: list[Candidate], evolve_floor: float
+) -> Decision:
+    """Default pipeline: one call for attributes, links and neighbour updates."""
+    by_alias = {c.alias: c.note.id for c in candidates}
+    allowed = updatable(candidates, evolve_floor)
+    out, call = runner.run(note.render(new, candidates, allowed), [new.id, *by_alias.values()])
+    return Decision(
+        keywords=out.keywords,
+        tags=out.tags,
+        context=out.context,
+        links=[(by_alias[link.to], link.why) for link in out.links],
+        updates=[NeighbourUpdate(by_alias[u.note], u.context, u.tags) for u in out.updates],
+        call_ids=[call.id],
+    )
+
+
+def construct_paper(
+    runner: LLMRunner,
+    new: Note,
+    find: NeighbourFinder,
+    evolve_floor: float,
+) -> Decision:
+    """The reference's two calls: analyse the note, then decide evolution over its neighbours.
+
+    Neighbours are found with the analysed note's full embedding, as in the reference.
+    """
+    attrs, first = runner.run(analyse.render(new), [new.id])
+    enriched = new.model_copy(update={"keywords": attrs.keywords, "tags": attrs.tags, "context": attrs.context})
+    decision = Decision(attrs.keywords, attrs.tags, attrs.context, call_ids=[first.id])
+    candidates = [c for c in find(enriched) if c.similarity >= evolve_floor]
+    if not candidates:
+        return decision
+    by_alias = {c.alias: c for c in candidates}
+    out, second = runner.run(evolve.render(enriched, candidates), [new.id, *(c.note.id for c in candidates)])
+    decision.call_ids.append(second.id)
+    if not out.should_evolve:
+        return decision
+    if "strengthen" in out.actions:
+        decision.links = [(by_alias[a].note.id, "suggested by evolution") for a in out.suggested_connections]
+        if out.tags_to_update:
+            decision.tags = out.tags_to_update
+    if "update_neighbor" in out.actions and out.new_context_neighborhood:
+        for cand, ctx, tags in zip(candidates, out.new_context_neighborhood, out.new_tags_neighborhood):
+            if (ctx and ctx != cand.note.context) or (tags and tags != cand.note.tags):
+                decision.updates.append(
+                    NeighbourUpdate(cand.note.id, ctx or cand.note.context, tags or cand.note.tags)
+                )
+    return decision
+
+
+def construct_batch(
+    runner: LLMRunner, new: list[Note], candidates: list[Candidate], evolve_floor: float
+) -> dict[str, Decision]:
+    """One call for several new notes; notes the answer leaves out are absent from the result."""
+    aliases = [(f"T{i}", n) for i, n in enumerate(new, start=1)]
+    by_alias = {c.alias: c.note.id for c in candidates} | {a: n.id for a, n in aliases}
+    allowed = updatable(candidates, evolve_floor)
+    prompt = batch.render(aliases, candidates, allowed)
+    out, call = runner.run(prompt, [n.id for n in new] + [c.note.id for c in candidates])
+    decisions: dict[str, Decision] = {}
+    for entry in out.notes:
+        note_id = by_alias[entry.note]
+        decisions[note_id] = Decision(
+            keywords=entry.keywords,
+            tags=entry.tags,
+            context=entry.context,
+            links=[(by_alias[link.to], link.why) for link in entry.links],
+            call_ids=[call.id],
+        )
+    if decisions:
+        first = next(iter(decisions.values()))
+        first.updates = [NeighbourUpdate(by_alias[u.note], u.context, u.tags) for u in out.updates]
+    return decisions

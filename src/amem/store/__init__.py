@@ -1,0 +1,31 @@
+"""Stores are chosen by URL: ``sqlite:///path`` (default) or ``postgresql://...`` (scale-out)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ConfigError
+from .base import Filters, Store
+
+__all__ = ["Filters", "Store", "open_store"]
+
+
+def open_store(url: str) -> Store:
+    if url.startswith("sqlite:///"):
+        from .sqlite import SQLiteStore
+
+        return SQLiteStore(Path(url[len("sqlite:///") :]))
+    if url == "sqlite://:memory:" or url == ":memory:":
+        from .sqlite import SQLiteStore
+
+        return SQLiteStore(":memory:")
+    if url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            "the PostgreSQL store is not part of this version yet; use a sqlite:/// URL "
+            "(or leave --store/AMEM_DATABASE_URL empty for the default)"
+        )
+    if "://" not in url:
+        from .sqlite import SQLiteStore
+
+        return SQLiteStore(Path(url).expanduser())
+    raise ConfigError(f"unknown store URL {url!r}: use sqlite:///PATH or a plain file path")

@@ -1,0 +1,111 @@
+"""The Store seam: everything amem persists, behind one small interface.
+
+One contract test suite (tests/test_store_contract.py) runs against every implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field, field_validator
+
+from ..embed.base import Vectors
+from ..errors import InvalidInput
+from ..notes import EnrichState, Link, LLMCall, Note, NoteVersion, Scope, to_utc
+
+METADATA_KEY_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+class Filters(BaseModel):
+    """Read filters beyond scope. Metadata matches top-level keys by equality."""
+
+    metadata: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    event_after: datetime | None = None
+    event_before: datetime | None = None
+    states: list[EnrichState] | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in v:
+            if not key or len(key) > 64 or not set(key) <= METADATA_KEY_CHARS:
+                raise InvalidInput(
+                    f"metadata filter key {key!r}: use 1-64 letters, digits, '_' or '-'"
+                )
+        return v
+
+    @field_validator("event_after", "event_before")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        return None if v is None else to_utc(v)
+
+    def is_empty(self) -> bool:
+        return not self.metadata and self.event_after is None and self.event_before is None and not self.states
+
+
+class Store(Protocol):
+    url: str
+
+    def close(self) -> None: ...
+    def atomic(self) -> AbstractContextManager[None]:
+        """All writes inside commit together or not at all; nestable."""
+        ...
+
+    # meta
+    def get_meta(self, key: str) -> str | None: ...
+    def set_meta(self, key: str, value: str) -> None: ...
+
+    # notes
+    def insert_note(self, note: Note, vector: Vectors) -> None: ...
+    def update_note(self, note: Note, vector: Vectors | None = None) -> None: ...
+    def delete_note(self, note_id: str) -> None:
+        """Removes the note, its vector, its keyword entry, every link touching it and its versions."""
+        ...
+    def get_note(self, note_id: str) -> Note | None: ...
+    def get_notes(self, ids: Sequence[str]) -> dict[str, Note]: ...
+    def get_vectors(self, ids: Sequence[str]) -> dict[str, Vectors]: ...
+    def list_notes(
+        self, scope: Scope, filters: Filters | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Note]:
+        """Newest ingest first."""
+        ...
+    def count_notes(self, scope: Scope, filters: Filters | None = None) -> int: ...
+    def iter_notes(self, scope: Scope, batch: int = 500) -> Iterator[Note]:
+        """Every note of the scope, oldest ingest first (for export and re-embedding)."""
+        ...
+    def find_by_hash(self, scope: Scope, content_hash: str) -> list[str]: ...
+
+    # links
+    def upsert_links(self, links: Sequence[Link]) -> None: ...
+    def delete_links(self, pairs: Sequence[tuple[str, str]]) -> None: ...
+    def links_for(self, ids: Sequence[str]) -> list[Link]:
+        """Links with either end in ``ids``."""
+        ...
+
+    # versions and LLM calls
+    def add_version(self, version: NoteVersion) -> None: ...
+    def versions(self, note_id: str) -> list[NoteVersion]: ...
+    def record_llm_call(self, call: LLMCall) -> None: ...
+    def llm_calls(self, note_id: str | None = None, limit: int = 1000) -> list[LLMCall]: ...
+
+    # search
+    def nearest(
+        self, vector: Vectors, k: int, scope: Scope, filters: Filters | None = None,
+        exclude: Sequence[str] = (),
+    ) -> list[tuple[str, float]]:
+        """(id, cosine) best first."""
+        ...
+    def keyword(
+        self, query: str, k: int, scope: Scope, filters: Filters | None = None
+    ) -> list[tuple[str, float]]:
+        """(id, bm25 score, higher is better) best first."""
+        ...
+
+    # LLM response cache
+    def cache_get(self, key: str) -> str | None: ...
+    def cache_put(self, key: str, value: str) -> None: ...
+
+    def stats(self) -> dict[str, Any]: ...

@@ -1,0 +1,593 @@
+"""SQLite store: WAL, FTS5 (BM25), float32 vectors in BLOBs, exact search over an in-memory matrix.
+
+One connection per Store guarded by a re-entrant lock, so a Memory can be shared between threads.
+The vector matrix changes only after a commit; another process's commit is noticed through
+``PRAGMA data_version`` and triggers a reload before the next search.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..embed.base import Vectors
+from ..errors import StoreError
+from ..notes import EnrichState, Link, LLMCall, Note, NoteVersion, Scope, VersionCause
+from .base import Filters
+from .vector_index import VectorIndex
+
+TIME_FMT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE notes (
+            rid INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            content TEXT NOT NULL,
+            event_time TEXT NOT NULL,
+            ingest_time TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            keywords TEXT NOT NULL,
+            tags TEXT NOT NULL,
+            context TEXT NOT NULL,
+            user_id TEXT, agent_id TEXT, run_id TEXT,
+            metadata TEXT NOT NULL,
+            embedding_model TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            state TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            enrich_attempts INTEGER NOT NULL,
+            last_error TEXT,
+            embedding BLOB NOT NULL
+        );
+        CREATE INDEX notes_scope ON notes(user_id, agent_id, run_id);
+        CREATE INDEX notes_hash ON notes(content_hash);
+        CREATE INDEX notes_state ON notes(state);
+        CREATE INDEX notes_event ON notes(event_time);
+        CREATE INDEX notes_ingest ON notes(ingest_time);
+        CREATE VIRTUAL TABLE notes_fts USING fts5(text, tokenize = 'porter unicode61 remove_diacritics 2');
+        CREATE TABLE links (
+            source_id TEXT NOT NULL REFERENCES notes(id) ON DELETE CASCADE,
+            target_id TEXT NOT NULL REFERENCES notes(id) ON DELETE CASCADE,
+            weight REAL NOT NULL,
+            reason TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            llm_call_id TEXT,
+            PRIMARY KEY (source_id, target_id)
+        );
+        CREATE INDEX links_target ON links(target_id);
+        CREATE TABLE versions (
+            note_id TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            cause TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            llm_call_id TEXT,
+            detail TEXT NOT NULL,
+            snapshot TEXT NOT NULL,
+            PRIMARY KEY (note_id, version)
+        );
+        CREATE TABLE llm_calls (
+            id TEXT PRIMARY KEY,
+            step TEXT NOT NULL,
+            prompt_version TEXT NOT NULL,
+            model TEXT NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            latency_ms REAL NOT NULL,
+            ok INTEGER NOT NULL,
+            cached INTEGER NOT NULL,
+            error TEXT,
+            attempts INTEGER NOT NULL,
+            note_ids TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE llm_call_notes (call_id TEXT NOT NULL, note_id TEXT NOT NULL);
+        CREATE INDEX llm_call_notes_note ON llm_call_notes(note_id);
+        CREATE TABLE llm_cache (key TEXT PRIMARY KEY, value TEXT NOT NULL, created_at TEXT NOT NULL);
+        """,
+    ),
+]
+
+_FTS_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def fmt_time(value: datetime) -> str:
+    return value.strftime(TIME_FMT)
+
+
+def parse_time(value: str) -> datetime:
+    from datetime import timezone
+
+    return datetime.strptime(value, TIME_FMT).replace(tzinfo=timezone.utc)
+
+
+def fts_query(text: str) -> str:
+    """Any user text becomes an OR of quoted terms: FTS5 syntax in the text can never be injected."""
+    words = [w for w in _FTS_WORD.findall(text.lower()) if len(w) > 1 or w.isdigit()]
+    seen: dict[str, None] = dict.fromkeys(words[:64])
+    return " OR ".join('"' + w.replace('"', "") + '"' for w in seen)
+
+
+class SQLiteStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(
+                str(path), timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite database {path}: {exc}") from exc
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._after_commit: list[Callable[[], None]] = []
+        self._index: VectorIndex | None = None
+        self._data_version = -1
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._migrate()
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT)"
+            )
+            done = {r[0] for r in self._db.execute("SELECT version FROM schema_migrations")}
+            for version, sql in MIGRATIONS:
+                if version in done:
+                    continue
+                for statement in [s for s in sql.split(";") if s.strip()]:
+                    self._db.execute(statement)
+                self._db.execute(
+                    "INSERT INTO schema_migrations VALUES (?, datetime('now'))", (version,)
+                )
+            newest = max(v for v, _ in MIGRATIONS)
+            if done and max(done) > newest:
+                raise StoreError(
+                    f"{self.path} was written by a newer amem (schema {max(done)} > {newest}); upgrade amem"
+                )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth == 0:
+                self._db.execute("BEGIN IMMEDIATE")
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._db.execute("ROLLBACK")
+                    self._after_commit.clear()
+                raise
+            self._depth -= 1
+            if self._depth == 0:
+                self._db.execute("COMMIT")
+                pending, self._after_commit = self._after_commit, []
+                # data_version is left alone: if another process committed meanwhile, the next
+                # search must still see its change and reload.
+                for fn in pending:
+                    fn()
+
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        with self._lock:
+            try:
+                return self._db.execute(sql, params)
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite error: {exc}") from exc
+
+    def _write(self, fn: Callable[[], None]) -> None:
+        with self.atomic():
+            fn()
+
+    def _on_commit(self, fn: Callable[[], None]) -> None:
+        if self._depth > 0:
+            self._after_commit.append(fn)
+        else:
+            fn()
+
+    def _read_data_version(self) -> int:
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def _vectors(self) -> VectorIndex | None:
+        """The matrix, loaded on first use and reloaded when another connection has committed."""
+        with self._lock:
+            current = self._read_data_version()
+            if self._index is not None and current == self._data_version:
+                return self._index
+            dims = self.get_meta("dimensions")
+            if dims is None:
+                return None
+            index = VectorIndex(int(dims))
+            for row in self._db.execute(
+                "SELECT id, embedding, user_id, agent_id, run_id FROM notes ORDER BY rid"
+            ):
+                vec = np.frombuffer(row["embedding"], dtype=np.float32)
+                index.upsert(row["id"], vec, Scope(user_id=row[2], agent_id=row[3], run_id=row[4]))
+            self._index = index
+            self._data_version = current
+            return index
+
+    # -- meta ---------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self._exec("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._write(
+            lambda: self._exec(
+                "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+        )
+
+    # -- notes --------------------------------------------------------------------------------
+    def _check_dims(self, vector: Vectors) -> None:
+        dims = self.get_meta("dimensions")
+        if dims is None:
+            self.set_meta("dimensions", str(vector.shape[0]))
+        elif int(dims) != vector.shape[0]:
+            raise StoreError(
+                f"vector has {vector.shape[0]} dimensions but this memory holds {dims}-dimensional ones; "
+                "use the embedder the memory was built with"
+            )
+
+    def insert_note(self, note: Note, vector: Vectors) -> None:
+        vec = np.asarray(vector, dtype=np.float32)
+
+        def run() -> None:
+            self._check_dims(vec)
+            cur = self._exec(
+                """INSERT INTO notes (id, content, event_time, ingest_time, updated_at, keywords, tags,
+                   context, user_id, agent_id, run_id, metadata, embedding_model, content_hash, state,
+                   version, enrich_attempts, last_error, embedding)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+                (*_note_row(note), vec.tobytes()),
+            )
+            self._exec(
+                "INSERT INTO notes_fts(rowid, text) VALUES (?, ?)", (cur.lastrowid, note.keyword_text())
+            )
+            self._on_commit(lambda: self._index_upsert(note, vec))
+
+        self._write(run)
+
+    def _index_upsert(self, note: Note, vec: Vectors) -> None:
+        if self._index is not None:
+            self._index.upsert(note.id, vec, note.scope)
+
+    def update_note(self, note: Note, vector: Vectors | None = None) -> None:
+        def run() -> None:
+            row = self._exec("SELECT rid FROM notes WHERE id = ?", (note.id,)).fetchone()
+            if row is None:
+                raise StoreError(f"note {note.id} vanished during the update; nothing was changed")
+            values = _note_row(note)[1:]
+            self._exec(
+                """UPDATE notes SET content=?, event_time=?, ingest_time=?, updated_at=?, keywords=?, tags=?,
+                   context=?, user_id=?, agent_id=?, run_id=?, metadata=?, embedding_model=?, content_hash=?,
+                   state=?, version=?, enrich_attempts=?, last_error=? WHERE id=?""",
+                (*values, note.id),
+            )
+            if vector is not None:
+                vec = np.asarray(vector, dtype=np.float32)
+                self._check_dims(vec)
+                self._exec("UPDATE notes SET embedding=? WHERE id=?", (vec.tobytes(), note.id))
+                self._on_commit(lambda: self._index_upsert(note, vec))
+            else:
+                current = self.get_vectors([note.id])[note.id]
+                self._on_commit(lambda: self._index_upsert(note, current))
+            self._exec("DELETE FROM notes_fts WHERE rowid = ?", (row[0],))
+            self._exec("INSERT INTO notes_fts(rowid, text) VALUES (?, ?)", (row[0], note.keyword_text()))
+
+        self._write(run)
+
+    def delete_note(self, note_id: str) -> None:
+        def run() -> None:
+            row = self._exec("SELECT rid FROM notes WHERE id = ?", (note_id,)).fetchone()
+            if row is None:
+                return
+            self._exec("DELETE FROM notes_fts WHERE rowid = ?", (row[0],))
+            self._exec("DELETE FROM links WHERE source_id = ? OR target_id = ?", (note_id, note_id))
+            self._exec("DELETE FROM versions WHERE note_id = ?", (note_id,))
+            self._exec("DELETE FROM notes WHERE id = ?", (note_id,))
+            self._on_commit(lambda: self._index.remove(note_id) if self._index else None)
+
+        self._write(run)
+
+    def get_note(self, note_id: str) -> Note | None:
+        return self.get_notes([note_id]).get(note_id)
+
+    def get_notes(self, ids: Sequence[str]) -> dict[str, Note]:
+        out: dict[str, Note] = {}
+        for chunk in _chunks(list(dict.fromkeys(ids)), 500):
+            marks = ",".join("?" * len(chunk))
+            for row in self._exec(f"SELECT * FROM notes WHERE id IN ({marks})", chunk):
+                out[row["id"]] = _row_note(row)
+        return out
+
+    def get_vectors(self, ids: Sequence[str]) -> dict[str, Vectors]:
+        out: dict[str, Vectors] = {}
+        for chunk in _chunks(list(dict.fromkeys(ids)), 500):
+            marks = ",".join("?" * len(chunk))
+            for row in self._exec(f"SELECT id, embedding FROM notes WHERE id IN ({marks})", chunk):
+                out[row[0]] = np.frombuffer(row[1], dtype=np.float32).copy()
+        return out
+
+    def _where(self, scope: Scope, filters: Filters | None) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for col, value in (("user_id", scope.user_id), ("agent_id", scope.agent_id), ("run_id", scope.run_id)):
+            if value is not None:
+                clauses.append(f"n.{col} = ?")
+                params.append(value)
+            elif scope.exact:
+                clauses.append(f"n.{col} IS NULL")
+        if filters is not None:
+            for key, value in filters.metadata.items():
+                if value is None:
+                    clauses.append("json_extract(n.metadata, ?) IS NULL")
+                    params.append(f'$."{key}"')
+                else:
+                    clauses.append("json_extract(n.metadata, ?) = ?")
+                    params.extend([f'$."{key}"', int(value) if isinstance(value, bool) else value])
+            if filters.event_after is not None:
+                clauses.append("n.event_time >= ?")
+                params.append(fmt_time(filters.event_after))
+            if filters.event_before is not None:
+                clauses.append("n.event_time < ?")
+                params.append(fmt_time(filters.event_before))
+            if filters.states:
+                clauses.append(f"n.state IN ({','.join('?' * len(filters.states))})")
+                params.extend(s.value for s in filters.states)
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def list_notes(
+        self, scope: Scope, filters: Filters | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Note]:
+        where, params = self._where(scope, filters)
+        rows = self._exec(
+            f"SELECT * FROM notes n{where} ORDER BY n.ingest_time DESC, n.rid DESC LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        return [_row_note(r) for r in rows]
+
+    def count_notes(self, scope: Scope, filters: Filters | None = None) -> int:
+        where, params = self._where(scope, filters)
+        return int(self._exec(f"SELECT count(*) FROM notes n{where}", params).fetchone()[0])
+
+    def iter_notes(self, scope: Scope, batch: int = 500) -> Iterator[Note]:
+        where, params = self._where(scope, None)
+        last = 0
+        while True:
+            cond = f"{where} AND n.rid > ?" if where else " WHERE n.rid > ?"
+            rows = self._exec(
+                f"SELECT * FROM notes n{cond} ORDER BY n.rid LIMIT ?", [*params, last, batch]
+            ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield _row_note(row)
+            last = rows[-1]["rid"]
+
+    def find_by_hash(self, scope: Scope, content_hash: str) -> list[str]:
+        where, params = self._where(scope, None)
+        cond = f"{where} AND n.content_hash = ?" if where else " WHERE n.content_hash = ?"
+        return [r[0] for r in self._exec(f"SELECT n.id FROM notes n{cond}", [*params, content_hash])]
+
+    # -- links --------------------------------------------------------------------------------
+    def upsert_links(self, links: Sequence[Link]) -> None:
+        def run() -> None:
+            for link in links:
+                self._exec(
+                    """INSERT INTO links VALUES (?,?,?,?,?,?,?)
+                       ON CONFLICT(source_id, target_id) DO UPDATE SET weight=excluded.weight,
+                       reason=excluded.reason, updated_at=excluded.updated_at, llm_call_id=excluded.llm_call_id""",
+                    (
+                        link.source_id, link.target_id, link.weight, link.reason,
+                        fmt_time(link.created_at), fmt_time(link.updated_at), link.llm_call_id,
+                    ),
+                )
+
+        self._write(run)
+
+    def delete_links(self, pairs: Sequence[tuple[str, str]]) -> None:
+        def run() -> None:
+            for source, target in pairs:
+                self._exec("DELETE FROM links WHERE source_id = ? AND target_id = ?", (source, target))
+
+        self._write(run)
+
+    def links_for(self, ids: Sequence[str]) -> list[Link]:
+        out: dict[tuple[str, str], Link] = {}
+        for chunk in _chunks(list(dict.fromkeys(ids)), 400):
+            marks = ",".join("?" * len(chunk))
+            rows = self._exec(
+                f"SELECT * FROM links WHERE source_id IN ({marks}) OR target_id IN ({marks})", chunk + chunk
+            )
+            for r in rows:
+                out[(r["source_id"], r["target_id"])] = Link(
+                    source_id=r["source_id"], target_id=r["target_id"], weight=r["weight"],
+                    reason=r["reason"], created_at=parse_time(r["created_at"]),
+                    updated_at=parse_time(r["updated_at"]), llm_call_id=r["llm_call_id"],
+                )
+        return sorted(out.values(), key=lambda link: (-link.weight, link.created_at))
+
+    # -- versions and calls -------------------------------------------------------------------
+    def add_version(self, version: NoteVersion) -> None:
+        snapshot = version.model_dump_json(
+            include={"content", "keywords", "tags", "context", "metadata", "event_time", "state"}
+        )
+        self._write(
+            lambda: self._exec(
+                "INSERT INTO versions VALUES (?,?,?,?,?,?,?)",
+                (
+                    version.note_id, version.version, version.cause.value, fmt_time(version.created_at),
+                    version.llm_call_id, version.detail, snapshot,
+                ),
+            )
+        )
+
+    def versions(self, note_id: str) -> list[NoteVersion]:
+        rows = self._exec("SELECT * FROM versions WHERE note_id = ? ORDER BY version", (note_id,))
+        return [
+            NoteVersion(
+                note_id=r["note_id"], version=r["version"], cause=VersionCause(r["cause"]),
+                created_at=parse_time(r["created_at"]), llm_call_id=r["llm_call_id"], detail=r["detail"],
+                **json.loads(r["snapshot"]),
+            )
+            for r in rows
+        ]
+
+    def record_llm_call(self, call: LLMCall) -> None:
+        def run() -> None:
+            self._exec(
+                "INSERT OR REPLACE INTO llm_calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    call.id, call.step, call.prompt_version, call.model, call.input_tokens,
+                    call.output_tokens, call.latency_ms, int(call.ok), int(call.cached), call.error,
+                    call.attempts, json.dumps(call.note_ids), fmt_time(call.created_at),
+                ),
+            )
+            for note_id in call.note_ids:
+                self._exec("INSERT INTO llm_call_notes VALUES (?, ?)", (call.id, note_id))
+
+        self._write(run)
+
+    def llm_calls(self, note_id: str | None = None, limit: int = 1000) -> list[LLMCall]:
+        if note_id is None:
+            rows = self._exec("SELECT * FROM llm_calls ORDER BY created_at LIMIT ?", (limit,))
+        else:
+            rows = self._exec(
+                """SELECT c.* FROM llm_calls c JOIN llm_call_notes m ON m.call_id = c.id
+                   WHERE m.note_id = ? ORDER BY c.created_at LIMIT ?""",
+                (note_id, limit),
+            )
+        return [
+            LLMCall(
+                id=r["id"], step=r["step"], prompt_version=r["prompt_version"], model=r["model"],
+                input_tokens=r["input_tokens"], output_tokens=r["output_tokens"], latency_ms=r["latency_ms"],
+                ok=bool(r["ok"]), cached=bool(r["cached"]), error=r["error"], attempts=r["attempts"],
+                note_ids=json.loads(r["note_ids"]), created_at=parse_time(r["created_at"]),
+            )
+            for r in rows
+        ]
+
+    # -- search -------------------------------------------------------------------------------
+    def _allowed(self, scope: Scope, filters: Filters | None) -> set[str] | None:
+        if filters is None or filters.is_empty():
+            return None
+        where, params = self._where(scope, filters)
+        return {r[0] for r in self._exec(f"SELECT n.id FROM notes n{where}", params)}
+
+    def nearest(
+        self, vector: Vectors, k: int, scope: Scope, filters: Filters | None = None,
+        exclude: Sequence[str] = (),
+    ) -> list[tuple[str, float]]:
+        with self._lock:
+            index = self._vectors()
+            if index is None:
+                return []
+            query = np.asarray(vector, dtype=np.float32)
+            if query.shape[0] != index.dimensions:
+                raise StoreError(
+                    f"query vector has {query.shape[0]} dimensions, memory holds {index.dimensions}"
+                )
+            return index.search(query, k, scope, self._allowed(scope, filters), exclude)
+
+    def keyword(
+        self, query: str, k: int, scope: Scope, filters: Filters | None = None
+    ) -> list[tuple[str, float]]:
+        match = fts_query(query)
+        if not match or k <= 0:
+            return []
+        where, params = self._where(scope, filters)
+        extra = where.replace(" WHERE ", " AND ", 1) if where else ""
+        rows = self._exec(
+            f"""SELECT n.id, bm25(notes_fts) AS score FROM notes_fts
+                JOIN notes n ON n.rid = notes_fts.rowid
+                WHERE notes_fts MATCH ?{extra} ORDER BY score LIMIT ?""",
+            [match, *params, k],
+        )
+        return [(r[0], -float(r[1])) for r in rows]
+
+    # -- cache and stats ----------------------------------------------------------------------
+    def cache_get(self, key: str) -> str | None:
+        row = self._exec("SELECT value FROM llm_cache WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def cache_put(self, key: str, value: str) -> None:
+        from ..notes import utcnow
+
+        self._write(
+            lambda: self._exec(
+                "INSERT OR REPLACE INTO llm_cache VALUES (?, ?, ?)", (key, value, fmt_time(utcnow()))
+            )
+        )
+
+    def stats(self) -> dict[str, Any]:
+        counts = {
+            table: int(self._exec(f"SELECT count(*) FROM {table}").fetchone()[0])
+            for table in ("notes", "links", "versions", "llm_calls")
+        }
+        states = dict(self._exec("SELECT state, count(*) FROM notes GROUP BY state").fetchall())
+        size = self.path.stat().st_size if self.path.exists() else 0
+        return {**counts, "states": states, "bytes": size, "url": self.url}
+
+    def integrity_check(self) -> str:
+        return str(self._exec("PRAGMA integrity_check").fetchone()[0])
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _note_row(note: Note) -> tuple[Any, ...]:
+    return (
+        note.id, note.content, fmt_time(note.event_time), fmt_time(note.ingest_time),
+        fmt_time(note.updated_at), json.dumps(note.keywords), json.dumps(note.tags), note.context,
+        note.user_id, note.agent_id, note.run_id, json.dumps(note.metadata, default=str),
+        note.embedding_model, note.content_hash, note.state.value, note.version, note.enrich_attempts,
+        note.last_error,
+    )
+
+
+def _row_note(row: sqlite3.Row) -> Note:
+    return Note(
+        id=row["id"], content=row["content"], event_time=parse_time(row["event_time"]),
+        ingest_time=parse_time(row["ingest_time"]), updated_at=parse_time(row["updated_at"]),
+        keywords=json.loads(row["keywords"]), tags=json.loads(row["tags"]), context=row["context"],
+        user_id=row["user_id"], agent_id=row["agent_id"], run_id=row["run_id"],
+        metadata=json.loads(row["metadata"]), embedding_model=row["embedding_model"],
+        content_hash=row["content_hash"], state=EnrichState(row["state"]), version=row["version"],
+        enrich_attempts=row["enrich_attempts"], last_error=row["last_error"],
+    )
