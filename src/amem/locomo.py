@@ -1,0 +1,86 @@
+"""Reader for LoCoMo-format conversations (shared by `amem ingest --format locomo` and the benchmark)."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidInput
+
+_SESSION = re.compile(r"^session_(\d+)$")
+
+
+@dataclass(frozen=True)
+class Turn:
+    dia_id: str
+    speaker: str
+    text: str
+    session: int
+    event_time: datetime
+    blip_caption: str | None = None
+
+    def content(self) -> str:
+        """What becomes the note: the speaker's words, and what a shared image shows."""
+        body = f"{self.speaker}: {self.text}".strip()
+        if self.blip_caption:
+            body += f" [shares a photo: {self.blip_caption}]"
+        return body
+
+
+@dataclass
+class Conversation:
+    sample_id: str
+    speakers: tuple[str, str]
+    turns: list[Turn]
+    qa: list[dict[str, Any]] = field(default_factory=list)
+
+
+def parse_session_time(value: str) -> datetime:
+    """'1:56 pm on 8 May, 2023' -> 2023-05-08 13:56 UTC (LoCoMo gives no zone; UTC is assumed)."""
+    text = " ".join(value.replace(",", " ").split())
+    for fmt in ("%I:%M %p on %d %B %Y", "%I:%M%p on %d %B %Y", "%I:%M %p on %d %b %Y"):
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)
+        except ValueError:
+            continue
+    raise InvalidInput(f"cannot read the session date {value!r}; expected e.g. '1:56 pm on 8 May, 2023'")
+
+
+def load(path: str | Path) -> list[Conversation]:
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"cannot read LoCoMo file {path}: {exc}") from exc
+    if isinstance(raw, dict):
+        raw = [raw]
+    if not isinstance(raw, list) or not all(isinstance(c, dict) and "conversation" in c for c in raw):
+        raise InvalidInput(f"{path} is not in LoCoMo format (a list of objects with a 'conversation')")
+    return [_conversation(i, c) for i, c in enumerate(raw)]
+
+
+def _conversation(index: int, item: dict[str, Any]) -> Conversation:
+    conv = item["conversation"]
+    sessions = sorted(int(m.group(1)) for k in conv if (m := _SESSION.match(k)))
+    turns: list[Turn] = []
+    for n in sessions:
+        when_raw = conv.get(f"session_{n}_date_time")
+        if not when_raw:
+            raise InvalidInput(f"conversation {index}: session_{n} has no session_{n}_date_time")
+        when = parse_session_time(str(when_raw))
+        for t in conv[f"session_{n}"] or []:
+            text = str(t.get("text") or "").strip()
+            caption = t.get("blip_caption")
+            if not text and not caption:
+                continue
+            turns.append(
+                Turn(
+                    dia_id=str(t["dia_id"]), speaker=str(t.get("speaker", "")), text=text, session=n,
+                    event_time=when, blip_caption=str(caption) if caption else None,
+                )
+            )
+    speakers = (str(conv.get("speaker_a", "")), str(conv.get("speaker_b", "")))
+    return Conversation(str(item.get("sample_id", f"conv-{index}")), speakers, turns, list(item.get("qa", [])))

@@ -1,0 +1,156 @@
+"""Lossless JSONL export and import of a memory: notes (with vectors), links, versions and LLM calls.
+
+Line 1 is a header; every other line is ``{"type": ..., "data": ...}``. Import is idempotent: ids
+already present are skipped, so a partial import can be re-run.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from pydantic import BaseModel, ValidationError
+
+from .errors import InvalidInput
+from .memory import Memory
+from .notes import Link, LLMCall, Note, NoteVersion
+
+FORMAT = "amem-export"
+FORMAT_VERSION = 1
+
+
+class ImportReport(BaseModel):
+    notes: int = 0
+    links: int = 0
+    versions: int = 0
+    llm_calls: int = 0
+    skipped: int = 0
+
+
+def export_lines(memory: Memory) -> Iterator[str]:
+    store = memory.store
+    yield json.dumps(
+        {
+            "type": FORMAT,
+            "version": FORMAT_VERSION,
+            "embedding_model": store.get_meta("embedding_model"),
+            "dimensions": store.get_meta("dimensions"),
+        }
+    )
+    ids: list[str] = []
+    for note in store.iter_notes(memory.scope):
+        ids.append(note.id)
+        vec = store.get_vectors([note.id])[note.id]
+        data = note.model_dump(mode="json")
+        data["embedding"] = base64.b64encode(vec.astype("<f4").tobytes()).decode()
+        yield json.dumps({"type": "note", "data": data})
+    id_set = set(ids)
+    seen_calls: set[str] = set()
+    for start in range(0, len(ids), 200):
+        chunk = ids[start : start + 200]
+        owned = set(chunk)
+        for link in store.links_for(chunk):
+            # each link once: with the chunk holding its source, and only inside the exported scope
+            if link.source_id in owned and link.target_id in id_set:
+                yield json.dumps({"type": "link", "data": link.model_dump(mode="json")})
+        for note_id in chunk:
+            for version in store.versions(note_id):
+                yield json.dumps({"type": "version", "data": version.model_dump(mode="json")})
+            for call in store.llm_calls(note_id):
+                if call.id not in seen_calls:
+                    seen_calls.add(call.id)
+                    yield json.dumps({"type": "llm_call", "data": call.model_dump(mode="json")})
+
+
+def export_file(memory: Memory, out: IO[str]) -> int:
+    count = 0
+    for line in export_lines(memory):
+        out.write(line + "\n")
+        count += 1
+    return count
+
+
+def import_file(memory: Memory, path: str | Path) -> ImportReport:
+    """Validate the whole file first, then write it in one transaction: all or nothing."""
+    records = list(_read(Path(path)))
+    header, body = records[0], records[1:]
+    store = memory.store
+    model = header.get("embedding_model")
+    own = store.get_meta("embedding_model")
+    if own is not None and model is not None and own != model:
+        raise InvalidInput(
+            f"the export was embedded with {model!r} but this memory uses {own!r}; import into an empty memory"
+        )
+    report = ImportReport()
+    with store.atomic():
+        if own is None and model is not None:
+            store.set_meta("embedding_model", str(model))
+        for kind, obj in body:
+            if isinstance(obj, tuple):
+                note, vector = obj
+                if store.get_note(note.id) is not None:
+                    report.skipped += 1
+                    continue
+                store.insert_note(note, vector)
+                report.notes += 1
+            elif isinstance(obj, Link):
+                store.upsert_links([obj])
+                report.links += 1
+            elif isinstance(obj, NoteVersion):
+                if any(v.version == obj.version for v in store.versions(obj.note_id)):
+                    continue
+                store.add_version(obj)
+                report.versions += 1
+            elif isinstance(obj, LLMCall):
+                store.record_llm_call(obj)
+                report.llm_calls += 1
+    return report
+
+
+def _read(path: Path) -> Iterator[Any]:
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"cannot open {path}: {exc}") from exc
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InvalidInput(f"{path}:{number}: not JSON ({exc.msg}); nothing was imported") from exc
+            if number == 1:
+                if not isinstance(record, dict) or record.get("type") != FORMAT:
+                    raise InvalidInput(f"{path} is not an amem export (first line must be the header)")
+                if record.get("version") != FORMAT_VERSION:
+                    raise InvalidInput(f"{path}: export format {record.get('version')} is not supported")
+                yield record
+                continue
+            yield _parse(path, number, record)
+
+
+def _parse(path: Path, number: int, record: Any) -> tuple[str, Any]:
+    if not isinstance(record, dict) or not isinstance(record.get("data"), dict):
+        raise InvalidInput(f"{path}:{number}: expected {{'type': ..., 'data': {{...}}}}; nothing was imported")
+    kind, data = record.get("type"), dict(record["data"])
+    try:
+        if kind == "note":
+            raw = base64.b64decode(str(data.pop("embedding", "")), validate=True)
+            vector = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+            if vector.size == 0:
+                raise InvalidInput(f"{path}:{number}: note without embedding")
+            return kind, (Note.model_validate(data), vector)
+        if kind == "link":
+            return kind, Link.model_validate(data)
+        if kind == "version":
+            return kind, NoteVersion.model_validate(data)
+        if kind == "llm_call":
+            return kind, LLMCall.model_validate(data)
+    except (ValidationError, ValueError) as exc:
+        raise InvalidInput(f"{path}:{number}: invalid {kind}: {exc}; nothing was imported") from exc
+    raise InvalidInput(f"{path}:{number}: unknown record type {kind!r}; nothing was imported")
