@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -84,9 +85,13 @@ class Memory:
         for key, value in (("database_url", store), ("llm", llm), ("embedder", embedder)):
             if isinstance(value, str):
                 overrides[key] = value
-        self.settings = settings or Settings.resolve(overrides)
-        self.store: Store = store if store is not None and not isinstance(store, str) else open_store(
-            self.settings.store_url
+        if settings is None:
+            settings = Settings.resolve(overrides)
+        else:  # explicit arguments still win over a given Settings object
+            settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+        self.settings = settings
+        self.store: Store = (
+            store if store is not None and not isinstance(store, str) else open_store(settings.store_url)
         )
         self._llm: LLM | None = llm if llm is not None and not isinstance(llm, str) else None
         self._embedder: Embedder | None = (
@@ -278,24 +283,25 @@ class Memory:
         except CallFailed:
             decisions = {}
         out = []
+        group_ids = {n.id for n in group}
+        later: list[Link] = []
         for note, base in zip(group, bases):
             decision = decisions.get(note.id)
             if decision is None:  # left out of the batch answer: give it its own call
                 out.append(self._enrich(note, base, is_new=True))
                 continue
-            # links to later notes of the same batch must wait until those exist
-            pending_links = [(t, r) for t, r in decision.links if t in {n.id for n in group}]
-            decision.links = [lk for lk in decision.links if lk not in pending_links]
+            # links between notes of this batch wait until the whole batch is stored
+            later.extend(
+                Link(source_id=note.id, target_id=t, reason=r, llm_call_id=decision.call_ids[0])
+                for t, r in decision.links
+                if t in group_ids and t != note.id
+            )
+            decision.links = [(t, r) for t, r in decision.links if t not in group_ids]
             out.append(self._apply(note, decision, True))
-            if pending_links:
-                self._link_later(note, pending_links, decision.call_ids[0])
+        stored = self.store.get_notes(list({lk.target_id for lk in later}))
+        if later:
+            self.store.upsert_links([lk for lk in later if lk.target_id in stored])
         return out
-
-    def _link_later(self, note: Note, links: list[tuple[str, str]], call_id: str) -> None:
-        existing = self.store.get_notes([t for t, _ in links])
-        valid = [Link(source_id=note.id, target_id=t, reason=r, llm_call_id=call_id) for t, r in links if t in existing]
-        if valid:
-            self.store.upsert_links(valid)
 
     def _store_pending(
         self, note: Note, base: Vectors, call: LLMCall | None, is_new: bool = True

@@ -10,7 +10,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from ..embed.base import Vectors
 from ..errors import InvalidInput
@@ -26,6 +26,13 @@ class Filters(BaseModel):
     event_after: datetime | None = None
     event_before: datetime | None = None
     states: list[EnrichState] | None = None
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise InvalidInput(f"bad filter {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
     @field_validator("metadata")
     @classmethod

@@ -1,0 +1,5 @@
+"""``python -m amem`` runs the CLI."""
+
+from .cli import main
+
+main()
