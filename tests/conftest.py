@@ -34,7 +34,11 @@ def embedder() -> FakeEmbedder:
 def make_memory(path: Path, llm: FakeLLM | None = None, **kwargs: object) -> Memory:
     settings = Settings.resolve({"home": path.parent, "llm": "fake", "embedder": "fake"})
     return Memory(
-        store=str(path), llm=llm or FakeLLM(), embedder=FakeEmbedder(64), settings=settings, **kwargs  # type: ignore[arg-type]
+        store=str(path),
+        llm=llm or FakeLLM(),
+        embedder=FakeEmbedder(64),
+        settings=settings,
+        **kwargs,  # type: ignore[arg-type]
     )
 
 

@@ -12,6 +12,7 @@ from amem import MAX_CONTENT_CHARS, EnrichState, InvalidInput, Memory, NotFound,
 from amem.errors import LLMUnavailable
 from amem.llm.base import Message
 from amem.llm.fake import FakeLLM
+from amem.prompts import note as note_prompt
 
 from .conftest import make_memory
 
@@ -35,7 +36,7 @@ def test_add_writes_attributes_version_and_call_record(memory: Memory, fake_llm:
     history = memory.history(note.id)
     assert [(v.version, v.cause) for v in history] == [(1, VersionCause.create)]
     calls = memory.llm_calls(note.id)
-    assert len(calls) == 1 and calls[0].step == "construct" and calls[0].prompt_version == "note-v1"
+    assert len(calls) == 1 and calls[0].step == "construct" and calls[0].prompt_version == note_prompt.VERSION
     assert calls[0].input_tokens > 0 and calls[0].output_tokens > 0
     assert history[0].llm_call_id == calls[0].id
 
@@ -60,8 +61,11 @@ def test_unknown_aliases_and_copied_example_aliases_are_dropped(memory: Memory, 
     memory.add("Maya runs with Pretzel the dog.")
     fake_llm.script = [
         attrs(
-            links=[{"to": "R1", "why": "copied from the example"}, {"to": "N9", "why": "made up"},
-                   {"to": "0", "why": "rank"}],
+            links=[
+                {"to": "R1", "why": "copied from the example"},
+                {"to": "N9", "why": "made up"},
+                {"to": "0", "why": "rank"},
+            ],
             updates=[{"note": "R1", "context": "hijacked context sentence", "tags": ["x"]}],
         )
     ]
@@ -78,8 +82,13 @@ def test_evolution_updates_neighbour_with_new_version_and_fresh_index(tmp_path: 
     fake_llm.script = [
         attrs(
             links=[{"to": "N1", "why": "same marathon"}],
-            updates=[{"note": "N1", "context": "Maya's marathon plan is at risk after a zebracorn injury.",
-                      "tags": ["sport", "injury"]}],
+            updates=[
+                {
+                    "note": "N1",
+                    "context": "Maya's marathon plan is at risk after a zebracorn injury.",
+                    "tags": ["sport", "injury"],
+                }
+            ],
         )
     ]
     new = memory.add("Maya: I twisted my ankle; no running for three weeks, the marathon is at risk.")
@@ -138,7 +147,7 @@ def test_garbage_then_valid_answer_uses_one_repair_retry(memory: Memory, fake_ll
     [
         [LLMUnavailable("connection refused")],
         ["not json", "still not json"],
-        [{"keywords": [], "tags": [], "context": ""}, {"keywords": ["  "], "tags": ["\"\""], "context": " "}],
+        [{"keywords": [], "tags": [], "context": ""}, {"keywords": ["  "], "tags": ['""'], "context": " "}],
     ],
     ids=["unreachable", "garbage", "empty-fields"],
 )
@@ -205,7 +214,17 @@ def test_add_many_batches_notes_per_call(memory: Memory, fake_llm: FakeLLM) -> N
 
 def test_batch_notes_left_out_get_their_own_call(memory: Memory, fake_llm: FakeLLM) -> None:
     fake_llm.script = [
-        {"notes": [{"note": "T1", "keywords": ["a"], "tags": ["t"], "context": "First note context.", "links": []}]}
+        {
+            "notes": [
+                {
+                    "note": "T1",
+                    "keywords": ["a"],
+                    "tags": ["t"],
+                    "context": "First note context.",
+                    "links": [],
+                }
+            ]
+        }
     ]
     notes = memory.add_many(["first thing", "second thing"], batch_size=2)
     assert [n.state for n in notes] == [EnrichState.enriched, EnrichState.enriched]
@@ -216,10 +235,20 @@ def test_batch_links_between_new_notes(memory: Memory, fake_llm: FakeLLM) -> Non
     fake_llm.script = [
         {
             "notes": [
-                {"note": "T1", "keywords": ["a"], "tags": ["t"], "context": "First note context.",
-                 "links": [{"to": "T2", "why": "forward"}]},
-                {"note": "T2", "keywords": ["b"], "tags": ["t"], "context": "Second note context.",
-                 "links": [{"to": "T1", "why": "reply"}, {"to": "T2", "why": "self"}]},
+                {
+                    "note": "T1",
+                    "keywords": ["a"],
+                    "tags": ["t"],
+                    "context": "First note context.",
+                    "links": [{"to": "T2", "why": "forward"}],
+                },
+                {
+                    "note": "T2",
+                    "keywords": ["b"],
+                    "tags": ["t"],
+                    "context": "Second note context.",
+                    "links": [{"to": "T1", "why": "reply"}, {"to": "T2", "why": "self"}],
+                },
             ]
         }
     ]
@@ -257,8 +286,14 @@ def test_paper_pipeline_misaligned_lists_are_not_applied(tmp_path: Path) -> None
     first = m.add("note one about cats")
     llm.script = [
         attrs(),
-        {"should_evolve": True, "actions": ["update_neighbor"], "suggested_connections": [],
-         "tags_to_update": [], "new_context_neighborhood": ["a", "b", "c"], "new_tags_neighborhood": []},
+        {
+            "should_evolve": True,
+            "actions": ["update_neighbor"],
+            "suggested_connections": [],
+            "tags_to_update": [],
+            "new_context_neighborhood": ["a", "b", "c"],
+            "new_tags_neighborhood": [],
+        },
     ]
     m.add("note two about cats")
     assert m.get(first.id).version == 1
@@ -269,7 +304,11 @@ def test_scopes_never_mix_for_reads_links_or_evolution(tmp_path: Path) -> None:
     base = make_memory(tmp_path / "s.db", llm)
     alice, bob = base.scoped(user_id="alice"), base.scoped(user_id="bob")
     secret = alice.add("Alice's bank PIN hint is the dog's birthday.")
-    llm.script = [attrs(links=[{"to": "N1", "why": "x"}], updates=[{"note": "N1", "context": "pwned context", "tags": []}])]
+    llm.script = [
+        attrs(
+            links=[{"to": "N1", "why": "x"}], updates=[{"note": "N1", "context": "pwned context", "tags": []}]
+        )
+    ]
     bob_note = bob.add("Bob's dog has a birthday party.")
     assert "bank PIN" not in prompt_of(llm)  # alice's note was never offered to bob's write
     assert bob.links(bob_note.id) == []

@@ -14,7 +14,9 @@ from amem.prompts import analyse, batch, evolve, note
 from amem.prompts.common import Candidate, clean_terms
 
 
-def parse_note(data: dict[str, Any], links: tuple[str, ...] = ("N1", "N2"), updatable: tuple[str, ...] = ("N1",)):
+def parse_note(
+    data: dict[str, Any], links: tuple[str, ...] = ("N1", "N2"), updatable: tuple[str, ...] = ("N1",)
+):
     return note.NoteOutput.model_validate(data, context={"link_aliases": links, "update_aliases": updatable})
 
 
@@ -85,7 +87,9 @@ def test_updates_only_for_updatable_aliases_with_real_context() -> None:
             ],
         }
     )
-    assert [(u.note, u.context, u.tags) for u in out.updates] == [("N1", "A proper new context sentence.", ["sport"])]
+    assert [(u.note, u.context, u.tags) for u in out.updates] == [
+        ("N1", "A proper new context sentence.", ["sport"])
+    ]
 
 
 def test_overlong_context_is_clipped_not_rejected() -> None:
@@ -111,17 +115,25 @@ def test_evolve_output_validation() -> None:
     assert good.tags_to_update == ["a"]
     assert good.new_tags_neighborhood == [["t"], ["u", "v"]]
     misaligned = evolve.EvolveOutput.model_validate(
-        {"should_evolve": True, "new_context_neighborhood": ["only one"], "new_tags_neighborhood": [["t"], ["u"]]},
+        {
+            "should_evolve": True,
+            "new_context_neighborhood": ["only one"],
+            "new_tags_neighborhood": [["t"], ["u"]],
+        },
         context=ctx,
     )
     assert misaligned.new_context_neighborhood == [] and misaligned.new_tags_neighborhood == []
 
 
 def test_analyse_output_validation() -> None:
-    out = analyse.AnalyseOutput.model_validate({"keywords": ["a"], "context": "A full sentence here.", "tags": ["X"]})
+    out = analyse.AnalyseOutput.model_validate(
+        {"keywords": ["a"], "context": "A full sentence here.", "tags": ["X"]}
+    )
     assert out.tags == ["x"]
     with pytest.raises(ValidationError):
-        analyse.AnalyseOutput.model_validate({"keywords": [], "context": "A full sentence here.", "tags": ["x"]})
+        analyse.AnalyseOutput.model_validate(
+            {"keywords": [], "context": "A full sentence here.", "tags": ["x"]}
+        )
 
 
 def test_batch_output_drops_unknown_and_repeated_entries() -> None:
@@ -129,8 +141,17 @@ def test_batch_output_drops_unknown_and_repeated_entries() -> None:
     out = batch.BatchOutput.model_validate(
         {
             "notes": [
-                {"note": "T1", "keywords": ["a"], "tags": ["x"], "context": "First context here.",
-                 "links": [{"to": "N1", "why": "r"}, {"to": "T1", "why": "self"}, {"to": "A1", "why": "example"}]},
+                {
+                    "note": "T1",
+                    "keywords": ["a"],
+                    "tags": ["x"],
+                    "context": "First context here.",
+                    "links": [
+                        {"to": "N1", "why": "r"},
+                        {"to": "T1", "why": "self"},
+                        {"to": "A1", "why": "example"},
+                    ],
+                },
                 {"note": "T1", "keywords": ["dup"], "tags": ["x"], "context": "Duplicate entry here."},
                 {"note": "T9", "keywords": ["b"], "tags": ["x"], "context": "Unknown alias here."},
                 {"note": "T2", "keywords": [], "tags": ["x"], "context": "Empty keywords here."},
@@ -148,8 +169,10 @@ def test_batch_output_drops_unknown_and_repeated_entries() -> None:
 
 def test_note_prompt_renders_aliases_schema_enums_and_fixed_prefix() -> None:
     new = Note(content="Maya twisted her ankle.")
-    cands = [Candidate("N1", Note(content="Maya runs marathons.", context="Maya is a runner."), 0.7),
-             Candidate("N2", Note(content="Jonas moves to Lisbon."), 0.3)]
+    cands = [
+        Candidate("N1", Note(content="Maya runs marathons.", context="Maya is a runner."), 0.7),
+        Candidate("N2", Note(content="Jonas moves to Lisbon."), 0.3),
+    ]
     prompt = note.render(new, cands, ["N1"])
     text = prompt.messages[-1].content
     assert text.startswith(note.INSTRUCTIONS)  # instructions first: the KV cache prefix is shared
@@ -193,3 +216,17 @@ def test_schemas_are_valid_json() -> None:
     for prompt in (note.render(new, [], []), analyse.render(new), batch.render([("T1", new)], [], [])):
         json.dumps(prompt.schema)
         assert prompt.schema["type"] == "object"
+
+
+def test_repeated_sentences_from_decoding_loops_are_dropped() -> None:
+    looped = "Maya signed up for the marathon. It is her first. It is her first. It is her first. It is her"
+    out = parse_note({**GOOD, "context": looped})
+    assert out.context == "Maya signed up for the marathon. It is her first."
+
+
+def test_speaker_names_are_not_keywords() -> None:
+    from amem.steps.write import without_speaker
+
+    n = Note(content="Maya: I ran 25 km with Jonas.", metadata={"speaker": "Maya"})
+    assert without_speaker(["Maya", "run", "Jonas"], n) == ["run", "Jonas"]
+    assert without_speaker(["maya"], n) == ["maya"]  # never leave a note without keywords

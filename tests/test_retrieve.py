@@ -29,7 +29,9 @@ def linked(tmp_path: Path) -> tuple[Memory, dict[str, str]]:
     llm.script = [attrs(context="Unrelated.")]
     other = m.add("The bakery sells rye bread.", event_time=datetime(2023, 3, 1))
     llm.script = [attrs(context="Sam plans a trip.", links=[{"to": "N2", "why": "the boat for the trip"}])]
-    trip = m.add("Sam plans a river trip next summer.", event_time=datetime(2023, 6, 1), metadata={"topic": "travel"})
+    trip = m.add(
+        "Sam plans a river trip next summer.", event_time=datetime(2023, 6, 1), metadata={"topic": "travel"}
+    )
     # N2 is whichever neighbour was second; find the link target to know which note it was
     return m, {"kayak": kayak.id, "other": other.id, "trip": trip.id}
 
@@ -90,7 +92,9 @@ def test_paper_preset_is_dense_only_plus_links(linked: tuple[Memory, dict[str, s
     assert all(h.why.dense_rank is not None or h.why.via_link_from for h in hits)
 
 
-def test_time_and_metadata_filters_apply_to_results_and_expansion(linked: tuple[Memory, dict[str, str]]) -> None:
+def test_time_and_metadata_filters_apply_to_results_and_expansion(
+    linked: tuple[Memory, dict[str, str]],
+) -> None:
     m, ids = linked
     after = Filters(event_after=datetime(2023, 5, 1, tzinfo=timezone.utc))
     assert {h.note.id for h in m.search("Sam kayak trip bread", k=5, filters=after)} == {ids["trip"]}

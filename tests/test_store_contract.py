@@ -149,14 +149,18 @@ def test_nearest_is_cosine_best_first_and_honours_exclude(store: Store) -> None:
     assert [i for i, _ in found] == [a.id, b.id, c.id]
     assert found[0][1] == pytest.approx(1.0, abs=1e-5)
     assert found[1][1] == pytest.approx(1 / np.sqrt(2), abs=1e-5)
-    assert [i for i, _ in store.nearest(vec(0), 3, Scope(), exclude=[a.id])][0] == b.id
+    assert store.nearest(vec(0), 3, Scope(), exclude=[a.id])[0][0] == b.id
 
 
 def test_filters_on_metadata_time_and_state(store: Store) -> None:
     base = datetime(2023, 1, 1, tzinfo=timezone.utc)
     notes = [
-        note(f"event {i}", metadata={"speaker": "A" if i % 2 else "B", "n": i}, event_time=base + timedelta(days=i),
-             state=EnrichState.enriched)
+        note(
+            f"event {i}",
+            metadata={"speaker": "A" if i % 2 else "B", "n": i},
+            event_time=base + timedelta(days=i),
+            state=EnrichState.enriched,
+        )
         for i in range(6)
     ]
     notes[0].state = EnrichState.pending
@@ -265,8 +269,14 @@ def test_find_by_hash_is_scoped(store: Store) -> None:
 
 
 def test_llm_calls_are_recorded_per_note(store: Store) -> None:
-    call = LLMCall(step="construct", prompt_version="note-v1", model="m", input_tokens=10, output_tokens=3,
-                   note_ids=["n1", "n2"])
+    call = LLMCall(
+        step="construct",
+        prompt_version="note-v1",
+        model="m",
+        input_tokens=10,
+        output_tokens=3,
+        note_ids=["n1", "n2"],
+    )
     store.record_llm_call(call)
     assert store.llm_calls("n2")[0].id == call.id
     assert store.llm_calls()[0].input_tokens == 10

@@ -15,7 +15,7 @@ import click
 from . import render
 from .config import Settings
 from .errors import AmemError, InvalidInput
-from .memory import Memory, NoteInput
+from .memory import Memory
 from .notes import EnrichState
 from .store import Filters
 
@@ -32,7 +32,10 @@ class Ctx:
 
     def memory(self) -> Memory:
         if self._memory is None:
-            self._memory = Memory(settings=self.settings, **self.scope)
+            s = self.scope
+            self._memory = Memory(
+                settings=self.settings, user_id=s["user_id"], agent_id=s["agent_id"], run_id=s["run_id"]
+            )
         return self._memory
 
 
@@ -51,7 +54,9 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 @click.option("--run", "run_id", help="Scope: run/session id.")
 @click.version_option(package_name="amem")
 @click.pass_context
-def cli(ctx: click.Context, user_id: str | None, agent_id: str | None, run_id: str | None, **opts: Any) -> None:
+def cli(
+    ctx: click.Context, user_id: str | None, agent_id: str | None, run_id: str | None, **opts: Any
+) -> None:
     """amem: self-organising long-term memory for LLM agents (A-MEM)."""
     ctx.obj = Ctx(opts, {"user_id": user_id, "agent_id": agent_id, "run_id": run_id})
 
@@ -118,14 +123,21 @@ def add(c: Ctx, content: str, event_time: str | None, meta: tuple[str, ...], as_
 @cli.command(name="add-many")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "locomo"]), default="auto")
-@click.option("--batch-size", type=int, default=None, help="Notes per LLM call (default 4; 1 = one call each).")
+@click.option(
+    "--batch-size", type=int, default=None, help="Notes per LLM call (default 4; 1 = one call each)."
+)
 @click.option("--conversation", "conversations", multiple=True, help="LoCoMo: only these sample ids.")
 @click.option("--max-turns", type=int, default=None, help="LoCoMo: at most this many turns per conversation.")
 @json_option
 @pass_ctx
 def add_many(
-    c: Ctx, path: Path, fmt: str, batch_size: int | None, conversations: tuple[str, ...],
-    max_turns: int | None, as_json: bool,
+    c: Ctx,
+    path: Path,
+    fmt: str,
+    batch_size: int | None,
+    conversations: tuple[str, ...],
+    max_turns: int | None,
+    as_json: bool,
 ) -> None:
     """Add every note in PATH: JSONL ({"content", "event_time"?, "metadata"?} per line) or LoCoMo JSON.
 
@@ -155,12 +167,22 @@ cli.add_command(add_many, name="ingest")
 @json_option
 @pass_ctx
 def search(
-    c: Ctx, query: str, k: int, preset: str | None, no_links: bool, budget: int, after: str | None,
-    before: str | None, meta: tuple[str, ...], as_json: bool,
+    c: Ctx,
+    query: str,
+    k: int,
+    preset: str | None,
+    no_links: bool,
+    budget: int,
+    after: str | None,
+    before: str | None,
+    meta: tuple[str, ...],
+    as_json: bool,
 ) -> None:
     """Find notes relevant to QUERY, with the reason each one was returned."""
     filters = Filters(metadata=_meta(meta), event_after=_time(after), event_before=_time(before))
-    hits = c.memory().search(query, k, filters=filters, preset=preset, expand=not no_links, token_budget=budget)
+    hits = c.memory().search(
+        query, k, filters=filters, preset=preset, expand=not no_links, token_budget=budget
+    )
     _emit(as_json, [h.model_dump(mode="json") for h in hits], lambda: render.hits(hits))
 
 
@@ -196,7 +218,11 @@ def list_(c: Ctx, limit: int, offset: int, state: str | None, as_json: bool) -> 
 def links(c: Ctx, note_id: str, as_json: bool) -> None:
     """Show the links of a note, both directions."""
     found = c.memory().links(note_id)
-    _emit(as_json, [lk.model_dump(mode="json") for lk in found], lambda: render.links(c.memory(), note_id, found))
+    _emit(
+        as_json,
+        [lk.model_dump(mode="json") for lk in found],
+        lambda: render.links(c.memory(), note_id, found),
+    )
 
 
 @cli.command()
@@ -220,8 +246,15 @@ def history(c: Ctx, note_id: str, as_json: bool) -> None:
 @json_option
 @pass_ctx
 def update(
-    c: Ctx, note_id: str, content: str | None, keywords: str | None, tags: str | None, context: str | None,
-    event_time: str | None, meta: tuple[str, ...], as_json: bool,
+    c: Ctx,
+    note_id: str,
+    content: str | None,
+    keywords: str | None,
+    tags: str | None,
+    context: str | None,
+    event_time: str | None,
+    meta: tuple[str, ...],
+    as_json: bool,
 ) -> None:
     """Edit a note; the previous version stays in its history."""
     note = c.memory().update(

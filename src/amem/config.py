@@ -25,7 +25,10 @@ DEFAULT_EMBEDDER = "local:all-minilm-l6-v2"
 
 @dataclass(frozen=True)
 class Settings:
-    """Every knob amem reads from outside. Field name ``x`` maps to env ``AMEM_X`` and key ``x`` in config.toml."""
+    """Every knob amem reads from outside.
+
+    Field ``x`` maps to env ``AMEM_X`` and to key ``x`` in ``<home>/config.toml``.
+    """
 
     home: Path = field(default_factory=lambda: Path.home() / ".amem")
     llm: str = DEFAULT_LLM
@@ -81,7 +84,7 @@ class Settings:
                 raise ConfigError(f"{path}: unknown key(s) {sorted(bad)}; known: {sorted(names)}")
 
         values: dict[str, Any] = {"home": home}
-        for name, f in names.items():
+        for name in names:
             if name == "home":
                 continue
             if name in overrides:

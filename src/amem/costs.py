@@ -13,7 +13,8 @@ def summarise(calls: Sequence[LLMCall], notes: int | None = None) -> dict[str, A
     by_step: dict[str, dict[str, float]] = {}
     for call in calls:
         row = by_step.setdefault(
-            call.step, {"calls": 0, "cached": 0, "failed": 0, "input_tokens": 0, "output_tokens": 0, "seconds": 0.0}
+            call.step,
+            {"calls": 0, "cached": 0, "failed": 0, "input_tokens": 0, "output_tokens": 0, "seconds": 0.0},
         )
         row["calls"] += 1
         row["cached"] += int(call.cached)

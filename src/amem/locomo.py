@@ -78,9 +78,15 @@ def _conversation(index: int, item: dict[str, Any]) -> Conversation:
                 continue
             turns.append(
                 Turn(
-                    dia_id=str(t["dia_id"]), speaker=str(t.get("speaker", "")), text=text, session=n,
-                    event_time=when, blip_caption=str(caption) if caption else None,
+                    dia_id=str(t["dia_id"]),
+                    speaker=str(t.get("speaker", "")),
+                    text=text,
+                    session=n,
+                    event_time=when,
+                    blip_caption=str(caption) if caption else None,
                 )
             )
     speakers = (str(conv.get("speaker_a", "")), str(conv.get("speaker_b", "")))
-    return Conversation(str(item.get("sample_id", f"conv-{index}")), speakers, turns, list(item.get("qa", [])))
+    return Conversation(
+        str(item.get("sample_id", f"conv-{index}")), speakers, turns, list(item.get("qa", []))
+    )

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -137,7 +137,9 @@ class Memory:
             )
         return self._runner
 
-    def scoped(self, user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None) -> Memory:
+    def scoped(
+        self, user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None
+    ) -> Memory:
         """The same memory (store, models) seen through another scope."""
         other = object.__new__(Memory)
         other.__dict__.update(self.__dict__)
@@ -222,11 +224,11 @@ class Memory:
             group = notes[start : start + size]
             bases = self.embedder.embed_documents([n.embedding_text() for n in group])
             if not self.llm_enabled:
-                for n, b in zip(group, bases):
+                for n, b in zip(group, bases, strict=True):
                     self._store_pending(n, b, None)
                     out.append(n)
             elif size == 1 or len(group) == 1 or self.settings.pipeline == "paper":
-                out.extend(self._enrich(n, b, is_new=True) for n, b in zip(group, bases))
+                out.extend(self._enrich(n, b, is_new=True) for n, b in zip(group, bases, strict=True))
             else:
                 out.extend(self._enrich_batch(group, bases))
             if progress:
@@ -271,7 +273,7 @@ class Memory:
 
     def _enrich_batch(self, group: list[Note], bases: Vectors) -> list[Note]:
         pooled: dict[str, write.Candidate] = {}
-        for note, base in zip(group, bases):
+        for note, base in zip(group, bases, strict=True):
             for cand in self._candidates(base, note):
                 best = pooled.get(cand.note.id)
                 if best is None or cand.similarity > best.similarity:
@@ -285,7 +287,7 @@ class Memory:
         out = []
         group_ids = {n.id for n in group}
         later: list[Link] = []
-        for note, base in zip(group, bases):
+        for note, base in zip(group, bases, strict=True):
             decision = decisions.get(note.id)
             if decision is None:  # left out of the batch answer: give it its own call
                 out.append(self._enrich(note, base, is_new=True))
@@ -303,20 +305,22 @@ class Memory:
             self.store.upsert_links([lk for lk in later if lk.target_id in stored])
         return out
 
-    def _store_pending(
-        self, note: Note, base: Vectors, call: LLMCall | None, is_new: bool = True
-    ) -> Note:
+    def _store_pending(self, note: Note, base: Vectors, call: LLMCall | None, is_new: bool = True) -> Note:
         if call is not None:
             note.enrich_attempts += 1
             note.last_error = call.error
             log.warning("note %s stored as pending: %s", note.id, call.error)
-        note.state = EnrichState.failed if note.enrich_attempts >= MAX_ENRICH_ATTEMPTS else EnrichState.pending
+        note.state = (
+            EnrichState.failed if note.enrich_attempts >= MAX_ENRICH_ATTEMPTS else EnrichState.pending
+        )
         note.updated_at = utcnow()
         with self.store.atomic():
             if is_new:
                 self.store.insert_note(note, base)
                 self.store.add_version(
-                    NoteVersion.snapshot(note, VersionCause.create, call.id if call else None, "stored pending")
+                    NoteVersion.snapshot(
+                        note, VersionCause.create, call.id if call else None, "stored pending"
+                    )
                 )
             else:
                 self.store.update_note(note)  # attempts/error only: not a content change, no version
@@ -336,7 +340,11 @@ class Memory:
                 continue
             changed.append(
                 old.model_copy(
-                    update={"context": update.context, "tags": update.tags or old.tags, "updated_at": utcnow()}
+                    update={
+                        "context": update.context,
+                        "tags": update.tags or old.tags,
+                        "updated_at": utcnow(),
+                    }
                 )
             )
         texts = [note.embedding_text()] + [n.embedding_text() for n in changed]
@@ -357,7 +365,7 @@ class Memory:
                     if target in live and target != note.id
                 ]
             )
-            for nb, vec in zip(changed, vectors[1:]):
+            for nb, vec in zip(changed, vectors[1:], strict=True):
                 current = live.get(nb.id)
                 if current is None or current.version != nb.version:
                     continue  # changed or deleted meanwhile: never overwrite a newer version
@@ -397,9 +405,6 @@ class Memory:
         if note is None or not self.scope.matches(note):
             raise NotFound(f"no note {note_id!r} in this scope; `amem list` shows the ids")
         return note
-
-    def list(self, limit: int = 50, offset: int = 0, filters: Filters | None = None) -> list[Note]:
-        return self.store.list_notes(self.scope, filters, limit=limit, offset=offset)
 
     def count(self, filters: Filters | None = None) -> int:
         return self.store.count_notes(self.scope, filters)
@@ -470,16 +475,22 @@ class Memory:
         if event_time is not None:
             changes["event_time"] = to_utc(event_time)
         if not changes:
-            raise InvalidInput("nothing to update: give content, keywords, tags, context, metadata or event_time")
+            raise InvalidInput(
+                "nothing to update: give content, keywords, tags, context, metadata or event_time"
+            )
         new = note.model_copy(update={**changes, "version": note.version + 1, "updated_at": utcnow()})
         new = Note.model_validate(new.model_dump())
         vector = self.embedder.embed_documents([new.embedding_text()])[0]
         with self.store.atomic():
             current = self.store.get_note(note_id)
             if current is None or current.version != note.version:
-                raise StoreError(f"note {note_id} changed while it was being updated; read it again and retry")
+                raise StoreError(
+                    f"note {note_id} changed while it was being updated; read it again and retry"
+                )
             self.store.update_note(new, vector)
-            self.store.add_version(NoteVersion.snapshot(new, VersionCause.update, None, "edited through the API"))
+            self.store.add_version(
+                NoteVersion.snapshot(new, VersionCause.update, None, "edited through the API")
+            )
         return new
 
     def delete(self, note_id: str) -> None:
@@ -489,3 +500,6 @@ class Memory:
 
     def stats(self) -> dict[str, Any]:
         return self.store.stats()
+
+    def list(self, limit: int = 50, offset: int = 0, filters: Filters | None = None) -> list[Note]:
+        return self.store.list_notes(self.scope, filters, limit=limit, offset=offset)

@@ -17,7 +17,10 @@ def _wrap(text: str, indent: str = "    ") -> str:
 
 
 def note_block(note: Note) -> str:
-    head = click.style(note.id, fg="cyan") + f"  [{format_date(note.event_time)}]  {note.state.value}  v{note.version}"
+    head = (
+        click.style(note.id, fg="cyan")
+        + f"  [{format_date(note.event_time)}]  {note.state.value}  v{note.version}"
+    )
     lines = [head, _wrap(note.content)]
     if note.keywords:
         lines.append("    keywords: " + ", ".join(note.keywords))
@@ -40,7 +43,9 @@ def note(memory: Memory, n: Note) -> None:
 
 
 def links(memory: Memory, note_id: str, found: Sequence[Link]) -> None:
-    others = memory.store.get_notes([lk.target_id if lk.source_id == note_id else lk.source_id for lk in found])
+    others = memory.store.get_notes(
+        [lk.target_id if lk.source_id == note_id else lk.source_id for lk in found]
+    )
     click.echo(f"    links ({len(found)}):")
     for lk in found:
         outgoing = lk.source_id == note_id

@@ -83,13 +83,14 @@ def import_file(memory: Memory, path: str | Path) -> ImportReport:
     own = store.get_meta("embedding_model")
     if own is not None and model is not None and own != model:
         raise InvalidInput(
-            f"the export was embedded with {model!r} but this memory uses {own!r}; import into an empty memory"
+            f"the export was embedded with {model!r} but this memory uses {own!r}; "
+            "import into an empty memory"
         )
     report = ImportReport()
     with store.atomic():
         if own is None and model is not None:
             store.set_meta("embedding_model", str(model))
-        for kind, obj in body:
+        for _kind, obj in body:
             if isinstance(obj, tuple):
                 note, vector = obj
                 if store.get_note(note.id) is not None:
@@ -136,7 +137,9 @@ def _read(path: Path) -> Iterator[Any]:
 
 def _parse(path: Path, number: int, record: Any) -> tuple[str, Any]:
     if not isinstance(record, dict) or not isinstance(record.get("data"), dict):
-        raise InvalidInput(f"{path}:{number}: expected {{'type': ..., 'data': {{...}}}}; nothing was imported")
+        raise InvalidInput(
+            f"{path}:{number}: expected {{'type': ..., 'data': {{...}}}}; nothing was imported"
+        )
     kind, data = record.get("type"), dict(record["data"])
     try:
         if kind == "note":

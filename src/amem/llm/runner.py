@@ -71,7 +71,9 @@ class LLMRunner:
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def run(self, prompt: Prompt[T], note_ids: list[str]) -> tuple[T, LLMCall]:
-        call = LLMCall(step=prompt.step, prompt_version=prompt.version, model=self.llm.model_id, note_ids=note_ids)
+        call = LLMCall(
+            step=prompt.step, prompt_version=prompt.version, model=self.llm.model_id, note_ids=note_ids
+        )
         key = self.cache_key(prompt)
         cached = self._cache_get(key) if self._cache_get else None
         if cached is not None:

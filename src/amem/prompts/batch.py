@@ -23,37 +23,28 @@ from .note import (
     update_schema,
 )
 
-VERSION = "batch-v1"
+VERSION = "batch-v2"
 STEP = "construct_batch"
 
 INSTRUCTIONS = """You maintain an agent's long-term memory as small atomic notes.
-Several NEW NOTES (T1, T2, ...) arrive together. Answer with one JSON object {"notes": [...], "updates": [...]}.
+Several NEW NOTES (T1, T2, ...) arrive together; they come last. Answer with one JSON object {"notes": [...], "updates": [...]}.
 "notes" has one entry per new note, in order, each with:
 - "note": its alias (T1, T2, ...);
 - "keywords": 3 to 6 salient nouns, verbs or concepts from that note. No speaker names, no dates;
 - "tags": 2 to 4 broad lower-case categories;
-- "context": one sentence on who did or said what, about which topic, and why it matters, with relative \
-times turned into dates using the note's own date;
-- "links": RELATED NOTES (N...) or other new notes (T...) that share a specific person, event, object or plan \
-with it, each with a short reason; often empty.
-"updates": only for a related note (N...) listed as UPDATABLE whose context is now wrong or incomplete: its \
-corrected one-sentence context and tags. Usually empty.
+- "context": one sentence about that note only: who did or said what, about which topic, and why it matters, with relative times turned into dates using the note's own date;
+- "links": RELATED NOTES (N...) or other new notes (T...) that share a specific person, event, object or plan with it, each with a short reason naming what they share; often empty.
+"updates": for an UPDATABLE related note (N...) that the new notes change, complete or contradict (a plan decided, a problem solved, a fact that changed): its corrected one-sentence context and tags. Leave it empty otherwise.
 
 Example input:
+RELATED NOTES:
+R1 [2 March 2022 (Wednesday)] Priya: My sister keeps failing her driving test. | context: Priya's sister is anxious after failing her driving test again.
+UPDATABLE: R1
 NEW NOTES:
 A1 [14 March 2022 (Monday)] Priya: My sister finally passed her driving test yesterday!
 A2 [14 March 2022 (Monday)] Tom: Congratulations to her! Is she buying a car now?
-RELATED NOTES:
-R1 [2 March 2022 (Wednesday)] Priya: My sister keeps failing her driving test. | context: Priya's sister is \
-anxious after failing her driving test again.
-UPDATABLE: R1
 Example answer:
-{"notes": [{"note": "A1", "keywords": ["sister", "driving test", "passed"], "tags": ["family", "achievement"], \
-"context": "Priya says her sister passed her driving test on 13 March 2022.", "links": [{"to": "R1", "why": \
-"same driving test"}]}, {"note": "A2", "keywords": ["congratulations", "car"], "tags": ["family", "plans"], \
-"context": "Tom congratulates Priya's sister and asks whether she will buy a car.", "links": [{"to": "A1", \
-"why": "reply about the passed test"}]}], "updates": [{"note": "R1", "context": "Priya's sister kept failing \
-her driving test until she passed it on 13 March 2022.", "tags": ["family", "driving"]}]}
+{"notes": [{"note": "A1", "keywords": ["sister", "driving test", "passed"], "tags": ["family", "achievement"], "context": "Priya says her sister passed her driving test on 13 March 2022.", "links": [{"to": "R1", "why": "same driving test"}]}, {"note": "A2", "keywords": ["congratulations", "car"], "tags": ["family", "plans"], "context": "Tom congratulates Priya's sister and asks whether she will buy a car.", "links": [{"to": "A1", "why": "reply about the passed test"}]}], "updates": [{"note": "R1", "context": "Priya's sister kept failing her driving test until she passed it on 13 March 2022.", "tags": ["family", "driving"]}]}
 
 Now the real input."""
 
@@ -114,8 +105,7 @@ def render(
     new: list[tuple[str, Note]], candidates: list[Candidate], updatable: list[str]
 ) -> Prompt[BatchOutput]:
     new_aliases = [alias for alias, _ in new]
-    lines = [INSTRUCTIONS, "NEW NOTES:"]
-    lines.extend(f"{alias} [{format_date(n.event_time)}] {clip(n.content, 1200)}" for alias, n in new)
+    lines = [INSTRUCTIONS]
     link_aliases = [c.alias for c in candidates]
     if candidates:
         lines.append("RELATED NOTES:")
@@ -123,13 +113,17 @@ def render(
         lines.append("UPDATABLE: " + (", ".join(updatable) if updatable else "none"))
     else:
         lines.append("RELATED NOTES: none")
+    lines.append("NEW NOTES:")
+    lines.extend(f"{alias} [{format_date(n.event_time)}] {clip(n.content, 1200)}" for alias, n in new)
     lines.append("Answer:")
     item_props: dict[str, Any] = {"note": {"type": "string", "enum": new_aliases}, **attribute_properties()}
     item_props["links"] = link_schema(link_aliases + new_aliases)
     item_props["links"]["maxItems"] = min(4, len(link_aliases) + len(new_aliases))
     properties: dict[str, Any] = {
         "notes": {
-            "type": "array", "minItems": len(new), "maxItems": len(new),
+            "type": "array",
+            "minItems": len(new),
+            "maxItems": len(new),
             "items": {"type": "object", "properties": item_props, "required": list(item_props)},
         }
     }

@@ -10,6 +10,7 @@ from ..notes import Note, format_date
 
 _DEBRIS = " \t\r\n\"'`[]{}()<>#*•·,;:.!?"
 _SPACE = re.compile(r"\s+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,21 @@ def clean_terms(values: Any, max_items: int, max_len: int = 40, lower: bool = Fa
     return list(out.values())
 
 
-def clean_sentence(value: Any, max_len: int) -> str:
+def clean_sentence(value: Any, max_len: int, max_sentences: int = 2) -> str:
+    """Collapse whitespace, drop repeated sentences (greedy decoding loops) and keep the first few."""
     if not isinstance(value, str):
         raise ValueError("expected a string")
     text = _SPACE.sub(" ", value).strip(" \t\r\n\"'`")
+    kept: list[str] = []
+    seen: set[str] = set()
+    for sentence in _SENTENCE_END.split(text):
+        key = sentence.casefold().strip(" .!?")
+        if key and key not in seen:
+            seen.add(key)
+            kept.append(sentence)
+        if len(kept) >= max_sentences:
+            break
+    text = " ".join(kept)
     return clip(text, max_len) if text else ""
 
 

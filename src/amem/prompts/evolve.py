@@ -79,7 +79,9 @@ class EvolveOutput(BaseModel):
         ctx = info.context or {}
         allowed = list(ctx.get("aliases", ()))
         self.suggested_connections = list(
-            dict.fromkeys(a.strip().upper() for a in self.suggested_connections if a.strip().upper() in allowed)
+            dict.fromkeys(
+                a.strip().upper() for a in self.suggested_connections if a.strip().upper() in allowed
+            )
         )
         n = len(allowed)
         if len(self.new_context_neighborhood) != n or len(self.new_tags_neighborhood) != n:
@@ -100,27 +102,44 @@ def render(new: Note, candidates: list[Candidate]) -> Prompt[EvolveOutput]:
         "properties": {
             "should_evolve": {"type": "boolean"},
             "actions": {
-                "type": "array", "maxItems": 2,
+                "type": "array",
+                "maxItems": 2,
                 "items": {"type": "string", "enum": ["strengthen", "update_neighbor"]},
             },
             "suggested_connections": {
-                "type": "array", "maxItems": n, "items": {"type": "string", "enum": aliases},
+                "type": "array",
+                "maxItems": n,
+                "items": {"type": "string", "enum": aliases},
             },
             "tags_to_update": string_array(4, 24),
             "new_context_neighborhood": {
-                "type": "array", "minItems": n, "maxItems": n,
+                "type": "array",
+                "minItems": n,
+                "maxItems": n,
                 "items": {"type": "string", "maxLength": 260},
             },
             "new_tags_neighborhood": {
-                "type": "array", "minItems": n, "maxItems": n, "items": string_array(4, 24),
+                "type": "array",
+                "minItems": n,
+                "maxItems": n,
+                "items": string_array(4, 24),
             },
         },
         "required": [
-            "should_evolve", "actions", "suggested_connections", "tags_to_update",
-            "new_context_neighborhood", "new_tags_neighborhood",
+            "should_evolve",
+            "actions",
+            "suggested_connections",
+            "tags_to_update",
+            "new_context_neighborhood",
+            "new_tags_neighborhood",
         ],
     }
     return Prompt(
-        STEP, VERSION, [Message("user", "\n".join(lines))], EvolveOutput, schema,
-        max_tokens=120 + 110 * n, context={"aliases": aliases},
+        STEP,
+        VERSION,
+        [Message("user", "\n".join(lines))],
+        EvolveOutput,
+        schema,
+        max_tokens=120 + 110 * n,
+        context={"aliases": aliases},
     )

@@ -15,32 +15,27 @@ from ..llm.runner import Prompt
 from ..notes import Note, format_date
 from .common import Candidate, clean_sentence, clean_terms, clip, show_note, string_array
 
-VERSION = "note-v1"
+VERSION = "note-v2"
+#: At most this many links per new note: small models otherwise link to every candidate.
+MAX_LINKS = 3
 STEP = "construct"
 
 INSTRUCTIONS = """You maintain an agent's long-term memory as small atomic notes.
-Read the NEW NOTE and answer with one JSON object:
+Read the NEW NOTE (it comes last) and answer with one JSON object:
 - "keywords": 3 to 6 salient nouns, verbs or concepts from the new note. No speaker names, no dates.
 - "tags": 2 to 4 broad lower-case categories (for example: family, work, hobby, health, travel, food).
-- "context": one sentence saying who did or said what, about which topic, and why it matters. Turn relative \
-times ("yesterday", "last week", "next month") into dates using the note's own date.
-- "links": the RELATED NOTES that share a specific person, event, object or plan with the new note, each with \
-a short reason. Leave it empty when none is really related.
-- "updates": only for a related note whose context is now wrong or incomplete because of the new note: its \
-corrected one-sentence context and tags. Usually empty.
+- "context": one sentence about the new note only: who did or said what, about which topic, and why it matters. Turn relative times ("yesterday", "last week", "next month") into dates using the new note's date.
+- "links": the RELATED NOTES that share a specific person, event, object or plan with the new note, each with a short reason naming what they share. Leave it empty when none is really related.
+- "updates": for an UPDATABLE note that the new note changes, completes or contradicts (a plan decided, a problem solved, a fact that changed): its corrected one-sentence context and tags. Leave it empty otherwise.
 
 Example input:
-NEW NOTE [14 March 2022 (Monday)] Priya: My sister finally passed her driving test yesterday!
 RELATED NOTES:
-R1 [2 March 2022 (Wednesday)] Priya: My sister keeps failing her driving test. | context: Priya's sister is \
-anxious after failing her driving test again.
+R1 [2 March 2022 (Wednesday)] Priya: My sister keeps failing her driving test. | context: Priya's sister is anxious after failing her driving test again.
 R2 [5 March 2022 (Saturday)] Tom: I baked sourdough bread this weekend. | context: Tom tried baking bread.
 UPDATABLE: R1
+NEW NOTE [14 March 2022 (Monday)] Priya: My sister finally passed her driving test yesterday!
 Example answer:
-{"keywords": ["sister", "driving test", "passed"], "tags": ["family", "achievement"], "context": "Priya says \
-her sister passed her driving test on 13 March 2022 after failing it before.", "links": [{"to": "R1", "why": \
-"same sister and driving test"}], "updates": [{"note": "R1", "context": "Priya's sister kept failing her \
-driving test until she passed it on 13 March 2022.", "tags": ["family", "driving"]}]}
+{"keywords": ["sister", "driving test", "passed"], "tags": ["family", "achievement"], "context": "Priya says her sister passed her driving test on 13 March 2022 after failing it before.", "links": [{"to": "R1", "why": "same sister and driving test"}], "updates": [{"note": "R1", "context": "Priya's sister kept failing her driving test until she passed it on 13 March 2022.", "tags": ["family", "driving"]}]}
 
 Now the real input."""
 
@@ -107,7 +102,7 @@ class NoteOutput(BaseModel):
     @model_validator(mode="after")
     def _aliases(self, info: ValidationInfo) -> NoteOutput:
         ctx = info.context or {}
-        self.links = filter_links(self.links, set(ctx.get("link_aliases", ())))
+        self.links = filter_links(self.links, set(ctx.get("link_aliases", ())))[:MAX_LINKS]
         self.updates = filter_updates(self.updates, set(ctx.get("update_aliases", ())))
         return self
 
@@ -136,7 +131,10 @@ def link_schema(aliases: list[str]) -> dict[str, Any]:
         "maxItems": len(aliases),
         "items": {
             "type": "object",
-            "properties": {"to": {"type": "string", "enum": aliases}, "why": {"type": "string", "maxLength": 120}},
+            "properties": {
+                "to": {"type": "string", "enum": aliases},
+                "why": {"type": "string", "maxLength": 120},
+            },
             "required": ["to", "why"],
         },
     }
@@ -167,7 +165,7 @@ def attribute_properties() -> dict[str, Any]:
 
 
 def render(new: Note, candidates: list[Candidate], updatable: list[str]) -> Prompt[NoteOutput]:
-    lines = [INSTRUCTIONS, f"NEW NOTE [{format_date(new.event_time)}] {clip(new.content, 2000)}"]
+    lines = [INSTRUCTIONS]
     properties = attribute_properties()
     link_aliases = [c.alias for c in candidates]
     if candidates:
@@ -179,6 +177,8 @@ def render(new: Note, candidates: list[Candidate], updatable: list[str]) -> Prom
             properties["updates"] = update_schema(updatable)
     else:
         lines.append("RELATED NOTES: none")
+    # the new note comes last, next to the answer: small models then describe it, not its neighbours
+    lines.append(f"NEW NOTE [{format_date(new.event_time)}] {clip(new.content, 2000)}")
     lines.append("Answer:")
     schema = {"type": "object", "properties": properties, "required": list(properties)}
     return Prompt(
@@ -187,6 +187,6 @@ def render(new: Note, candidates: list[Candidate], updatable: list[str]) -> Prom
         messages=[Message("user", "\n".join(lines))],
         output=NoteOutput,
         schema=schema,
-        max_tokens=160 + 60 * len(link_aliases) + 90 * len(updatable),
+        max_tokens=160 + 50 * min(MAX_LINKS, len(link_aliases)) + 90 * len(updatable),
         context={"link_aliases": link_aliases, "update_aliases": updatable},
     )

@@ -6,6 +6,7 @@ neighbour updates by stable id) that ``Memory`` applies in one transaction.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -35,6 +36,19 @@ class Decision:
     call_ids: list[str] = field(default_factory=list)
 
 
+_SPEAKER = re.compile(r"^([A-Z][\w'-]*(?: [A-Z][\w'-]*){0,2}):\s")
+
+
+def without_speaker(keywords: list[str], note: Note) -> list[str]:
+    """Keywords must not be the speaker's name (the paper's rule); small models add it anyway."""
+    match = _SPEAKER.match(note.content)
+    names = {str(note.metadata.get("speaker", "")).casefold()} | (
+        {match.group(1).casefold()} if match else set()
+    )
+    kept = [k for k in keywords if k.casefold() not in names]
+    return kept or keywords
+
+
 def make_candidates(found: list[tuple[Note, float]], prefix: str = "N") -> list[Candidate]:
     return [Candidate(f"{prefix}{i}", n, sim) for i, (n, sim) in enumerate(found, start=1)]
 
@@ -44,15 +58,13 @@ def updatable(candidates: list[Candidate], evolve_floor: float) -> list[str]:
     return [c.alias for c in candidates if c.similarity >= evolve_floor]
 
 
-def construct_one(
-    runner: LLMRunner, new: Note, candidates: list[Candidate], evolve_floor: float
-) -> Decision:
+def construct_one(runner: LLMRunner, new: Note, candidates: list[Candidate], evolve_floor: float) -> Decision:
     """Default pipeline: one call for attributes, links and neighbour updates."""
     by_alias = {c.alias: c.note.id for c in candidates}
     allowed = updatable(candidates, evolve_floor)
     out, call = runner.run(note.render(new, candidates, allowed), [new.id, *by_alias.values()])
     return Decision(
-        keywords=out.keywords,
+        keywords=without_speaker(out.keywords, new),
         tags=out.tags,
         context=out.context,
         links=[(by_alias[link.to], link.why) for link in out.links],
@@ -72,8 +84,10 @@ def construct_paper(
     Neighbours are found with the analysed note's full embedding, as in the reference.
     """
     attrs, first = runner.run(analyse.render(new), [new.id])
-    enriched = new.model_copy(update={"keywords": attrs.keywords, "tags": attrs.tags, "context": attrs.context})
-    decision = Decision(attrs.keywords, attrs.tags, attrs.context, call_ids=[first.id])
+    enriched = new.model_copy(
+        update={"keywords": attrs.keywords, "tags": attrs.tags, "context": attrs.context}
+    )
+    decision = Decision(without_speaker(attrs.keywords, new), attrs.tags, attrs.context, call_ids=[first.id])
     candidates = [c for c in find(enriched) if c.similarity >= evolve_floor]
     if not candidates:
         return decision
@@ -87,7 +101,9 @@ def construct_paper(
         if out.tags_to_update:
             decision.tags = out.tags_to_update
     if "update_neighbor" in out.actions and out.new_context_neighborhood:
-        for cand, ctx, tags in zip(candidates, out.new_context_neighborhood, out.new_tags_neighborhood):
+        for cand, ctx, tags in zip(
+            candidates, out.new_context_neighborhood, out.new_tags_neighborhood, strict=True
+        ):
             if (ctx and ctx != cand.note.context) or (tags and tags != cand.note.tags):
                 decision.updates.append(
                     NeighbourUpdate(cand.note.id, ctx or cand.note.context, tags or cand.note.tags)
@@ -108,7 +124,7 @@ def construct_batch(
     for entry in out.notes:
         note_id = by_alias[entry.note]
         decisions[note_id] = Decision(
-            keywords=entry.keywords,
+            keywords=without_speaker(entry.keywords, dict(aliases)[entry.note]),
             tags=entry.tags,
             context=entry.context,
             links=[(by_alias[link.to], link.why) for link in entry.links],

@@ -39,9 +39,7 @@ class Filters(BaseModel):
     def _keys(cls, v: dict[str, Any]) -> dict[str, Any]:
         for key in v:
             if not key or len(key) > 64 or not set(key) <= METADATA_KEY_CHARS:
-                raise InvalidInput(
-                    f"metadata filter key {key!r}: use 1-64 letters, digits, '_' or '-'"
-                )
+                raise InvalidInput(f"metadata filter key {key!r}: use 1-64 letters, digits, '_' or '-'")
         return v
 
     @field_validator("event_after", "event_before")
@@ -50,7 +48,9 @@ class Filters(BaseModel):
         return None if v is None else to_utc(v)
 
     def is_empty(self) -> bool:
-        return not self.metadata and self.event_after is None and self.event_before is None and not self.states
+        return (
+            not self.metadata and self.event_after is None and self.event_before is None and not self.states
+        )
 
 
 class Store(Protocol):
@@ -71,6 +71,7 @@ class Store(Protocol):
     def delete_note(self, note_id: str) -> None:
         """Removes the note, its vector, its keyword entry, every link touching it and its versions."""
         ...
+
     def get_note(self, note_id: str) -> Note | None: ...
     def get_notes(self, ids: Sequence[str]) -> dict[str, Note]: ...
     def get_vectors(self, ids: Sequence[str]) -> dict[str, Vectors]: ...
@@ -79,10 +80,12 @@ class Store(Protocol):
     ) -> list[Note]:
         """Newest ingest first."""
         ...
+
     def count_notes(self, scope: Scope, filters: Filters | None = None) -> int: ...
     def iter_notes(self, scope: Scope, batch: int = 500) -> Iterator[Note]:
         """Every note of the scope, oldest ingest first (for export and re-embedding)."""
         ...
+
     def find_by_hash(self, scope: Scope, content_hash: str) -> list[str]: ...
 
     # links
@@ -100,11 +103,16 @@ class Store(Protocol):
 
     # search
     def nearest(
-        self, vector: Vectors, k: int, scope: Scope, filters: Filters | None = None,
+        self,
+        vector: Vectors,
+        k: int,
+        scope: Scope,
+        filters: Filters | None = None,
         exclude: Sequence[str] = (),
     ) -> list[tuple[str, float]]:
         """(id, cosine) best first."""
         ...
+
     def keyword(
         self, query: str, k: int, scope: Scope, filters: Filters | None = None
     ) -> list[tuple[str, float]]:

@@ -128,9 +128,7 @@ class SQLiteStore:
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(
-                str(path), timeout=30.0, isolation_level=None, check_same_thread=False
-            )
+            self._db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite database {path}: {exc}") from exc
         self._db.row_factory = sqlite3.Row
@@ -159,9 +157,7 @@ class SQLiteStore:
                     continue
                 for statement in [s for s in sql.split(";") if s.strip()]:
                     self._db.execute(statement)
-                self._db.execute(
-                    "INSERT INTO schema_migrations VALUES (?, datetime('now'))", (version,)
-                )
+                self._db.execute("INSERT INTO schema_migrations VALUES (?, datetime('now'))", (version,))
             newest = max(v for v, _ in MIGRATIONS)
             if done and max(done) > newest:
                 raise StoreError(
@@ -206,7 +202,7 @@ class SQLiteStore:
             except sqlite3.Error as exc:
                 raise StoreError(f"SQLite error: {exc}") from exc
 
-    def _write(self, fn: Callable[[], None]) -> None:
+    def _write(self, fn: Callable[[], object]) -> None:
         with self.atomic():
             fn()
 
@@ -345,20 +341,24 @@ class SQLiteStore:
     def _where(self, scope: Scope, filters: Filters | None) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         params: list[Any] = []
-        for col, value in (("user_id", scope.user_id), ("agent_id", scope.agent_id), ("run_id", scope.run_id)):
+        for col, value in (
+            ("user_id", scope.user_id),
+            ("agent_id", scope.agent_id),
+            ("run_id", scope.run_id),
+        ):
             if value is not None:
                 clauses.append(f"n.{col} = ?")
                 params.append(value)
             elif scope.exact:
                 clauses.append(f"n.{col} IS NULL")
         if filters is not None:
-            for key, value in filters.metadata.items():
-                if value is None:
+            for key, wanted in filters.metadata.items():
+                if wanted is None:
                     clauses.append("json_extract(n.metadata, ?) IS NULL")
                     params.append(f'$."{key}"')
                 else:
                     clauses.append("json_extract(n.metadata, ?) = ?")
-                    params.extend([f'$."{key}"', int(value) if isinstance(value, bool) else value])
+                    params.extend([f'$."{key}"', int(wanted) if isinstance(wanted, bool) else wanted])
             if filters.event_after is not None:
                 clauses.append("n.event_time >= ?")
                 params.append(fmt_time(filters.event_after))
@@ -410,10 +410,16 @@ class SQLiteStore:
                 self._exec(
                     """INSERT INTO links VALUES (?,?,?,?,?,?,?)
                        ON CONFLICT(source_id, target_id) DO UPDATE SET weight=excluded.weight,
-                       reason=excluded.reason, updated_at=excluded.updated_at, llm_call_id=excluded.llm_call_id""",
+                       reason=excluded.reason, updated_at=excluded.updated_at,
+                       llm_call_id=excluded.llm_call_id""",
                     (
-                        link.source_id, link.target_id, link.weight, link.reason,
-                        fmt_time(link.created_at), fmt_time(link.updated_at), link.llm_call_id,
+                        link.source_id,
+                        link.target_id,
+                        link.weight,
+                        link.reason,
+                        fmt_time(link.created_at),
+                        fmt_time(link.updated_at),
+                        link.llm_call_id,
                     ),
                 )
 
@@ -435,9 +441,13 @@ class SQLiteStore:
             )
             for r in rows:
                 out[(r["source_id"], r["target_id"])] = Link(
-                    source_id=r["source_id"], target_id=r["target_id"], weight=r["weight"],
-                    reason=r["reason"], created_at=parse_time(r["created_at"]),
-                    updated_at=parse_time(r["updated_at"]), llm_call_id=r["llm_call_id"],
+                    source_id=r["source_id"],
+                    target_id=r["target_id"],
+                    weight=r["weight"],
+                    reason=r["reason"],
+                    created_at=parse_time(r["created_at"]),
+                    updated_at=parse_time(r["updated_at"]),
+                    llm_call_id=r["llm_call_id"],
                 )
         return sorted(out.values(), key=lambda link: (-link.weight, link.created_at))
 
@@ -450,8 +460,13 @@ class SQLiteStore:
             lambda: self._exec(
                 "INSERT INTO versions VALUES (?,?,?,?,?,?,?)",
                 (
-                    version.note_id, version.version, version.cause.value, fmt_time(version.created_at),
-                    version.llm_call_id, version.detail, snapshot,
+                    version.note_id,
+                    version.version,
+                    version.cause.value,
+                    fmt_time(version.created_at),
+                    version.llm_call_id,
+                    version.detail,
+                    snapshot,
                 ),
             )
         )
@@ -460,8 +475,12 @@ class SQLiteStore:
         rows = self._exec("SELECT * FROM versions WHERE note_id = ? ORDER BY version", (note_id,))
         return [
             NoteVersion(
-                note_id=r["note_id"], version=r["version"], cause=VersionCause(r["cause"]),
-                created_at=parse_time(r["created_at"]), llm_call_id=r["llm_call_id"], detail=r["detail"],
+                note_id=r["note_id"],
+                version=r["version"],
+                cause=VersionCause(r["cause"]),
+                created_at=parse_time(r["created_at"]),
+                llm_call_id=r["llm_call_id"],
+                detail=r["detail"],
                 **json.loads(r["snapshot"]),
             )
             for r in rows
@@ -472,9 +491,19 @@ class SQLiteStore:
             self._exec(
                 "INSERT OR REPLACE INTO llm_calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    call.id, call.step, call.prompt_version, call.model, call.input_tokens,
-                    call.output_tokens, call.latency_ms, int(call.ok), int(call.cached), call.error,
-                    call.attempts, json.dumps(call.note_ids), fmt_time(call.created_at),
+                    call.id,
+                    call.step,
+                    call.prompt_version,
+                    call.model,
+                    call.input_tokens,
+                    call.output_tokens,
+                    call.latency_ms,
+                    int(call.ok),
+                    int(call.cached),
+                    call.error,
+                    call.attempts,
+                    json.dumps(call.note_ids),
+                    fmt_time(call.created_at),
                 ),
             )
             for note_id in call.note_ids:
@@ -493,10 +522,19 @@ class SQLiteStore:
             )
         return [
             LLMCall(
-                id=r["id"], step=r["step"], prompt_version=r["prompt_version"], model=r["model"],
-                input_tokens=r["input_tokens"], output_tokens=r["output_tokens"], latency_ms=r["latency_ms"],
-                ok=bool(r["ok"]), cached=bool(r["cached"]), error=r["error"], attempts=r["attempts"],
-                note_ids=json.loads(r["note_ids"]), created_at=parse_time(r["created_at"]),
+                id=r["id"],
+                step=r["step"],
+                prompt_version=r["prompt_version"],
+                model=r["model"],
+                input_tokens=r["input_tokens"],
+                output_tokens=r["output_tokens"],
+                latency_ms=r["latency_ms"],
+                ok=bool(r["ok"]),
+                cached=bool(r["cached"]),
+                error=r["error"],
+                attempts=r["attempts"],
+                note_ids=json.loads(r["note_ids"]),
+                created_at=parse_time(r["created_at"]),
             )
             for r in rows
         ]
@@ -509,7 +547,11 @@ class SQLiteStore:
         return {r[0] for r in self._exec(f"SELECT n.id FROM notes n{where}", params)}
 
     def nearest(
-        self, vector: Vectors, k: int, scope: Scope, filters: Filters | None = None,
+        self,
+        vector: Vectors,
+        k: int,
+        scope: Scope,
+        filters: Filters | None = None,
         exclude: Sequence[str] = (),
     ) -> list[tuple[str, float]]:
         with self._lock:
@@ -573,21 +615,45 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
 
 def _note_row(note: Note) -> tuple[Any, ...]:
     return (
-        note.id, note.content, fmt_time(note.event_time), fmt_time(note.ingest_time),
-        fmt_time(note.updated_at), json.dumps(note.keywords), json.dumps(note.tags), note.context,
-        note.user_id, note.agent_id, note.run_id, json.dumps(note.metadata, default=str),
-        note.embedding_model, note.content_hash, note.state.value, note.version, note.enrich_attempts,
+        note.id,
+        note.content,
+        fmt_time(note.event_time),
+        fmt_time(note.ingest_time),
+        fmt_time(note.updated_at),
+        json.dumps(note.keywords),
+        json.dumps(note.tags),
+        note.context,
+        note.user_id,
+        note.agent_id,
+        note.run_id,
+        json.dumps(note.metadata, default=str),
+        note.embedding_model,
+        note.content_hash,
+        note.state.value,
+        note.version,
+        note.enrich_attempts,
         note.last_error,
     )
 
 
 def _row_note(row: sqlite3.Row) -> Note:
     return Note(
-        id=row["id"], content=row["content"], event_time=parse_time(row["event_time"]),
-        ingest_time=parse_time(row["ingest_time"]), updated_at=parse_time(row["updated_at"]),
-        keywords=json.loads(row["keywords"]), tags=json.loads(row["tags"]), context=row["context"],
-        user_id=row["user_id"], agent_id=row["agent_id"], run_id=row["run_id"],
-        metadata=json.loads(row["metadata"]), embedding_model=row["embedding_model"],
-        content_hash=row["content_hash"], state=EnrichState(row["state"]), version=row["version"],
-        enrich_attempts=row["enrich_attempts"], last_error=row["last_error"],
+        id=row["id"],
+        content=row["content"],
+        event_time=parse_time(row["event_time"]),
+        ingest_time=parse_time(row["ingest_time"]),
+        updated_at=parse_time(row["updated_at"]),
+        keywords=json.loads(row["keywords"]),
+        tags=json.loads(row["tags"]),
+        context=row["context"],
+        user_id=row["user_id"],
+        agent_id=row["agent_id"],
+        run_id=row["run_id"],
+        metadata=json.loads(row["metadata"]),
+        embedding_model=row["embedding_model"],
+        content_hash=row["content_hash"],
+        state=EnrichState(row["state"]),
+        version=row["version"],
+        enrich_attempts=row["enrich_attempts"],
+        last_error=row["last_error"],
     )
