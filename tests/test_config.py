@@ -40,7 +40,7 @@ def resolve(home: Path, overrides: dict | None = None, **env: str) -> Settings:
     return Settings.resolve(overrides, env={"AMEM_HOME": str(home), **env})
 
 
-# -- precedence ---------------------------------------------------------------------------------------
+# -- precedence ------------------------------------------------------------------------------------
 
 
 def test_defaults_when_nothing_is_set(home: Path) -> None:
@@ -82,7 +82,9 @@ def test_env_beats_config_file(home: Path) -> None:
 
 def test_explicit_override_beats_env_and_file(home: Path) -> None:
     write_config(home, 'llm = "fake"\npipeline = "paper"\n')
-    s = resolve(home, {"llm": "none", "pipeline": "amem"}, AMEM_LLM="openai:gpt-4o-mini", AMEM_PIPELINE="paper")
+    s = resolve(
+        home, {"llm": "none", "pipeline": "amem"}, AMEM_LLM="openai:gpt-4o-mini", AMEM_PIPELINE="paper"
+    )
     assert s.llm == "none"
     assert s.pipeline == "amem"
 
@@ -136,7 +138,7 @@ def test_settings_are_frozen(home: Path) -> None:
         s.llm = "fake"  # type: ignore[misc]
 
 
-# -- coercion -----------------------------------------------------------------------------------------
+# -- coercion --------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("raw", ["0", "false", "False", "no", "off", " OFF "])
@@ -172,10 +174,17 @@ def test_numbers_are_coerced(home: Path) -> None:
     assert s.llm_threads == 4 and isinstance(s.llm_threads, int)
 
 
-@pytest.mark.parametrize(("var", "raw"), [("AMEM_LLM_TIMEOUT", "fast"), ("AMEM_LLM_THREADS", "4.5"),
-                                           ("AMEM_LLM_THREADS", "four"), ("AMEM_LLM_TIMEOUT", "1e")])
+@pytest.mark.parametrize(
+    ("var", "raw"),
+    [
+        ("AMEM_LLM_TIMEOUT", "fast"),
+        ("AMEM_LLM_THREADS", "4.5"),
+        ("AMEM_LLM_THREADS", "four"),
+        ("AMEM_LLM_TIMEOUT", "1e"),
+    ],
+)
 def test_bad_number_is_a_config_error(home: Path, var: str, raw: str) -> None:
-    with pytest.raises(ConfigError, match=var[len("AMEM_"):].lower()):
+    with pytest.raises(ConfigError, match=var[len("AMEM_") :].lower()):
         resolve(home, **{var: raw})
 
 
@@ -185,21 +194,25 @@ def test_bad_number_in_config_file(home: Path) -> None:
         resolve(home)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a TOML float for an int field is silently truncated (int(2.7) == 2)")
+@pytest.mark.xfail(
+    strict=True, reason="BUG: a TOML float for an int field is silently truncated (int(2.7) == 2)"
+)
 def test_float_for_int_field_in_config_file_is_rejected(home: Path) -> None:
     write_config(home, "llm_threads = 2.7\n")
     with pytest.raises(ConfigError, match="llm_threads"):
         resolve(home)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a TOML boolean for a number field is accepted (float(True) == 1.0)")
+@pytest.mark.xfail(
+    strict=True, reason="BUG: a TOML boolean for a number field is accepted (float(True) == 1.0)"
+)
 def test_bool_for_number_field_in_config_file_is_rejected(home: Path) -> None:
     write_config(home, "llm_timeout = true\n")
     with pytest.raises(ConfigError, match="llm_timeout"):
         resolve(home)
 
 
-# -- config file errors --------------------------------------------------------------------------------
+# -- config file errors ----------------------------------------------------------------------------
 
 
 def test_unknown_key_in_config_file(home: Path) -> None:
@@ -223,7 +236,9 @@ def test_config_error_is_an_amem_error() -> None:
     assert issubclass(ConfigError, AmemError)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: `home` in config.toml is accepted as a known key but silently ignored")
+@pytest.mark.xfail(
+    strict=True, reason="BUG: `home` in config.toml is accepted as a known key but silently ignored"
+)
 def test_home_in_config_file_is_not_silently_ignored(home: Path, tmp_path: Path) -> None:
     write_config(home, f'home = "{tmp_path / "elsewhere"}"\n')
     try:
@@ -233,13 +248,15 @@ def test_home_in_config_file_is_not_silently_ignored(home: Path, tmp_path: Path)
     assert s.home == tmp_path / "elsewhere"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: AMEM_CONFIG naming a file that does not exist is silently ignored")
+@pytest.mark.xfail(
+    strict=True, reason="BUG: AMEM_CONFIG naming a file that does not exist is silently ignored"
+)
 def test_missing_explicit_config_file_is_an_error(home: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         resolve(home, AMEM_CONFIG=str(tmp_path / "typo.toml"))
 
 
-# -- API keys -----------------------------------------------------------------------------------------
+# -- API keys --------------------------------------------------------------------------------------
 
 
 def test_openai_api_key_fallback(home: Path) -> None:
@@ -270,7 +287,7 @@ def test_empty_openai_api_key_is_ignored(home: Path) -> None:
     assert resolve(home, OPENAI_API_KEY="").llm_api_key == ""
 
 
-# -- validated values ---------------------------------------------------------------------------------
+# -- validated values ------------------------------------------------------------------------------
 
 
 def test_bad_pipeline_from_env(home: Path) -> None:
@@ -299,7 +316,7 @@ def test_paper_values_accepted(home: Path) -> None:
     assert (s.pipeline, s.retrieval) == ("paper", "paper")
 
 
-# -- nothing at import time ---------------------------------------------------------------------------
+# -- nothing at import time ------------------------------------------------------------------------
 
 
 def _env_with_home(home: Path) -> dict[str, str]:
@@ -328,7 +345,10 @@ def test_import_does_not_read_a_broken_config(home: Path) -> None:
 def test_cli_reports_a_broken_config_as_an_error(home: Path) -> None:
     write_config(home, 'llm = "fake"\nunknown_knob = 1\n')
     proc = subprocess.run(
-        [sys.executable, "-m", "amem", "stats"], env=_env_with_home(home), capture_output=True, text=True,
+        [sys.executable, "-m", "amem", "stats"],
+        env=_env_with_home(home),
+        capture_output=True,
+        text=True,
         timeout=60,
     )
     assert proc.returncode == 1

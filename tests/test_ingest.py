@@ -50,7 +50,7 @@ def by_id(convs: list[Conversation]) -> dict[str, Conversation]:
     return {c.sample_id: c for c in convs}
 
 
-# -- locomo.load ---------------------------------------------------------------------------------------
+# -- locomo.load -----------------------------------------------------------------------------------
 
 
 def test_load_fixture_conversations() -> None:
@@ -113,7 +113,10 @@ def test_qa_kept() -> None:
     assert adversarial["adversarial_answer"] == "self-care is important"
     assert "answer" not in adversarial
     assert qa[0] == {
-        "question": "What did Caroline research?", "answer": "Adoption agencies", "evidence": ["D2:2"], "category": 1,
+        "question": "What did Caroline research?",
+        "answer": "Adoption agencies",
+        "evidence": ["D2:2"],
+        "category": 1,
     }
     assert len(convs["conv-b"].qa) == 3
 
@@ -151,7 +154,9 @@ def test_parse_session_time(text: str, expected: datetime) -> None:
     assert parse_session_time(text) == expected
 
 
-@pytest.mark.parametrize("text", ["yesterday", "2023-05-08", "13:56 on 8 May, 2023", "1:56 pm on 31 February, 2023"])
+@pytest.mark.parametrize(
+    "text", ["yesterday", "2023-05-08", "13:56 on 8 May, 2023", "1:56 pm on 31 February, 2023"]
+)
 def test_parse_session_time_rejects(text: str) -> None:
     with pytest.raises(InvalidInput, match="session date"):
         parse_session_time(text)
@@ -188,27 +193,38 @@ def test_missing_file_is_invalid_input(tmp_path: Path) -> None:
         load(tmp_path / "absent.json")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a turn without dia_id raises KeyError, not InvalidInput (locomo.py:81)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a turn without dia_id raises KeyError, not InvalidInput (locomo.py _conversation: t['dia_id'])",
+)
 def test_turn_without_dia_id_is_invalid_input(tmp_path: Path) -> None:
-    payload = [{"conversation": {"session_1_date_time": GOOD_DATE, "session_1": [{"speaker": "A", "text": "hi"}]}}]
+    payload = [
+        {"conversation": {"session_1_date_time": GOOD_DATE, "session_1": [{"speaker": "A", "text": "hi"}]}}
+    ]
     with pytest.raises(InvalidInput):
         load(_write(tmp_path, payload))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a session that is not a list of objects raises AttributeError (locomo.py:74)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a session that is not a list of objects raises AttributeError (locomo.py _conversation: t.get on a non-dict turn)",
+)
 def test_session_not_a_list_of_turns_is_invalid_input(tmp_path: Path) -> None:
     payload = [{"conversation": {"session_1_date_time": GOOD_DATE, "session_1": ["hello"]}}]
     with pytest.raises(InvalidInput):
         load(_write(tmp_path, payload))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: 'conversation' that is not an object raises AttributeError (locomo.py:66)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: 'conversation' that is not an object raises AttributeError (locomo.py _conversation: conv.get on a non-dict)",
+)
 def test_conversation_not_an_object_is_invalid_input(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput):
         load(_write(tmp_path, [{"conversation": ["x"]}]))
 
 
-# -- ingest_locomo -------------------------------------------------------------------------------------
+# -- ingest_locomo ---------------------------------------------------------------------------------
 
 
 def test_ingest_locomo_one_scope_per_conversation(memory: Memory) -> None:
@@ -269,9 +285,14 @@ def test_ingest_locomo_resumes_after_a_partial_run(memory: Memory) -> None:
 def test_ingest_locomo_max_turns(memory: Memory) -> None:
     report = ingest_locomo(memory, FIXTURE, max_turns=3)
     assert report["added"] == 6
-    assert sorted(n.metadata["dia_id"] for n in memory.scoped(user_id="conv-a").list(limit=100)) == CONV_A_IDS[:3]
+    assert (
+        sorted(n.metadata["dia_id"] for n in memory.scoped(user_id="conv-a").list(limit=100))
+        == CONV_A_IDS[:3]
+    )
     assert sorted(n.metadata["dia_id"] for n in memory.scoped(user_id="conv-b").list(limit=100)) == [
-        "D1:1", "D1:2", "D2:1",
+        "D1:1",
+        "D1:2",
+        "D2:1",
     ]
 
 
@@ -323,7 +344,7 @@ def test_ingested_conversations_do_not_see_each_other(memory: Memory) -> None:
 @pytest.mark.xfail(
     strict=True,
     reason="BUG: with a user set, every conversation shares one scope and resume skips by dia_id alone, "
-    "so conv-b's D1:1.. are taken for conv-a's and silently dropped (ingest.py:58-70)",
+    "so conv-b's D1:1.. are taken for conv-a's and silently dropped (ingest.py ingest_locomo: stored_sources/dia_id)",
 )
 def test_ingest_locomo_into_a_user_scope_keeps_every_conversation(tmp_path: Path) -> None:
     m = make_memory(tmp_path / "alice", user_id="alice")
@@ -346,7 +367,7 @@ def test_ingest_locomo_with_a_user_uses_that_user(tmp_path: Path) -> None:
         m.close()
 
 
-# -- JSONL ---------------------------------------------------------------------------------------------
+# -- JSONL -----------------------------------------------------------------------------------------
 
 
 def test_read_jsonl(tmp_path: Path) -> None:
@@ -354,8 +375,13 @@ def test_read_jsonl(tmp_path: Path) -> None:
     path.write_text(
         "\n".join(
             [
-                json.dumps({"content": "Caroline went to a support group", "event_time": "2023-05-08T13:56:00Z",
-                            "metadata": {"source": "chat", "n": 1}}),
+                json.dumps(
+                    {
+                        "content": "Caroline went to a support group",
+                        "event_time": "2023-05-08T13:56:00Z",
+                        "metadata": {"source": "chat", "n": 1},
+                    }
+                ),
                 "",
                 json.dumps("a bare string is a note too"),
                 "   ",
@@ -368,7 +394,10 @@ def test_read_jsonl(tmp_path: Path) -> None:
     )
     items = read_jsonl(path)
     assert [i.content for i in items] == [
-        "Caroline went to a support group", "a bare string is a note too", "naive time is UTC", "offset time",
+        "Caroline went to a support group",
+        "a bare string is a note too",
+        "naive time is UTC",
+        "offset time",
     ]
     assert all(isinstance(i, NoteInput) for i in items)
     assert items[0].metadata == {"source": "chat", "n": 1}
@@ -399,8 +428,11 @@ def test_read_jsonl_errors_name_the_line(tmp_path: Path, lines: list[str], bad_l
 def test_ingest_jsonl_adds_in_order(memory: Memory, tmp_path: Path) -> None:
     path = tmp_path / "notes.jsonl"
     rows = [
-        {"content": "Melanie ran a charity race for mental health", "event_time": "2023-05-20T10:00:00Z",
-         "metadata": {"source": "race"}},
+        {
+            "content": "Melanie ran a charity race for mental health",
+            "event_time": "2023-05-20T10:00:00Z",
+            "metadata": {"source": "race"},
+        },
         {"content": "Melanie ran another charity race", "metadata": {"source": "race"}},
         {"content": "Jon opened a dance studio downtown"},
     ]
@@ -451,10 +483,35 @@ def test_ingest_jsonl_empty_content_adds_nothing(memory: Memory, tmp_path: Path)
 @pytest.mark.xfail(
     strict=True,
     reason="BUG: a JSONL line with empty content is only caught by Memory.add_many, whose error "
-    "('content is empty') does not say which line (ingest.py:18-29)",
+    "('content is empty') does not say which line (ingest.py read_jsonl)",
 )
 def test_jsonl_empty_content_error_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "empty.jsonl"
     path.write_text('{"content": "fine"}\n{"content": "   "}\n', encoding="utf-8")
     with pytest.raises(InvalidInput, match=":2:"):
         read_jsonl(path)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a JSONL file that is not UTF-8 raises UnicodeDecodeError, not InvalidInput (ingest.py read_jsonl: decoding happens in the for loop)",
+)
+def test_read_jsonl_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes('"caf\u00e9"\n'.encode("utf-8") + '"na\u00efve"\n'.encode("latin-1"))
+    with pytest.raises(InvalidInput):
+        read_jsonl(path)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a LoCoMo file that is not UTF-8 raises UnicodeDecodeError, not InvalidInput "
+    "(locomo.py load catches OSError and JSONDecodeError only)",
+)
+def test_locomo_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.json"
+    path.write_bytes(
+        FIXTURE.read_text(encoding="utf-8").replace("Caroline", "Carol\u00efne").encode("latin-1")
+    )
+    with pytest.raises(InvalidInput):
+        load(path)

@@ -221,7 +221,7 @@ def test_schemas_are_valid_json() -> None:
 def test_repeated_sentences_from_decoding_loops_are_dropped() -> None:
     looped = "Maya signed up for the marathon. It is her first. It is her first. It is her first. It is her"
     out = parse_note({**GOOD, "context": looped})
-    assert out.context == "Maya signed up for the marathon. It is her first."
+    assert out.context == "Maya signed up for the marathon."  # one sentence, as the prompt asks
 
 
 def test_speaker_names_are_not_keywords() -> None:

@@ -33,13 +33,16 @@ def _clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def make_memory(home: Path, llm: FakeLLM | None = None, dims: int = 64, **kwargs: object) -> Memory:
     settings = Settings.resolve({"home": home, "llm": "fake", "embedder": "fake"}, env={})
     return Memory(
-        llm=llm or FakeLLM(), embedder=FakeEmbedder(dims), settings=settings, **kwargs  # type: ignore[arg-type]
+        llm=llm or FakeLLM(),
+        embedder=FakeEmbedder(dims),
+        settings=settings,
+        **kwargs,  # type: ignore[arg-type]
     )
 
 
 @pytest.fixture
 def source(tmp_path: Path) -> Iterator[Memory]:
-    """A memory with every kind of record: links, evolve/update/enrich versions, failed and batch LLM calls."""
+    """A memory with every kind of record: links, evolve/update/enrich versions, failed and batch calls."""
     m = make_memory(tmp_path / "source")
     # similar notes: the fake LLM links the second to the first and evolves the first (evolve version)
     m.add("Caroline went to the LGBTQ support group yesterday", event_time=datetime(2023, 5, 8, 13, 56))
@@ -48,7 +51,10 @@ def source(tmp_path: Path) -> Iterator[Memory]:
     m.add_many(
         [
             "Melanie ran a charity race for mental health",
-            {"content": "Melanie ran another charity race — für die Gesundheit ✓", "metadata": {"lang": "mixed"}},
+            {
+                "content": "Melanie ran another charity race — für die Gesundheit ✓",
+                "metadata": {"lang": "mixed"},
+            },
             "Jon opened a dance studio downtown",
         ]
     )
@@ -102,7 +108,7 @@ def snapshot(memory: Memory) -> dict[str, object]:
     }
 
 
-# -- round trip ------------------------------------------------------------------------------------------
+# -- round trip ------------------------------------------------------------------------------------
 
 
 def test_source_fixture_has_every_kind_of_record(source: Memory) -> None:
@@ -146,7 +152,9 @@ def test_round_trip_is_lossless(source: Memory, dest: Memory, tmp_path: Path) ->
 def test_evolve_versions_keep_their_llm_call(source: Memory, dest: Memory, tmp_path: Path) -> None:
     import_file(dest, write_export(source, tmp_path / "export.jsonl"))
     evolved = [
-        v for n in dest.store.iter_notes(dest.scope) for v in dest.store.versions(n.id)
+        v
+        for n in dest.store.iter_notes(dest.scope)
+        for v in dest.store.versions(n.id)
         if v.cause == VersionCause.evolve
     ]
     assert evolved
@@ -168,7 +176,12 @@ def test_imported_memory_is_searchable_and_writable(source: Memory, dest: Memory
 def test_export_lines_format(source: Memory) -> None:
     lines = list(export_lines(source))
     header = json.loads(lines[0])
-    assert header == {"type": FORMAT, "version": FORMAT_VERSION, "embedding_model": "fake:64", "dimensions": "64"}
+    assert header == {
+        "type": FORMAT,
+        "version": FORMAT_VERSION,
+        "embedding_model": "fake:64",
+        "dimensions": "64",
+    }
     body = [json.loads(line) for line in lines[1:]]
     kinds = [r["type"] for r in body]
     assert set(kinds) == {"note", "link", "version", "llm_call"}
@@ -221,7 +234,7 @@ def test_empty_memory_round_trip(dest: Memory, tmp_path: Path) -> None:
         empty.close()
 
 
-# -- idempotence -----------------------------------------------------------------------------------------
+# -- idempotence -----------------------------------------------------------------------------------
 
 
 def test_second_import_skips_everything(source: Memory, dest: Memory, tmp_path: Path) -> None:
@@ -243,8 +256,8 @@ def test_second_import_skips_everything(source: Memory, dest: Memory, tmp_path: 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG: re-import inserts llm_call_notes rows again (sqlite.py record_llm_call uses a plain INSERT), "
-    "so Memory.llm_calls(note_id) returns every call twice after a second import",
+    reason="BUG: re-import inserts llm_call_notes rows again (sqlite.py record_llm_call uses a plain "
+    "INSERT), so Memory.llm_calls(note_id) returns every call twice after a second import",
 )
 def test_second_import_does_not_duplicate_call_records(source: Memory, dest: Memory, tmp_path: Path) -> None:
     path = write_export(source, tmp_path / "export.jsonl")
@@ -257,7 +270,8 @@ def test_second_import_does_not_duplicate_call_records(source: Memory, dest: Mem
 
 
 @pytest.mark.xfail(
-    strict=True, reason="BUG: a second import reports every link and LLM call as imported again (transfer.py:96-103)"
+    strict=True,
+    reason="BUG: a second import reports every link and LLM call as imported again (transfer.py import_file: links/llm_calls counted unconditionally)",
 )
 def test_second_import_reports_nothing_new(source: Memory, dest: Memory, tmp_path: Path) -> None:
     path = write_export(source, tmp_path / "export.jsonl")
@@ -275,7 +289,7 @@ def test_import_into_the_source_itself_skips(source: Memory, tmp_path: Path) -> 
     assert after["versions"] == before["versions"]
 
 
-# -- all or nothing ----------------------------------------------------------------------------------------
+# -- all or nothing --------------------------------------------------------------------------------
 
 
 def _corrupt(path: Path, make_bad: object, where: float = 0.5) -> tuple[Path, int]:
@@ -310,8 +324,18 @@ def _bad_embedding(line: str) -> str:
         _note_without_content,
         _bad_embedding,
     ],
-    ids=["truncated", "not-object", "unknown-type", "data-not-object", "bad-link", "bad-version", "bad-call",
-         "no-embedding", "no-content", "bad-base64"],
+    ids=[
+        "truncated",
+        "not-object",
+        "unknown-type",
+        "data-not-object",
+        "bad-link",
+        "bad-version",
+        "bad-call",
+        "no-embedding",
+        "no-content",
+        "bad-base64",
+    ],
 )
 def test_corrupt_line_imports_nothing(source: Memory, dest: Memory, tmp_path: Path, bad: object) -> None:
     good = write_export(source, tmp_path / "export.jsonl")
@@ -388,7 +412,10 @@ def test_missing_file(dest: Memory, tmp_path: Path) -> None:
         import_file(dest, tmp_path / "absent.jsonl")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an empty file raises IndexError, not InvalidInput (transfer.py:79)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: an empty file raises IndexError, not InvalidInput (transfer.py import_file: records[0] on an empty list)",
+)
 def test_empty_file_is_invalid_input(dest: Memory, tmp_path: Path) -> None:
     path = tmp_path / "empty.jsonl"
     path.write_text("", encoding="utf-8")
@@ -433,3 +460,17 @@ def test_import_keeps_event_times_exact(dest: Memory, tmp_path: Path) -> None:
         assert dest.get(note.id).ingest_time == src.get(note.id).ingest_time
     finally:
         src.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: an export file that is not UTF-8 raises UnicodeDecodeError, not InvalidInput "
+    "(transfer.py _read: decoding happens in the for loop, outside the try)",
+)
+def test_not_utf8_is_invalid_input(source: Memory, dest: Memory, tmp_path: Path) -> None:
+    good = write_export(source, tmp_path / "export.jsonl")
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(good.read_bytes() + b'{"type": "note", "data": {"content": "caf\xe9"}}\n')
+    with pytest.raises(InvalidInput):
+        import_file(dest, path)
+    assert dest.count() == 0

@@ -354,7 +354,10 @@ class Memory:
                 self.store.insert_note(note, vectors[0])
                 self.store.add_version(NoteVersion.snapshot(note, VersionCause.create, call_id))
             else:
-                note.version += 1
+                current = self.store.get_note(note.id)
+                if current is None:
+                    raise NotFound(f"note {note.id} was deleted while it was being enriched")
+                note.version = current.version + 1  # on top of whatever happened meanwhile
                 self.store.update_note(note, vectors[0])
                 self.store.add_version(NoteVersion.snapshot(note, VersionCause.enrich, call_id))
             live = self.store.get_notes([t for t, _ in decision.links] + [n.id for n in changed])
@@ -384,7 +387,10 @@ class Memory:
         todo = self.store.list_notes(self.scope, Filters(states=states), limit=limit or 1_000_000)
         todo.reverse()  # oldest first, like the original order of arrival
         report = EnrichReport()
-        for i, note in enumerate(todo, start=1):
+        for i, listed in enumerate(todo, start=1):
+            note = self.store.get_note(listed.id)  # re-read: enriching an earlier note may evolve this one
+            if note is None or note.state not in states:
+                continue
             if include_failed and note.state == EnrichState.failed:
                 note.enrich_attempts = 0
             base = self.embedder.embed_documents([note.embedding_text()])[0]

@@ -23,7 +23,7 @@ from .note import (
     update_schema,
 )
 
-VERSION = "batch-v2"
+VERSION = "batch-v3"
 STEP = "construct_batch"
 
 INSTRUCTIONS = """You maintain an agent's long-term memory as small atomic notes.
@@ -38,7 +38,7 @@ Several NEW NOTES (T1, T2, ...) arrive together; they come last. Answer with one
 
 Example input:
 RELATED NOTES:
-R1 [2 March 2022 (Wednesday)] Priya: My sister keeps failing her driving test. | context: Priya's sister is anxious after failing her driving test again.
+R1 [2 March 2022 (Wednesday)] Priya: My sister keeps failing her driving test.
 UPDATABLE: R1
 NEW NOTES:
 A1 [14 March 2022 (Monday)] Priya: My sister finally passed her driving test yesterday!
@@ -69,7 +69,7 @@ class BatchNote(BaseModel):
     @field_validator("context", mode="before")
     @classmethod
     def _context(cls, v: Any) -> str:
-        return clean_sentence(v, 300)
+        return clean_sentence(v, 300, max_sentences=1)
 
     def usable(self) -> bool:
         return bool(self.keywords and self.tags and len(self.context) >= 8)

@@ -30,9 +30,11 @@ def clip(text: str, limit: int) -> str:
     return (cut or text[:limit]) + "…"
 
 
-def show_note(alias: str, note: Note, content_chars: int = 280) -> str:
+def show_note(alias: str, note: Note, content_chars: int = 280, with_context: bool = False) -> str:
+    """One line per neighbour. Their contexts are left out unless asked for: small models copy them
+    into the new note's context, and the prompt stays shorter (faster on a CPU)."""
     line = f"{alias} [{format_date(note.event_time)}] {clip(note.content, content_chars)}"
-    if note.context:
+    if with_context and note.context:
         line += f" | context: {clip(note.context, 200)}"
     return line
 

@@ -65,7 +65,7 @@ class EvolveOutput(BaseModel):
     def _contexts(cls, v: Any) -> list[str]:
         if not isinstance(v, list):
             raise ValueError("expected a list of sentences")
-        return [clean_sentence(x, 300) if isinstance(x, str) else "" for x in v]
+        return [clean_sentence(x, 300, max_sentences=1) if isinstance(x, str) else "" for x in v]
 
     @field_validator("new_tags_neighborhood", mode="before")
     @classmethod
@@ -95,7 +95,7 @@ def render(new: Note, candidates: list[Candidate]) -> Prompt[EvolveOutput]:
     aliases = [c.alias for c in candidates]
     head = f"NEW NOTE [{format_date(new.event_time)}] {clip(new.content, 2000)}"
     head += f" | keywords: {', '.join(new.keywords)} | context: {new.context}"
-    lines = [INSTRUCTIONS, head, "NEIGHBOURS:", *(show_note(c.alias, c.note) for c in candidates), "Answer:"]
+    lines = [INSTRUCTIONS, head, "NEIGHBOURS:", *(show_note(c.alias, c.note, with_context=True) for c in candidates), "Answer:"]
     n = len(aliases)
     schema: dict[str, Any] = {
         "type": "object",

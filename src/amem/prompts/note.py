@@ -15,7 +15,7 @@ from ..llm.runner import Prompt
 from ..notes import Note, format_date
 from .common import Candidate, clean_sentence, clean_terms, clip, show_note, string_array
 
-VERSION = "note-v2"
+VERSION = "note-v3"
 #: At most this many links per new note: small models otherwise link to every candidate.
 MAX_LINKS = 3
 STEP = "construct"
@@ -30,8 +30,8 @@ Read the NEW NOTE (it comes last) and answer with one JSON object:
 
 Example input:
 RELATED NOTES:
-R1 [2 March 2022 (Wednesday)] Priya: My sister keeps failing her driving test. | context: Priya's sister is anxious after failing her driving test again.
-R2 [5 March 2022 (Saturday)] Tom: I baked sourdough bread this weekend. | context: Tom tried baking bread.
+R1 [2 March 2022 (Wednesday)] Priya: My sister keeps failing her driving test.
+R2 [5 March 2022 (Saturday)] Tom: I baked sourdough bread this weekend.
 UPDATABLE: R1
 NEW NOTE [14 March 2022 (Monday)] Priya: My sister finally passed her driving test yesterday!
 Example answer:
@@ -58,7 +58,7 @@ class UpdateOut(BaseModel):
     @field_validator("context", mode="before")
     @classmethod
     def _context(cls, v: Any) -> str:
-        return clean_sentence(v, 300)
+        return clean_sentence(v, 300, max_sentences=1)
 
     @field_validator("tags", mode="before")
     @classmethod
@@ -94,7 +94,7 @@ class NoteOutput(BaseModel):
     @field_validator("context", mode="before")
     @classmethod
     def _context(cls, v: Any) -> str:
-        text = clean_sentence(v, 300)
+        text = clean_sentence(v, 300, max_sentences=1)
         if len(text) < 8:
             raise ValueError("write a one-sentence context")
         return text

@@ -49,6 +49,34 @@ def without_speaker(keywords: list[str], note: Note) -> list[str]:
     return kept or keywords
 
 
+_WORD = re.compile(r"[^\W_]{3,}", re.UNICODE)
+_STOP = frozenset(
+    "the and for are was were has have had his her she him they them their this that with from will would "
+    "about into after before says said just very also been being what when where which who how not but "
+    "you your our out all any can did does its it's".split()
+)
+
+
+def _stems(text: str) -> set[str]:
+    return {w[:4] for w in (m.lower() for m in _WORD.findall(text)) if w not in _STOP}
+
+
+def grounded(keywords: list[str], note: Note, context: str) -> list[str]:
+    """Keep keywords that share a word stem with the note or its context; small models invent others
+    (a 'london' for a note about Lisbon). Never leaves a note without keywords."""
+    stems = _stems(note.content) | _stems(context)
+    kept = [k for k in keywords if _stems(k) & stems]
+    return kept or keywords
+
+
+def plausible_update(context: str, neighbour: Note) -> bool:
+    """An evolved context must still be about the neighbour: it shares a word stem with the
+    neighbour's own content (its speaker aside). Small models otherwise paste the new note's context."""
+    speaker = _SPEAKER.match(neighbour.content)
+    own = _stems(neighbour.content) - (_stems(speaker.group(1)) if speaker else set())
+    return bool(_stems(context) & own)
+
+
 def make_candidates(found: list[tuple[Note, float]], prefix: str = "N") -> list[Candidate]:
     return [Candidate(f"{prefix}{i}", n, sim) for i, (n, sim) in enumerate(found, start=1)]
 
@@ -61,14 +89,19 @@ def updatable(candidates: list[Candidate], evolve_floor: float) -> list[str]:
 def construct_one(runner: LLMRunner, new: Note, candidates: list[Candidate], evolve_floor: float) -> Decision:
     """Default pipeline: one call for attributes, links and neighbour updates."""
     by_alias = {c.alias: c.note.id for c in candidates}
+    notes = {c.alias: c.note for c in candidates}
     allowed = updatable(candidates, evolve_floor)
     out, call = runner.run(note.render(new, candidates, allowed), [new.id, *by_alias.values()])
     return Decision(
-        keywords=without_speaker(out.keywords, new),
+        keywords=grounded(without_speaker(out.keywords, new), new, out.context),
         tags=out.tags,
         context=out.context,
         links=[(by_alias[link.to], link.why) for link in out.links],
-        updates=[NeighbourUpdate(by_alias[u.note], u.context, u.tags) for u in out.updates],
+        updates=[
+            NeighbourUpdate(by_alias[u.note], u.context, u.tags)
+            for u in out.updates
+            if plausible_update(u.context, notes[u.note])
+        ],
         call_ids=[call.id],
     )
 
@@ -87,7 +120,8 @@ def construct_paper(
     enriched = new.model_copy(
         update={"keywords": attrs.keywords, "tags": attrs.tags, "context": attrs.context}
     )
-    decision = Decision(without_speaker(attrs.keywords, new), attrs.tags, attrs.context, call_ids=[first.id])
+    keywords = grounded(without_speaker(attrs.keywords, new), new, attrs.context)
+    decision = Decision(keywords, attrs.tags, attrs.context, call_ids=[first.id])
     candidates = [c for c in find(enriched) if c.similarity >= evolve_floor]
     if not candidates:
         return decision
@@ -104,6 +138,8 @@ def construct_paper(
         for cand, ctx, tags in zip(
             candidates, out.new_context_neighborhood, out.new_tags_neighborhood, strict=True
         ):
+            if ctx and not plausible_update(ctx, cand.note):
+                continue
             if (ctx and ctx != cand.note.context) or (tags and tags != cand.note.tags):
                 decision.updates.append(
                     NeighbourUpdate(cand.note.id, ctx or cand.note.context, tags or cand.note.tags)
@@ -124,7 +160,11 @@ def construct_batch(
     for entry in out.notes:
         note_id = by_alias[entry.note]
         decisions[note_id] = Decision(
-            keywords=without_speaker(entry.keywords, dict(aliases)[entry.note]),
+            keywords=grounded(
+                without_speaker(entry.keywords, dict(aliases)[entry.note]),
+                dict(aliases)[entry.note],
+                entry.context,
+            ),
             tags=entry.tags,
             context=entry.context,
             links=[(by_alias[link.to], link.why) for link in entry.links],
@@ -132,5 +172,10 @@ def construct_batch(
         )
     if decisions:
         first = next(iter(decisions.values()))
-        first.updates = [NeighbourUpdate(by_alias[u.note], u.context, u.tags) for u in out.updates]
+        cands = {c.alias: c.note for c in candidates}
+        first.updates = [
+            NeighbourUpdate(by_alias[u.note], u.context, u.tags)
+            for u in out.updates
+            if plausible_update(u.context, cands[u.note])
+        ]
     return decisions

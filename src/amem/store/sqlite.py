@@ -13,7 +13,6 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,97 +20,12 @@ import numpy as np
 
 from ..embed.base import Vectors
 from ..errors import StoreError
-from ..notes import EnrichState, Link, LLMCall, Note, NoteVersion, Scope, VersionCause
+from ..notes import Link, LLMCall, Note, NoteVersion, Scope, VersionCause
 from .base import Filters
+from .sqlite_schema import MIGRATIONS, fmt_time, note_row, parse_time, row_note
 from .vector_index import VectorIndex
 
-TIME_FMT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-MIGRATIONS: list[tuple[int, str]] = [
-    (
-        1,
-        """
-        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-        CREATE TABLE notes (
-            rid INTEGER PRIMARY KEY AUTOINCREMENT,
-            id TEXT NOT NULL UNIQUE,
-            content TEXT NOT NULL,
-            event_time TEXT NOT NULL,
-            ingest_time TEXT NOT NULL,
-            updated_at TEXT NOT NULL,
-            keywords TEXT NOT NULL,
-            tags TEXT NOT NULL,
-            context TEXT NOT NULL,
-            user_id TEXT, agent_id TEXT, run_id TEXT,
-            metadata TEXT NOT NULL,
-            embedding_model TEXT NOT NULL,
-            content_hash TEXT NOT NULL,
-            state TEXT NOT NULL,
-            version INTEGER NOT NULL,
-            enrich_attempts INTEGER NOT NULL,
-            last_error TEXT,
-            embedding BLOB NOT NULL
-        );
-        CREATE INDEX notes_scope ON notes(user_id, agent_id, run_id);
-        CREATE INDEX notes_hash ON notes(content_hash);
-        CREATE INDEX notes_state ON notes(state);
-        CREATE INDEX notes_event ON notes(event_time);
-        CREATE INDEX notes_ingest ON notes(ingest_time);
-        CREATE VIRTUAL TABLE notes_fts USING fts5(text, tokenize = 'porter unicode61 remove_diacritics 2');
-        CREATE TABLE links (
-            source_id TEXT NOT NULL REFERENCES notes(id) ON DELETE CASCADE,
-            target_id TEXT NOT NULL REFERENCES notes(id) ON DELETE CASCADE,
-            weight REAL NOT NULL,
-            reason TEXT NOT NULL,
-            created_at TEXT NOT NULL,
-            updated_at TEXT NOT NULL,
-            llm_call_id TEXT,
-            PRIMARY KEY (source_id, target_id)
-        );
-        CREATE INDEX links_target ON links(target_id);
-        CREATE TABLE versions (
-            note_id TEXT NOT NULL,
-            version INTEGER NOT NULL,
-            cause TEXT NOT NULL,
-            created_at TEXT NOT NULL,
-            llm_call_id TEXT,
-            detail TEXT NOT NULL,
-            snapshot TEXT NOT NULL,
-            PRIMARY KEY (note_id, version)
-        );
-        CREATE TABLE llm_calls (
-            id TEXT PRIMARY KEY,
-            step TEXT NOT NULL,
-            prompt_version TEXT NOT NULL,
-            model TEXT NOT NULL,
-            input_tokens INTEGER NOT NULL,
-            output_tokens INTEGER NOT NULL,
-            latency_ms REAL NOT NULL,
-            ok INTEGER NOT NULL,
-            cached INTEGER NOT NULL,
-            error TEXT,
-            attempts INTEGER NOT NULL,
-            note_ids TEXT NOT NULL,
-            created_at TEXT NOT NULL
-        );
-        CREATE TABLE llm_call_notes (call_id TEXT NOT NULL, note_id TEXT NOT NULL);
-        CREATE INDEX llm_call_notes_note ON llm_call_notes(note_id);
-        CREATE TABLE llm_cache (key TEXT PRIMARY KEY, value TEXT NOT NULL, created_at TEXT NOT NULL);
-        """,
-    ),
-]
-
 _FTS_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def fmt_time(value: datetime) -> str:
-    return value.strftime(TIME_FMT)
-
-
-def parse_time(value: str) -> datetime:
-    from datetime import timezone
-
-    return datetime.strptime(value, TIME_FMT).replace(tzinfo=timezone.utc)
 
 
 def fts_query(text: str) -> str:
@@ -268,7 +182,7 @@ class SQLiteStore:
                    context, user_id, agent_id, run_id, metadata, embedding_model, content_hash, state,
                    version, enrich_attempts, last_error, embedding)
                    VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
-                (*_note_row(note), vec.tobytes()),
+                (*note_row(note), vec.tobytes()),
             )
             self._exec(
                 "INSERT INTO notes_fts(rowid, text) VALUES (?, ?)", (cur.lastrowid, note.keyword_text())
@@ -286,7 +200,7 @@ class SQLiteStore:
             row = self._exec("SELECT rid FROM notes WHERE id = ?", (note.id,)).fetchone()
             if row is None:
                 raise StoreError(f"note {note.id} vanished during the update; nothing was changed")
-            values = _note_row(note)[1:]
+            values = note_row(note)[1:]
             self._exec(
                 """UPDATE notes SET content=?, event_time=?, ingest_time=?, updated_at=?, keywords=?, tags=?,
                    context=?, user_id=?, agent_id=?, run_id=?, metadata=?, embedding_model=?, content_hash=?,
@@ -327,7 +241,7 @@ class SQLiteStore:
         for chunk in _chunks(list(dict.fromkeys(ids)), 500):
             marks = ",".join("?" * len(chunk))
             for row in self._exec(f"SELECT * FROM notes WHERE id IN ({marks})", chunk):
-                out[row["id"]] = _row_note(row)
+                out[row["id"]] = row_note(row)
         return out
 
     def get_vectors(self, ids: Sequence[str]) -> dict[str, Vectors]:
@@ -378,7 +292,7 @@ class SQLiteStore:
             f"SELECT * FROM notes n{where} ORDER BY n.ingest_time DESC, n.rid DESC LIMIT ? OFFSET ?",
             [*params, limit, offset],
         )
-        return [_row_note(r) for r in rows]
+        return [row_note(r) for r in rows]
 
     def count_notes(self, scope: Scope, filters: Filters | None = None) -> int:
         where, params = self._where(scope, filters)
@@ -395,7 +309,7 @@ class SQLiteStore:
             if not rows:
                 return
             for row in rows:
-                yield _row_note(row)
+                yield row_note(row)
             last = rows[-1]["rid"]
 
     def find_by_hash(self, scope: Scope, content_hash: str) -> list[str]:
@@ -611,49 +525,3 @@ class SQLiteStore:
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _note_row(note: Note) -> tuple[Any, ...]:
-    return (
-        note.id,
-        note.content,
-        fmt_time(note.event_time),
-        fmt_time(note.ingest_time),
-        fmt_time(note.updated_at),
-        json.dumps(note.keywords),
-        json.dumps(note.tags),
-        note.context,
-        note.user_id,
-        note.agent_id,
-        note.run_id,
-        json.dumps(note.metadata, default=str),
-        note.embedding_model,
-        note.content_hash,
-        note.state.value,
-        note.version,
-        note.enrich_attempts,
-        note.last_error,
-    )
-
-
-def _row_note(row: sqlite3.Row) -> Note:
-    return Note(
-        id=row["id"],
-        content=row["content"],
-        event_time=parse_time(row["event_time"]),
-        ingest_time=parse_time(row["ingest_time"]),
-        updated_at=parse_time(row["updated_at"]),
-        keywords=json.loads(row["keywords"]),
-        tags=json.loads(row["tags"]),
-        context=row["context"],
-        user_id=row["user_id"],
-        agent_id=row["agent_id"],
-        run_id=row["run_id"],
-        metadata=json.loads(row["metadata"]),
-        embedding_model=row["embedding_model"],
-        content_hash=row["content_hash"],
-        state=EnrichState(row["state"]),
-        version=row["version"],
-        enrich_attempts=row["enrich_attempts"],
-        last_error=row["last_error"],
-    )
