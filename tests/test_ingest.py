@@ -195,7 +195,8 @@ def test_missing_file_is_invalid_input(tmp_path: Path) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG: a turn without dia_id raises KeyError, not InvalidInput (locomo.py _conversation: t['dia_id'])",
+    reason="BUG: a turn without dia_id raises KeyError, not InvalidInput "
+    "(locomo.py _conversation: t['dia_id'])",
 )
 def test_turn_without_dia_id_is_invalid_input(tmp_path: Path) -> None:
     payload = [
@@ -207,7 +208,8 @@ def test_turn_without_dia_id_is_invalid_input(tmp_path: Path) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG: a session that is not a list of objects raises AttributeError (locomo.py _conversation: t.get on a non-dict turn)",
+    reason="BUG: a session that is not a list of objects raises AttributeError "
+    "(locomo.py _conversation: t.get on a non-dict turn)",
 )
 def test_session_not_a_list_of_turns_is_invalid_input(tmp_path: Path) -> None:
     payload = [{"conversation": {"session_1_date_time": GOOD_DATE, "session_1": ["hello"]}}]
@@ -217,7 +219,8 @@ def test_session_not_a_list_of_turns_is_invalid_input(tmp_path: Path) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG: 'conversation' that is not an object raises AttributeError (locomo.py _conversation: conv.get on a non-dict)",
+    reason="BUG: 'conversation' that is not an object raises AttributeError "
+    "(locomo.py _conversation: conv.get on a non-dict)",
 )
 def test_conversation_not_an_object_is_invalid_input(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput):
@@ -344,7 +347,8 @@ def test_ingested_conversations_do_not_see_each_other(memory: Memory) -> None:
 @pytest.mark.xfail(
     strict=True,
     reason="BUG: with a user set, every conversation shares one scope and resume skips by dia_id alone, "
-    "so conv-b's D1:1.. are taken for conv-a's and silently dropped (ingest.py ingest_locomo: stored_sources/dia_id)",
+    "so conv-b's D1:1.. are taken for conv-a's and silently dropped "
+    "(ingest.py ingest_locomo: stored_sources/dia_id)",
 )
 def test_ingest_locomo_into_a_user_scope_keeps_every_conversation(tmp_path: Path) -> None:
     m = make_memory(tmp_path / "alice", user_id="alice")
@@ -494,7 +498,8 @@ def test_jsonl_empty_content_error_names_the_line(tmp_path: Path) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG: a JSONL file that is not UTF-8 raises UnicodeDecodeError, not InvalidInput (ingest.py read_jsonl: decoding happens in the for loop)",
+    reason="BUG: a JSONL file that is not UTF-8 raises UnicodeDecodeError, not InvalidInput "
+    "(ingest.py read_jsonl: decoding happens in the for loop)",
 )
 def test_read_jsonl_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "latin1.jsonl"

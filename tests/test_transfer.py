@@ -271,7 +271,8 @@ def test_second_import_does_not_duplicate_call_records(source: Memory, dest: Mem
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG: a second import reports every link and LLM call as imported again (transfer.py import_file: links/llm_calls counted unconditionally)",
+    reason="BUG: a second import reports every link and LLM call as imported again "
+    "(transfer.py import_file: links/llm_calls counted unconditionally)",
 )
 def test_second_import_reports_nothing_new(source: Memory, dest: Memory, tmp_path: Path) -> None:
     path = write_export(source, tmp_path / "export.jsonl")
@@ -414,7 +415,8 @@ def test_missing_file(dest: Memory, tmp_path: Path) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG: an empty file raises IndexError, not InvalidInput (transfer.py import_file: records[0] on an empty list)",
+    reason="BUG: an empty file raises IndexError, not InvalidInput "
+    "(transfer.py import_file: records[0] on an empty list)",
 )
 def test_empty_file_is_invalid_input(dest: Memory, tmp_path: Path) -> None:
     path = tmp_path / "empty.jsonl"
