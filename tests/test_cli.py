@@ -465,7 +465,8 @@ def test_export_import_round_trip(home: Path, tmp_path: Path) -> None:
     assert hits_there == hits_here
 
     again = run_json("--home", str(other), "import", str(path))
-    assert again["notes"] == 0 and again["skipped"] == stats["notes"]
+    assert again["notes"] == again["links"] == again["versions"] == again["llm_calls"] == 0
+    assert again["skipped"] >= stats["notes"]
     assert "skipped:" in run("--home", str(other), "import", str(path)).stdout
 
 
@@ -787,11 +788,6 @@ def test_main_success(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFix
     assert json.loads(out)["content"] == "A note through main"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: `amem export` to a path it cannot open raises FileNotFoundError with a traceback "
-    "(cli.py export_: path.open is outside any AmemError handling)",
-)
 def test_export_to_a_missing_folder_is_a_clean_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -800,12 +796,6 @@ def test_export_to_a_missing_folder_is_a_clean_error(
     assert err.startswith("error:")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: --meta x=NaN is accepted (json.loads takes NaN) and stored as non-standard JSON; from then "
-    "on every metadata-filtered search fails with 'SQLite error: malformed JSON' "
-    "(cli.py _meta, sqlite.py _note_row)",
-)
 def test_nan_metadata_does_not_break_filtered_search() -> None:
     CliRunner().invoke(cli, ["add", "note one about tea", "--meta", "x=NaN"])  # rejecting it is fine
     add("note two about tea", "--meta", "topic=a")

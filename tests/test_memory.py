@@ -393,3 +393,19 @@ def test_no_llm_mode_stores_pending(tmp_path: Path) -> None:
 
 def test_messages_are_plain_data() -> None:
     assert Message("user", "x").content == "x"
+
+
+@pytest.mark.parametrize(
+    "metadata", [{"x": float("nan")}, {"x": float("inf")}, {"bad key": 1}, {"k": object()}, {"": 1}]
+)
+def test_metadata_must_be_plain_filterable_json(memory: Memory, metadata: dict[str, Any]) -> None:
+    with pytest.raises(InvalidInput):
+        memory.add("text", metadata=metadata)
+    assert memory.count() == 0
+
+
+def test_stats_are_scoped(tmp_path: Path) -> None:
+    base = make_memory(tmp_path / "st.db")
+    base.scoped(user_id="alice").add("alice's note")
+    bob = base.scoped(user_id="bob")
+    assert bob.stats()["in_scope"]["notes"] == 0 and bob.stats()["notes"] == 1

@@ -92,10 +92,11 @@ def _meta(pairs: tuple[str, ...]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise InvalidInput(f"metadata must look like key=value, not {pair!r}")
-        try:
-            out[key] = json.loads(value)
+        try:  # numbers, booleans and JSON literals are typed; NaN/Infinity stay text
+            parsed: Any = json.loads(value, parse_constant=str)
         except json.JSONDecodeError:
-            out[key] = value
+            parsed = value
+        out[key] = parsed
     return out
 
 
@@ -145,7 +146,7 @@ def add_many(
     """
     from .ingest import ingest_jsonl, ingest_locomo
 
-    if fmt == "locomo" or (fmt == "auto" and path.suffix == ".json"):
+    if fmt == "locomo" or (fmt == "auto" and path.suffix.lower() == ".json"):
         report = ingest_locomo(c.memory(), path, conversations, max_turns, batch_size, _bar)
     else:
         report = ingest_jsonl(c.memory(), path, batch_size, _bar)
@@ -271,7 +272,7 @@ def update(
 
 @cli.command()
 @click.argument("note_id")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (--json never asks).")
 @json_option
 @pass_ctx
 def delete(c: Ctx, note_id: str, yes: bool, as_json: bool) -> None:
@@ -285,7 +286,7 @@ def delete(c: Ctx, note_id: str, yes: bool, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--limit", type=int, default=None)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many notes.")
 @click.option("--include-failed", is_flag=True, help="Retry notes that already failed 3 times.")
 @json_option
 @pass_ctx
@@ -309,8 +310,11 @@ def export_(c: Ctx, path: Path) -> None:
     if str(path) == "-":
         export_file(c.memory(), sys.stdout)
         return
-    with path.open("w", encoding="utf-8") as out:
-        lines = export_file(c.memory(), out)
+    try:
+        with path.open("w", encoding="utf-8") as out:
+            lines = export_file(c.memory(), out)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {path}: {exc.strerror}") from None
     click.echo(f"wrote {lines} records to {path}", err=True)
 
 
@@ -319,7 +323,10 @@ def export_(c: Ctx, path: Path) -> None:
 @json_option
 @pass_ctx
 def import_(c: Ctx, path: Path, as_json: bool) -> None:
-    """Load an `amem export` file (all or nothing; ids already present are skipped)."""
+    """Load an `amem export` file (all or nothing; records already present are skipped).
+
+    Notes keep the scope they were exported with (the import is lossless), whatever --user is given.
+    """
     from .transfer import import_file
 
     report = import_file(c.memory(), path)

@@ -70,15 +70,21 @@ class Settings:
         if unknown:
             raise ConfigError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(names)}")
 
+        env = {k: v for k, v in env.items() if not (k.startswith("AMEM_") and v == "")}  # empty = unset
         home_raw = overrides.get("home") or env.get("AMEM_HOME")
         home = Path(home_raw).expanduser() if home_raw else cls().home
-        path = config_file or Path(env.get("AMEM_CONFIG") or home / "config.toml")
+        named = config_file or (Path(env["AMEM_CONFIG"]) if env.get("AMEM_CONFIG") else None)
+        path = named or home / "config.toml"
+        if named is not None and not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; create it or unset AMEM_CONFIG")
         from_file: dict[str, Any] = {}
         if path.is_file():
             try:
                 from_file = tomllib.loads(path.read_text(encoding="utf-8"))
             except (OSError, tomllib.TOMLDecodeError) as exc:
                 raise ConfigError(f"cannot read config file {path}: {exc}; fix or remove it") from exc
+            if "home" in from_file:
+                raise ConfigError(f"{path}: 'home' cannot be set in the config file; use AMEM_HOME or --home")
             bad = set(from_file) - set(names)
             if bad:
                 raise ConfigError(f"{path}: unknown key(s) {sorted(bad)}; known: {sorted(names)}")
@@ -119,10 +125,17 @@ def _coerce(name: str, raw: Any, kind: type) -> Any:
             return False
         raise ConfigError(f"{name}: expected true/false, got {raw!r}")
     if kind in (int, float):
+        if isinstance(raw, bool):
+            raise ConfigError(f"{name}: expected a number, got {raw!r}")
         try:
-            return kind(raw)
+            value = float(raw)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{name}: expected a number, got {raw!r}") from exc
+        if kind is int:
+            if not value.is_integer():
+                raise ConfigError(f"{name}: expected a whole number, got {raw!r}")
+            return int(value)
+        return value
     if kind is Path or isinstance(raw, Path):
         return Path(str(raw)).expanduser()
     return str(raw)

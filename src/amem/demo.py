@@ -100,6 +100,6 @@ def run_demo(settings: Settings, fresh: bool, progress: BarFactory) -> None:
             f"per note: {per.get('calls', 0)} LLM calls, {per.get('input_tokens', 0):.0f} tokens in, "
             f"{per.get('output_tokens', 0):.0f} tokens out."
         )
-        states = memory.stats()["states"]
+        states = memory.stats()["in_scope"]["states"]
         click.echo(f"States: {states}. Memory kept at {folder / 'memory.db'}; explore it with")
         click.echo(f'  amem --store {folder / "memory.db"} --user demo search "Pretzel"')

@@ -16,16 +16,27 @@ BarFactory = Callable[[str, int], AbstractContextManager[Callable[[int, int], No
 
 
 def read_jsonl(path: Path) -> list[NoteInput]:
+    """Every line checked before anything is added; errors name the line."""
     items = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-                items.append(NoteInput.model_validate(raw if isinstance(raw, dict) else {"content": raw}))
-            except (json.JSONDecodeError, ValueError) as exc:
-                raise InvalidInput(f"{path}:{number}: {exc}; nothing was added") from exc
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); nothing was added"
+        ) from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+            item = NoteInput.model_validate(raw if isinstance(raw, dict) else {"content": raw})
+        except (json.JSONDecodeError, ValueError) as exc:
+            raise InvalidInput(f"{path}:{number}: {exc}; nothing was added") from None
+        if not item.content.strip():
+            raise InvalidInput(f"{path}:{number}: content is empty; nothing was added")
+        items.append(item)
     return items
 
 
@@ -36,8 +47,13 @@ def ingest_jsonl(memory: Memory, path: Path, batch_size: int | None, bar: BarFac
     return _report(memory, notes)
 
 
-def stored_sources(memory: Memory, key: str = "dia_id") -> set[str]:
-    return {str(n.metadata[key]) for n in memory.store.iter_notes(memory.scope) if key in n.metadata}
+def stored_sources(memory: Memory) -> set[tuple[str, str]]:
+    """(sample id, dialogue id) of the turns already stored in this scope: what a rerun skips."""
+    return {
+        (str(n.metadata.get("sample_id", "")), str(n.metadata["dia_id"]))
+        for n in memory.store.iter_notes(memory.scope)
+        if "dia_id" in n.metadata
+    }
 
 
 def ingest_locomo(
@@ -50,8 +66,9 @@ def ingest_locomo(
 ) -> dict[str, Any]:
     """One scope per conversation (user id = sample id unless the memory already has a user)."""
     conversations = [c for c in locomo.load(path) if not only or c.sample_id in only]
-    if only and len(conversations) != len(set(only)):
-        raise InvalidInput(f"conversation(s) not found in {path}: {sorted(set(only))}")
+    missing = set(only) - {c.sample_id for c in conversations}
+    if missing:
+        raise InvalidInput(f"conversation(s) not found in {path}: {sorted(missing)}")
     added = []
     for conv in conversations:
         scoped = memory.scoped(
@@ -73,7 +90,7 @@ def ingest_locomo(
                 },
             )
             for t in turns
-            if t.dia_id not in done
+            if (conv.sample_id, t.dia_id) not in done
         ]
         if not todo:
             continue

@@ -53,8 +53,12 @@ def parse_session_time(value: str) -> datetime:
 def load(path: str | Path) -> list[Conversation]:
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            f"LoCoMo file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
     except (OSError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"cannot read LoCoMo file {path}: {exc}") from exc
+        raise InvalidInput(f"cannot read LoCoMo file {path}: {exc}") from None
     if isinstance(raw, dict):
         raw = [raw]
     if not isinstance(raw, list) or not all(isinstance(c, dict) and "conversation" in c for c in raw):
@@ -64,6 +68,8 @@ def load(path: str | Path) -> list[Conversation]:
 
 def _conversation(index: int, item: dict[str, Any]) -> Conversation:
     conv = item["conversation"]
+    if not isinstance(conv, dict):
+        raise InvalidInput(f"conversation {index}: 'conversation' must be an object")
     sessions = sorted(int(m.group(1)) for k in conv if (m := _SESSION.match(k)))
     turns: list[Turn] = []
     for n in sessions:
@@ -71,7 +77,14 @@ def _conversation(index: int, item: dict[str, Any]) -> Conversation:
         if not when_raw:
             raise InvalidInput(f"conversation {index}: session_{n} has no session_{n}_date_time")
         when = parse_session_time(str(when_raw))
-        for t in conv[f"session_{n}"] or []:
+        session = conv[f"session_{n}"] or []
+        if not isinstance(session, list):
+            raise InvalidInput(f"conversation {index}: session_{n} must be a list of turns")
+        for position, t in enumerate(session):
+            if not isinstance(t, dict) or not t.get("dia_id"):
+                raise InvalidInput(
+                    f"conversation {index}, session_{n}, turn {position}: expected an object with a 'dia_id'"
+                )
             text = str(t.get("text") or "").strip()
             caption = t.get("blip_caption")
             if not text and not caption:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
@@ -32,6 +33,7 @@ from .steps import write
 from .steps.retrieve import SearchOptions
 from .steps.retrieve import search as run_search
 from .store import Filters, Store, open_store
+from .store.base import METADATA_KEY_CHARS
 
 log = logging.getLogger("amem")
 
@@ -41,6 +43,17 @@ MAX_CONTENT_CHARS = 20_000
 MAX_ENRICH_ATTEMPTS = 3
 
 Progress = Callable[[int, int], None]
+
+
+def check_metadata(metadata: dict[str, Any]) -> None:
+    """Metadata must be plain JSON (no NaN/Infinity) with keys that filters can address."""
+    for key in metadata:
+        if not isinstance(key, str) or not key or len(key) > 64 or not set(key) <= METADATA_KEY_CHARS:
+            raise InvalidInput(f"metadata key {key!r}: use 1-64 letters, digits, '_' or '-'")
+    try:
+        json.dumps(metadata, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"metadata must be plain JSON (no NaN, Infinity or objects): {exc}") from None
 
 
 class NoteInput(BaseModel):
@@ -166,6 +179,7 @@ class Memory:
             )
         if "\x00" in content:
             raise InvalidInput("content contains a NUL character; remove it")
+        check_metadata(item.metadata)
         now = utcnow()
         return Note(
             content=content.strip(),
@@ -477,6 +491,7 @@ class Memory:
         if context is not None:
             changes["context"] = context.strip()
         if metadata is not None:
+            check_metadata(metadata)
             changes["metadata"] = dict(metadata)
         if event_time is not None:
             changes["event_time"] = to_utc(event_time)
@@ -505,7 +520,15 @@ class Memory:
         self.store.delete_note(note_id)
 
     def stats(self) -> dict[str, Any]:
-        return self.store.stats()
+        """The whole store's totals, and under ``in_scope`` the notes and states this memory can see."""
+        states = {
+            s.value: n for s in EnrichState if (n := self.store.count_notes(self.scope, Filters(states=[s])))
+        }
+        scope = self.scope.model_dump(exclude={"exact"}, exclude_none=True)
+        return {
+            **self.store.stats(),
+            "in_scope": {"scope": scope, "notes": sum(states.values()), "states": states},
+        }
 
     def list(self, limit: int = 50, offset: int = 0, filters: Filters | None = None) -> list[Note]:
         return self.store.list_notes(self.scope, filters, limit=limit, offset=offset)

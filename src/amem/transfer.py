@@ -77,6 +77,8 @@ def export_file(memory: Memory, out: IO[str]) -> int:
 def import_file(memory: Memory, path: str | Path) -> ImportReport:
     """Validate the whole file first, then write it in one transaction: all or nothing."""
     records = list(_read(Path(path)))
+    if not records:
+        raise InvalidInput(f"{path} is empty; expected an amem export")
     header, body = records[0], records[1:]
     store = memory.store
     model = header.get("embedding_model")
@@ -86,6 +88,9 @@ def import_file(memory: Memory, path: str | Path) -> ImportReport:
             f"the export was embedded with {model!r} but this memory uses {own!r}; "
             "import into an empty memory"
         )
+    dims, own_dims = header.get("dimensions"), store.get_meta("dimensions")
+    if dims is not None and own_dims is not None and str(dims) != str(own_dims):
+        raise InvalidInput(f"the export has {dims}-dimensional vectors but this memory holds {own_dims}")
     report = ImportReport()
     with store.atomic():
         if own is None and model is not None:
@@ -99,14 +104,23 @@ def import_file(memory: Memory, path: str | Path) -> ImportReport:
                 store.insert_note(note, vector)
                 report.notes += 1
             elif isinstance(obj, Link):
+                present = {(lk.source_id, lk.target_id) for lk in store.links_for([obj.source_id])}
+                if (obj.source_id, obj.target_id) in present:
+                    report.skipped += 1
+                    continue
                 store.upsert_links([obj])
                 report.links += 1
             elif isinstance(obj, NoteVersion):
                 if any(v.version == obj.version for v in store.versions(obj.note_id)):
+                    report.skipped += 1
                     continue
                 store.add_version(obj)
                 report.versions += 1
             elif isinstance(obj, LLMCall):
+                known = {c.id for n in obj.note_ids[:1] for c in store.llm_calls(n)}
+                if obj.id in known:
+                    report.skipped += 1
+                    continue
                 store.record_llm_call(obj)
                 report.llm_calls += 1
     return report
@@ -114,25 +128,28 @@ def import_file(memory: Memory, path: str | Path) -> ImportReport:
 
 def _read(path: Path) -> Iterator[Any]:
     try:
-        handle = path.open(encoding="utf-8")
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
-        raise InvalidInput(f"cannot open {path}: {exc}") from exc
-    with handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInput(f"{path}:{number}: not JSON ({exc.msg}); nothing was imported") from exc
-            if number == 1:
-                if not isinstance(record, dict) or record.get("type") != FORMAT:
-                    raise InvalidInput(f"{path} is not an amem export (first line must be the header)")
-                if record.get("version") != FORMAT_VERSION:
-                    raise InvalidInput(f"{path}: export format {record.get('version')} is not supported")
-                yield record
-                continue
-            yield _parse(path, number, record)
+        raise InvalidInput(f"cannot open {path}: {exc.strerror}") from None
+    header_seen = False
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"{path}:{number}: not JSON ({exc.msg}); nothing was imported") from None
+        if not header_seen:
+            header_seen = True
+            if not isinstance(record, dict) or record.get("type") != FORMAT:
+                raise InvalidInput(f"{path} is not an amem export (first line must be the header)")
+            if record.get("version") != FORMAT_VERSION:
+                raise InvalidInput(f"{path}: export format {record.get('version')} is not supported")
+            yield record
+            continue
+        yield _parse(path, number, record)
 
 
 def _parse(path: Path, number: int, record: Any) -> tuple[str, Any]:

@@ -95,7 +95,13 @@ def render(new: Note, candidates: list[Candidate]) -> Prompt[EvolveOutput]:
     aliases = [c.alias for c in candidates]
     head = f"NEW NOTE [{format_date(new.event_time)}] {clip(new.content, 2000)}"
     head += f" | keywords: {', '.join(new.keywords)} | context: {new.context}"
-    lines = [INSTRUCTIONS, head, "NEIGHBOURS:", *(show_note(c.alias, c.note, with_context=True) for c in candidates), "Answer:"]
+    lines = [
+        INSTRUCTIONS,
+        head,
+        "NEIGHBOURS:",
+        *(show_note(c.alias, c.note, with_context=True) for c in candidates),
+        "Answer:",
+    ]
     n = len(aliases)
     schema: dict[str, Any] = {
         "type": "object",

@@ -421,7 +421,7 @@ class SQLiteStore:
                 ),
             )
             for note_id in call.note_ids:
-                self._exec("INSERT INTO llm_call_notes VALUES (?, ?)", (call.id, note_id))
+                self._exec("INSERT OR IGNORE INTO llm_call_notes VALUES (?, ?)", (call.id, note_id))
 
         self._write(run)
 

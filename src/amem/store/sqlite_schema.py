@@ -79,7 +79,9 @@ MIGRATIONS: list[tuple[int, str]] = [
             note_ids TEXT NOT NULL,
             created_at TEXT NOT NULL
         );
-        CREATE TABLE llm_call_notes (call_id TEXT NOT NULL, note_id TEXT NOT NULL);
+        CREATE TABLE llm_call_notes (
+            call_id TEXT NOT NULL, note_id TEXT NOT NULL, PRIMARY KEY (call_id, note_id)
+        );
         CREATE INDEX llm_call_notes_note ON llm_call_notes(note_id);
         CREATE TABLE llm_cache (key TEXT PRIMARY KEY, value TEXT NOT NULL, created_at TEXT NOT NULL);
         """,
