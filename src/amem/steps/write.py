@@ -50,62 +50,15 @@ def without_speaker(keywords: list[str], note: Note) -> list[str]:
 
 
 _WORD = re.compile(r"[^\W_]{3,}", re.UNICODE)
-_STOP = frozenset(
-    [
-        "the",
-        "and",
-        "for",
-        "are",
-        "was",
-        "were",
-        "has",
-        "have",
-        "had",
-        "his",
-        "her",
-        "she",
-        "him",
-        "they",
-        "them",
-        "their",
-        "this",
-        "that",
-        "with",
-        "from",
-        "will",
-        "would",
-        "about",
-        "into",
-        "after",
-        "before",
-        "says",
-        "said",
-        "just",
-        "very",
-        "also",
-        "been",
-        "being",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "how",
-        "not",
-        "but",
-        "you",
-        "your",
-        "our",
-        "out",
-        "all",
-        "any",
-        "can",
-        "did",
-        "does",
-        "its",
-        "it's",
-    ]
-)
+# fmt: off
+_STOP = frozenset({
+    "the", "and", "for", "are", "was", "were", "has", "have", "had", "his", "her", "she", "him",
+    "they", "them", "their", "this", "that", "with", "from", "will", "would", "about", "into",
+    "after", "before", "says", "said", "just", "very", "also", "been", "being", "what", "when",
+    "where", "which", "who", "how", "not", "but", "you", "your", "our", "out", "all", "any", "can",
+    "did", "does", "its", "it's",
+})
+# fmt: on
 
 
 def _stems(text: str) -> set[str]:
