@@ -221,7 +221,7 @@ def test_schemas_are_valid_json() -> None:
 def test_repeated_sentences_from_decoding_loops_are_dropped() -> None:
     looped = "Maya signed up for the marathon. It is her first. It is her first. It is her first. It is her"
     out = parse_note({**GOOD, "context": looped})
-    assert out.context == "Maya signed up for the marathon."  # one sentence, as the prompt asks
+    assert out.context == "Maya signed up for the marathon. It is her first."
 
 
 def test_speaker_names_are_not_keywords() -> None:
@@ -230,3 +230,12 @@ def test_speaker_names_are_not_keywords() -> None:
     n = Note(content="Maya: I ran 25 km with Jonas.", metadata={"speaker": "Maya"})
     assert without_speaker(["Maya", "run", "Jonas"], n) == ["run", "Jonas"]
     assert without_speaker(["maya"], n) == ["maya"]  # never leave a note without keywords
+
+
+def test_context_sentences_borrowed_from_neighbours_are_dropped() -> None:
+    from amem.steps.write import grounded_context
+
+    n = Note(content="Maya: I hope so. Meanwhile I'm swimming twice a week to keep fit.")
+    borrowed = "Jonas accepted the Lisbon job at a shipping company. Maya is swimming twice a week."
+    assert grounded_context(borrowed, n) == "Maya is swimming twice a week."
+    assert grounded_context("Unrelated words entirely.", n) == "Unrelated words entirely."

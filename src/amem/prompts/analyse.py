@@ -54,7 +54,7 @@ class AnalyseOutput(BaseModel):
     @field_validator("context", mode="before")
     @classmethod
     def _context(cls, v: Any) -> str:
-        text = clean_sentence(v, 300, max_sentences=1)
+        text = clean_sentence(v, 300, max_sentences=2)
         if len(text) < 8:
             raise ValueError("write a one-sentence context")
         return text

@@ -69,7 +69,7 @@ class BatchNote(BaseModel):
     @field_validator("context", mode="before")
     @classmethod
     def _context(cls, v: Any) -> str:
-        return clean_sentence(v, 300, max_sentences=1)
+        return clean_sentence(v, 300, max_sentences=2)
 
     def usable(self) -> bool:
         return bool(self.keywords and self.tags and len(self.context) >= 8)

@@ -65,7 +65,7 @@ class EvolveOutput(BaseModel):
     def _contexts(cls, v: Any) -> list[str]:
         if not isinstance(v, list):
             raise ValueError("expected a list of sentences")
-        return [clean_sentence(x, 300, max_sentences=1) if isinstance(x, str) else "" for x in v]
+        return [clean_sentence(x, 300, max_sentences=2) if isinstance(x, str) else "" for x in v]
 
     @field_validator("new_tags_neighborhood", mode="before")
     @classmethod

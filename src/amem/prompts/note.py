@@ -58,7 +58,7 @@ class UpdateOut(BaseModel):
     @field_validator("context", mode="before")
     @classmethod
     def _context(cls, v: Any) -> str:
-        return clean_sentence(v, 300, max_sentences=1)
+        return clean_sentence(v, 300, max_sentences=2)
 
     @field_validator("tags", mode="before")
     @classmethod
@@ -94,7 +94,7 @@ class NoteOutput(BaseModel):
     @field_validator("context", mode="before")
     @classmethod
     def _context(cls, v: Any) -> str:
-        text = clean_sentence(v, 300, max_sentences=1)
+        text = clean_sentence(v, 300, max_sentences=2)
         if len(text) < 8:
             raise ValueError("write a one-sentence context")
         return text

@@ -50,6 +50,7 @@ def without_speaker(keywords: list[str], note: Note) -> list[str]:
 
 
 _WORD = re.compile(r"[^\W_]{3,}", re.UNICODE)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
 # fmt: off
 _STOP = frozenset({
     "the", "and", "for", "are", "was", "were", "has", "have", "had", "his", "her", "she", "him",
@@ -71,6 +72,16 @@ def grounded(keywords: list[str], note: Note, context: str) -> list[str]:
     stems = _stems(note.content) | _stems(context)
     kept = [k for k in keywords if _stems(k) & stems]
     return kept or keywords
+
+
+def grounded_context(context: str, note: Note) -> str:
+    """Drop context sentences that share no word stem with the note itself (what small models borrow
+    from the neighbours shown next to it). Keeps the first sentence if nothing else would remain."""
+    speaker = _SPEAKER.match(note.content)
+    own = _stems(note.content) - (_stems(speaker.group(1)) if speaker else set())
+    sentences = [s for s in _SENTENCE.split(context) if s.strip()]
+    kept = [s for s in sentences if _stems(s) & own]
+    return " ".join(kept or sentences[:1])
 
 
 def plausible_update(context: str, neighbour: Note) -> bool:
@@ -99,7 +110,7 @@ def construct_one(runner: LLMRunner, new: Note, candidates: list[Candidate], evo
     return Decision(
         keywords=grounded(without_speaker(out.keywords, new), new, out.context),
         tags=out.tags,
-        context=out.context,
+        context=grounded_context(out.context, new),
         links=[(by_alias[link.to], link.why) for link in out.links],
         updates=[
             NeighbourUpdate(by_alias[u.note], u.context, u.tags)
@@ -125,7 +136,7 @@ def construct_paper(
         update={"keywords": attrs.keywords, "tags": attrs.tags, "context": attrs.context}
     )
     keywords = grounded(without_speaker(attrs.keywords, new), new, attrs.context)
-    decision = Decision(keywords, attrs.tags, attrs.context, call_ids=[first.id])
+    decision = Decision(keywords, attrs.tags, grounded_context(attrs.context, new), call_ids=[first.id])
     candidates = [c for c in find(enriched) if c.similarity >= evolve_floor]
     if not candidates:
         return decision
@@ -170,7 +181,7 @@ def construct_batch(
                 entry.context,
             ),
             tags=entry.tags,
-            context=entry.context,
+            context=grounded_context(entry.context, dict(aliases)[entry.note]),
             links=[(by_alias[link.to], link.why) for link in entry.links],
             call_ids=[call.id],
         )
