@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -73,19 +72,6 @@ def _emit(as_json: bool, data: Any, human: Callable[[], None]) -> None:
         human()
 
 
-@contextmanager
-def _bar(label: str, total: int) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar on stderr, so stdout stays clean for --json."""
-    with click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True) as bar:
-        state = {"done": 0}
-
-        def update(done: int, _total: int) -> None:
-            bar.update(done - state["done"])
-            state["done"] = done
-
-        yield update
-
-
 def _meta(pairs: tuple[str, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -147,9 +133,9 @@ def add_many(
     from .ingest import ingest_jsonl, ingest_locomo
 
     if fmt == "locomo" or (fmt == "auto" and path.suffix.lower() == ".json"):
-        report = ingest_locomo(c.memory(), path, conversations, max_turns, batch_size, _bar)
+        report = ingest_locomo(c.memory(), path, conversations, max_turns, batch_size, render.progress_bar)
     else:
-        report = ingest_jsonl(c.memory(), path, batch_size, _bar)
+        report = ingest_jsonl(c.memory(), path, batch_size, render.progress_bar)
     _emit(as_json, report, lambda: click.echo(render.ingest_summary(report)))
 
 
@@ -295,7 +281,7 @@ def enrich(c: Ctx, limit: int | None, include_failed: bool, as_json: bool) -> No
     m = c.memory()
     states = [EnrichState.pending] + ([EnrichState.failed] if include_failed else [])
     total = min(m.count(Filters(states=states)), limit or 10**9)
-    with _bar("enriching", total) as bar:
+    with render.progress_bar("enriching", total) as bar:
         report = m.enrich(limit=limit, include_failed=include_failed, progress=bar)
     _emit(as_json, report.model_dump(), lambda: click.echo(render.enrich_summary(report)))
 
@@ -392,7 +378,16 @@ def demo(c: Ctx, fresh: bool) -> None:
     """Build a memory from a bundled sample conversation with the embedded models, and explore it."""
     from .demo import run_demo
 
-    run_demo(c.settings, fresh=fresh, progress=_bar)
+    run_demo(c.settings, fresh=fresh, progress=render.progress_bar)
+
+
+def _register_bench() -> None:
+    from .bench.cli import bench
+
+    cli.add_command(bench)
+
+
+_register_bench()
 
 
 def main() -> None:

@@ -238,9 +238,10 @@ class Memory:
             group = notes[start : start + size]
             bases = self.embedder.embed_documents([n.embedding_text() for n in group])
             if not self.llm_enabled:
-                for n, b in zip(group, bases, strict=True):
-                    self._store_pending(n, b, None)
-                    out.append(n)
+                with self.store.atomic():  # no LLM: the whole group is one transaction
+                    for n, b in zip(group, bases, strict=True):
+                        self._store_pending(n, b, None)
+                        out.append(n)
             elif size == 1 or len(group) == 1 or self.settings.pipeline == "paper":
                 out.extend(self._enrich(n, b, is_new=True) for n, b in zip(group, bases, strict=True))
             else:

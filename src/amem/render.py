@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import click
 
 from .memory import EnrichReport, Memory
 from .notes import Link, Note, NoteVersion, SearchHit, format_date
+
+
+@contextmanager
+def progress_bar(label: str, total: int) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr (stdout stays clean for --json), fed with (done, total) reports."""
+    with click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True) as bar:
+        state = {"done": 0}
+
+        def update(done: int, _total: int) -> None:
+            bar.update(done - state["done"])
+            state["done"] = done
+
+        yield update
 
 
 def _wrap(text: str, indent: str = "    ") -> str:

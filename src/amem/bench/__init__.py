@@ -1,0 +1,1 @@
+"""Benchmarks: measured numbers, each against a baseline taken in the same run."""
