@@ -19,7 +19,19 @@ def test_synthetic_notes_are_deterministic() -> None:
 def test_bench_scale_writes_results(tmp_path: Path) -> None:
     out = tmp_path / "scale"
     result = CliRunner().invoke(
-        cli, ["--home", str(tmp_path / "home"), "bench", "scale", "--notes", "300", "--queries", "20", "--out", str(out)]
+        cli,
+        [
+            "--home",
+            str(tmp_path / "home"),
+            "bench",
+            "scale",
+            "--notes",
+            "300",
+            "--queries",
+            "20",
+            "--out",
+            str(out),
+        ],
     )
     assert result.exit_code == 0, result.output
     rows = json.loads((out / "results.json").read_text())
