@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel, field_validator
-
 from ..llm.base import Message
 from ..llm.runner import Prompt
 from ..notes import Note, format_date
-from .common import clean_sentence, clean_terms, clip
+from .common import Attributes, clip
 from .note import attribute_properties
 
 VERSION = "analyse-v1"
@@ -30,34 +26,8 @@ greyhound named Pixel in the week before 3 June 2021.", "tags": ["pets", "family
 Now the real input."""
 
 
-class AnalyseOutput(BaseModel):
-    keywords: list[str]
-    context: str
-    tags: list[str]
-
-    @field_validator("keywords", mode="before")
-    @classmethod
-    def _keywords(cls, v: Any) -> list[str]:
-        terms = clean_terms(v, 8, 40)
-        if not terms:
-            raise ValueError("give 3 to 6 keywords")
-        return terms
-
-    @field_validator("tags", mode="before")
-    @classmethod
-    def _tags(cls, v: Any) -> list[str]:
-        terms = clean_terms(v, 6, 30, lower=True)
-        if not terms:
-            raise ValueError("give 2 to 4 tags")
-        return terms
-
-    @field_validator("context", mode="before")
-    @classmethod
-    def _context(cls, v: Any) -> str:
-        text = clean_sentence(v, 300, max_sentences=2)
-        if len(text) < 8:
-            raise ValueError("write a one-sentence context")
-        return text
+class AnalyseOutput(Attributes):
+    """keywords, tags and context, validated like the default step's."""
 
 
 def render(note: Note) -> Prompt[AnalyseOutput]:

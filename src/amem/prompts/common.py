@@ -6,11 +6,45 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, field_validator
+
 from ..notes import Note, format_date
 
 _DEBRIS = " \t\r\n\"'`[]{}()<>#*•·,;:.!?"
 _SPACE = re.compile(r"\s+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+class Attributes(BaseModel):
+    """The note attributes every write step asks for; empty ones are an error, never a default."""
+
+    keywords: list[str]
+    tags: list[str]
+    context: str
+
+    @field_validator("keywords", mode="before")
+    @classmethod
+    def _keywords(cls, v: Any) -> list[str]:
+        terms = clean_terms(v, 8, 40)
+        if not terms:
+            raise ValueError("give 3 to 6 keywords")
+        return terms
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, v: Any) -> list[str]:
+        terms = clean_terms(v, 6, 30, lower=True)
+        if not terms:
+            raise ValueError("give 2 to 4 tags")
+        return terms
+
+    @field_validator("context", mode="before")
+    @classmethod
+    def _context(cls, v: Any) -> str:
+        text = clean_sentence(v, 300, max_sentences=2)
+        if len(text) < 8:
+            raise ValueError("write a one-sentence context")
+        return text
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_va
 from ..llm.base import Message
 from ..llm.runner import Prompt
 from ..notes import Note, format_date
-from .common import Candidate, clean_sentence, clean_terms, clip, show_note, string_array
+from .common import Attributes, Candidate, clean_sentence, clean_terms, clip, show_note, string_array
 
 VERSION = "note-v3"
 #: At most this many links per new note: small models otherwise link to every candidate.
@@ -66,38 +66,11 @@ class UpdateOut(BaseModel):
         return clean_terms(v or [], 6, 30, lower=True)
 
 
-class NoteOutput(BaseModel):
+class NoteOutput(Attributes):
     """Validated answer. Unknown aliases, duplicates and empty updates are dropped, never applied."""
 
-    keywords: list[str]
-    tags: list[str]
-    context: str
     links: list[LinkOut] = Field(default_factory=list)
     updates: list[UpdateOut] = Field(default_factory=list)
-
-    @field_validator("keywords", mode="before")
-    @classmethod
-    def _keywords(cls, v: Any) -> list[str]:
-        terms = clean_terms(v, 8, 40)
-        if not terms:
-            raise ValueError("give 3 to 6 keywords")
-        return terms
-
-    @field_validator("tags", mode="before")
-    @classmethod
-    def _tags(cls, v: Any) -> list[str]:
-        terms = clean_terms(v, 6, 30, lower=True)
-        if not terms:
-            raise ValueError("give 2 to 4 tags")
-        return terms
-
-    @field_validator("context", mode="before")
-    @classmethod
-    def _context(cls, v: Any) -> str:
-        text = clean_sentence(v, 300, max_sentences=2)
-        if len(text) < 8:
-            raise ValueError("write a one-sentence context")
-        return text
 
     @model_validator(mode="after")
     def _aliases(self, info: ValidationInfo) -> NoteOutput:
