@@ -409,3 +409,38 @@ def test_stats_are_scoped(tmp_path: Path) -> None:
     base.scoped(user_id="alice").add("alice's note")
     bob = base.scoped(user_id="bob")
     assert bob.stats()["in_scope"]["notes"] == 0 and bob.stats()["notes"] == 1
+
+
+def test_event_time_accepts_iso_strings_and_rejects_garbage(memory: Memory) -> None:
+    note = memory.add("dated", event_time="2024-04-10T20:07:00Z")
+    assert note.event_time == datetime(2024, 4, 10, 20, 7, tzinfo=timezone.utc)
+    with pytest.raises(InvalidInput):
+        memory.add("dated", event_time="last tuesday")
+
+
+def test_threads_share_one_memory_without_losing_writes(tmp_path: Path) -> None:
+    import threading
+
+    m = make_memory(tmp_path / "t.db", link_floor=-1.0, evolve_floor=-1.0)
+    errors: list[BaseException] = []
+
+    def worker(w: int) -> None:
+        try:
+            for i in range(15):
+                m.add(f"worker {w} note {i} about shared garden tomatoes")
+                m.search("garden tomatoes", k=3)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    notes = m.list(limit=100)
+    assert len(notes) == 60 and len({n.content for n in notes}) == 60
+    for n in notes:
+        assert [v.version for v in m.history(n.id)] == list(range(1, n.version + 1))
+        for link in m.links(n.id):
+            assert m.get(link.source_id) and m.get(link.target_id)

@@ -208,12 +208,18 @@ class Memory:
         self,
         content: str,
         *,
-        event_time: datetime | None = None,
+        event_time: datetime | str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Note:
         """Store one note and enrich it (attributes, links, evolution). On LLM failure the note is kept
         as ``pending`` with a content embedding, searchable at once; ``enrich()`` finishes it later."""
-        note = self._new_note(NoteInput(content=content, event_time=event_time, metadata=metadata or {}))
+        try:
+            item = NoteInput.model_validate(
+                {"content": content, "event_time": event_time, "metadata": metadata or {}}
+            )
+        except ValueError as exc:
+            raise InvalidInput(f"bad note: {exc}") from None
+        note = self._new_note(item)
         self._check_embedder()
         base = self.embedder.embed_documents([note.embedding_text()])[0]
         if not self.llm_enabled:
