@@ -199,6 +199,7 @@ def test_example_aliases_cannot_be_real_aliases() -> None:
         ('prefix {"a": "brace } in string"} suffix', {"a": "brace } in string"}),
         ('{"a": True, "b": None}', {"a": True, "b": None}),
         ('{"nested": {"x": {"y": 1}}} and {"second": 2}', {"nested": {"x": {"y": 1}}}),
+        ('{"context": "line one\nline two\tend"}', {"context": "line one\nline two\tend"}),
     ],
 )
 def test_tolerant_json(text: str, expected: dict[str, Any]) -> None:

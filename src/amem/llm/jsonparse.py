@@ -23,7 +23,7 @@ def parse_json_object(text: str) -> dict[str, Any]:
             continue
         for attempt in (span, _repair(span)):
             try:
-                value = json.loads(attempt)
+                value = json.loads(attempt, strict=False)  # raw newlines inside strings are common
             except json.JSONDecodeError as exc:
                 last_error = f"invalid JSON: {exc.msg} at char {exc.pos}"
                 continue
