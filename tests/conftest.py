@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,10 +16,18 @@ from amem.llm.fake import FakeLLM
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test may read or write the user's ~/.amem."""
+    """Nothing from the developer's shell leaks in, and no test reads or writes the user's ~/.amem."""
+    for var in list(os.environ):
+        if (var.startswith("AMEM_") and var != "AMEM_TEST_MODELS_DIR") or var == "OPENAI_API_KEY":
+            monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AMEM_HOME", str(tmp_path / "home"))
-    for var in ("AMEM_LLM", "AMEM_EMBEDDER", "AMEM_DATABASE_URL", "AMEM_CONFIG", "AMEM_PIPELINE"):
-        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def fake_models_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For tests that go through configuration (the CLI): the fake LLM and the hash embedder."""
+    monkeypatch.setenv("AMEM_LLM", "fake")
+    monkeypatch.setenv("AMEM_EMBEDDER", "fake")
 
 
 @pytest.fixture

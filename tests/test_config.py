@@ -15,11 +15,8 @@ from amem.errors import AmemError, ConfigError
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Nothing from the developer's shell (or ~/.amem) may leak into these tests."""
-    for var in list(os.environ):
-        if var.startswith("AMEM_") or var == "OPENAI_API_KEY":
-            monkeypatch.delenv(var, raising=False)
+def _env_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A home of its own, apart from the ones the tests write config files into (conftest cleans the env)."""
     monkeypatch.setenv("AMEM_HOME", str(tmp_path / "env-home"))
 
 

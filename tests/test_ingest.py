@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -24,14 +23,7 @@ CONV_A_IDS = ["D1:1", "D1:2", "D1:3", "D2:1", "D2:2", "D2:3"]  # D2:4 is whitesp
 CONV_B_IDS = ["D1:1", "D1:2", "D2:1", "D2:2", "D10:1"]  # session_10 after session_2, whatever the key order
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in list(os.environ):
-        if var.startswith("AMEM_") or var == "OPENAI_API_KEY":
-            monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AMEM_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("AMEM_LLM", "fake")
-    monkeypatch.setenv("AMEM_EMBEDDER", "fake")
+pytestmark = pytest.mark.usefixtures("fake_models_env")
 
 
 def make_memory(home: Path, **kwargs: object) -> Memory:

@@ -444,3 +444,18 @@ def test_threads_share_one_memory_without_losing_writes(tmp_path: Path) -> None:
         assert [v.version for v in m.history(n.id)] == list(range(1, n.version + 1))
         for link in m.links(n.id):
             assert m.get(link.source_id) and m.get(link.target_id)
+
+
+def test_unreachable_llm_in_a_batch_costs_one_call(memory: Memory, fake_llm: FakeLLM) -> None:
+    fake_llm.script = [LLMUnavailable("down")]
+    notes = memory.add_many(["one thing", "another thing", "a third thing"], batch_size=3)
+    assert [n.state for n in notes] == [EnrichState.pending] * 3
+    assert len(fake_llm.calls) == 1
+    assert memory.enrich().enriched == 3
+
+
+def test_bad_batch_answer_falls_back_to_one_call_per_note(memory: Memory, fake_llm: FakeLLM) -> None:
+    fake_llm.script = ["garbage", "more garbage"]
+    notes = memory.add_many(["one thing", "another thing"], batch_size=2)
+    assert [n.state for n in notes] == [EnrichState.enriched] * 2
+    assert [c.step for c in memory.llm_calls()] == ["construct_batch", "construct", "construct"]

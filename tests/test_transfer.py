@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,15 +18,7 @@ from amem.embed.fake import FakeEmbedder
 from amem.llm.fake import FakeLLM
 from amem.transfer import FORMAT, FORMAT_VERSION, ImportReport, export_file, export_lines, import_file
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in list(os.environ):
-        if var.startswith("AMEM_") or var == "OPENAI_API_KEY":
-            monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AMEM_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("AMEM_LLM", "fake")
-    monkeypatch.setenv("AMEM_EMBEDDER", "fake")
+pytestmark = pytest.mark.usefixtures("fake_models_env")
 
 
 def make_memory(home: Path, llm: FakeLLM | None = None, dims: int = 64, **kwargs: object) -> Memory:

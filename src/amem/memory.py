@@ -303,7 +303,10 @@ class Memory:
         candidates = write.make_candidates([(c.note, c.similarity) for c in ranked])
         try:
             decisions = write.construct_batch(self.runner, group, candidates, self.evolve_floor)
-        except CallFailed:
+        except CallFailed as exc:
+            if exc.unreachable:  # no point asking again note by note: keep them all pending
+                with self.store.atomic():
+                    return [self._store_pending(n, b, exc.call) for n, b in zip(group, bases, strict=True)]
             decisions = {}
         out = []
         group_ids = {n.id for n in group}

@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from ..errors import AmemError, LLMError, LLMOutputError
+from ..errors import AmemError, LLMError, LLMOutputError, LLMUnavailable
 from ..notes import LLMCall
 from .base import LLM, Completion, Message
 from .jsonparse import parse_json_object
@@ -40,9 +40,11 @@ class Prompt(Generic[T]):
 class CallFailed(LLMError):
     """The call was made and recorded but gave nothing usable; ``call`` says what happened."""
 
-    def __init__(self, message: str, call: LLMCall) -> None:
+    def __init__(self, message: str, call: LLMCall, unreachable: bool = False) -> None:
         super().__init__(message)
         self.call = call
+        #: the provider could not be reached (as opposed to answering badly): retrying now is pointless
+        self.unreachable = unreachable
 
 
 class LLMRunner:
@@ -88,12 +90,14 @@ class LLMRunner:
         start = time.perf_counter()
         messages = list(prompt.messages)
         error: str | None = None
+        unreachable = False
         for attempt in (1, 2):
             call.attempts = attempt
             try:
                 completion = self.llm.complete(messages, schema=prompt.schema, max_tokens=prompt.max_tokens)
             except AmemError as exc:
                 error = f"{type(exc).__name__}: {exc}"
+                unreachable = isinstance(exc, LLMUnavailable)
                 break
             except Exception as exc:  # a provider bug must not lose the note: record and report it
                 error = f"{type(exc).__name__}: {exc}"
@@ -123,7 +127,7 @@ class LLMRunner:
         call.ok = False
         call.error = error
         self._record(call)
-        raise CallFailed(f"{prompt.step}: {error}", call)
+        raise CallFailed(f"{prompt.step}: {error}", call, unreachable)
 
     @staticmethod
     def _count(call: LLMCall, completion: Completion) -> None:
