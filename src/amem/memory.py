@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
-
-from pydantic import BaseModel, Field
 
 from .config import Settings
 from .embed.base import Embedder, Vectors
@@ -17,14 +14,17 @@ from .errors import ConfigError, InvalidInput, NotFound, StoreError
 from .llm.base import LLM
 from .llm.runner import CallFailed, LLMRunner
 from .notes import (
+    EnrichReport,
     EnrichState,
     Link,
     LLMCall,
     Note,
+    NoteInput,
     NoteVersion,
     Scope,
     SearchHit,
     VersionCause,
+    check_metadata,
     content_hash,
     to_utc,
     utcnow,
@@ -33,7 +33,6 @@ from .steps import write
 from .steps.retrieve import SearchOptions
 from .steps.retrieve import search as run_search
 from .store import Filters, Store, open_store
-from .store.base import METADATA_KEY_CHARS
 
 log = logging.getLogger("amem")
 
@@ -43,31 +42,6 @@ MAX_CONTENT_CHARS = 20_000
 MAX_ENRICH_ATTEMPTS = 3
 
 Progress = Callable[[int, int], None]
-
-
-def check_metadata(metadata: dict[str, Any]) -> None:
-    """Metadata must be plain JSON (no NaN/Infinity) with keys that filters can address."""
-    for key in metadata:
-        if not isinstance(key, str) or not key or len(key) > 64 or not set(key) <= METADATA_KEY_CHARS:
-            raise InvalidInput(f"metadata key {key!r}: use 1-64 letters, digits, '_' or '-'")
-    try:
-        json.dumps(metadata, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"metadata must be plain JSON (no NaN, Infinity or objects): {exc}") from None
-
-
-class NoteInput(BaseModel):
-    """One thing to remember, as given to ``add_many``."""
-
-    content: str
-    event_time: datetime | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-
-class EnrichReport(BaseModel):
-    enriched: int = 0
-    still_pending: int = 0
-    failed: int = 0
 
 
 class Memory:
@@ -293,14 +267,10 @@ class Memory:
         return self._apply(note, decision, is_new)
 
     def _enrich_batch(self, group: list[Note], bases: Vectors) -> list[Note]:
-        pooled: dict[str, write.Candidate] = {}
-        for note, base in zip(group, bases, strict=True):
-            for cand in self._candidates(base, note):
-                best = pooled.get(cand.note.id)
-                if best is None or cand.similarity > best.similarity:
-                    pooled[cand.note.id] = cand
-        ranked = sorted(pooled.values(), key=lambda c: -c.similarity)[: self.link_k + len(group)]
-        candidates = write.make_candidates([(c.note, c.similarity) for c in ranked])
+        candidates = write.pool_candidates(
+            [self._candidates(base, note) for note, base in zip(group, bases, strict=True)],
+            self.link_k + len(group),
+        )
         try:
             decisions = write.construct_batch(self.runner, group, candidates, self.evolve_floor)
         except CallFailed as exc:

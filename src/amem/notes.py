@@ -6,6 +6,7 @@ Times are always timezone-aware UTC; ids are stable random hex strings that neve
 from __future__ import annotations
 
 import hashlib
+import json
 import unicodedata
 import uuid
 from datetime import datetime, timezone
@@ -13,6 +14,8 @@ from enum import Enum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .errors import InvalidInput
 
 
 def utcnow() -> datetime:
@@ -231,3 +234,36 @@ class SearchHit(BaseModel):
 def format_date(value: datetime) -> str:
     """'8 May 2023 (Monday)': unambiguous for small LLMs and for keyword search alike."""
     return f"{value.day} {value.strftime('%B %Y')} ({value.strftime('%A')})"
+
+
+_METADATA_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def is_metadata_key(key: object) -> bool:
+    """Keys a filter can address safely: 1-64 letters, digits, '_' or '-'."""
+    return isinstance(key, str) and 0 < len(key) <= 64 and set(key) <= _METADATA_KEY_CHARS
+
+
+def check_metadata(metadata: dict[str, Any]) -> None:
+    """Metadata must be plain JSON (no NaN/Infinity) with keys that filters can address."""
+    for key in metadata:
+        if not is_metadata_key(key):
+            raise InvalidInput(f"metadata key {key!r}: use 1-64 letters, digits, '_' or '-'")
+    try:
+        json.dumps(metadata, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"metadata must be plain JSON (no NaN, Infinity or objects): {exc}") from None
+
+
+class NoteInput(BaseModel):
+    """One thing to remember, as given to ``add_many``."""
+
+    content: str
+    event_time: datetime | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class EnrichReport(BaseModel):
+    enriched: int = 0
+    still_pending: int = 0
+    failed: int = 0

@@ -96,6 +96,18 @@ def make_candidates(found: list[tuple[Note, float]], prefix: str = "N") -> list[
     return [Candidate(f"{prefix}{i}", n, sim) for i, (n, sim) in enumerate(found, start=1)]
 
 
+def pool_candidates(per_note: list[list[Candidate]], limit: int) -> list[Candidate]:
+    """One neighbour list for a batch: each note once, at its best similarity, best first, re-aliased."""
+    pooled: dict[str, Candidate] = {}
+    for found in per_note:
+        for cand in found:
+            best = pooled.get(cand.note.id)
+            if best is None or cand.similarity > best.similarity:
+                pooled[cand.note.id] = cand
+    ranked = sorted(pooled.values(), key=lambda c: -c.similarity)[:limit]
+    return make_candidates([(c.note, c.similarity) for c in ranked])
+
+
 def updatable(candidates: list[Candidate], evolve_floor: float) -> list[str]:
     """Evolution is offered only for neighbours this close: small models otherwise rewrite everything."""
     return [c.alias for c in candidates if c.similarity >= evolve_floor]

@@ -14,9 +14,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from ..embed.base import Vectors
 from ..errors import InvalidInput
-from ..notes import EnrichState, Link, LLMCall, Note, NoteVersion, Scope, to_utc
-
-METADATA_KEY_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+from ..notes import EnrichState, Link, LLMCall, Note, NoteVersion, Scope, is_metadata_key, to_utc
 
 
 class Filters(BaseModel):
@@ -38,7 +36,7 @@ class Filters(BaseModel):
     @classmethod
     def _keys(cls, v: dict[str, Any]) -> dict[str, Any]:
         for key in v:
-            if not key or len(key) > 64 or not set(key) <= METADATA_KEY_CHARS:
+            if not is_metadata_key(key):
                 raise InvalidInput(f"metadata filter key {key!r}: use 1-64 letters, digits, '_' or '-'")
         return v
 
