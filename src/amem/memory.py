@@ -438,8 +438,8 @@ class Memory:
         if k < 1 or k > 1000:
             raise InvalidInput("k must be between 1 and 1000")
         preset = preset or self.settings.retrieval
-        if preset not in ("hybrid", "paper"):
-            raise InvalidInput(f"unknown retrieval preset {preset!r}: use 'hybrid' or 'paper'")
+        if preset not in ("hybrid", "paper", "keyword"):
+            raise InvalidInput(f"unknown retrieval preset {preset!r}: use 'hybrid', 'paper' or 'keyword'")
         opts = SearchOptions(k=k, preset=preset, expand=expand, token_budget=token_budget)
         return run_search(self.store, self.embedder, query, self.scope, filters, opts)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,9 @@ import click
 
 from ..config import Settings
 from ..render import progress_bar
+from .methods import METHODS
+
+METHOD_NAMES = tuple(METHODS)
 
 
 @click.group(name="bench")
@@ -53,3 +57,112 @@ def scale(obj: Any, sizes: tuple[int, ...], bench_embedder: str, queries: int, o
     (folder / "results.md").write_text(table + "\n")
     click.echo(table)
     click.echo(f"\nresults in {folder}", err=True)
+
+
+@bench.command(name="locomo")
+@click.option(
+    "--data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="A LoCoMo-format JSON file.",
+)
+@click.option("--conversation", "conversations", multiple=True, help="Only these sample ids (repeatable).")
+@click.option("--methods", default=",".join(METHOD_NAMES), show_default=True, help="Comma-separated methods.")
+@click.option(
+    "--max-turns",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Ingest at most this many turns per conversation (questions beyond them are skipped).",
+)
+@click.option("--max-questions", type=click.IntRange(min=1), default=None, help="Per conversation.")
+@click.option(
+    "--k", "ks", default="5,10,20", show_default=True, help="Comma-separated k values for recall@k."
+)
+@click.option(
+    "--budget",
+    type=click.IntRange(min=1),
+    default=1200,
+    show_default=True,
+    help="Token budget for link expansion.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Turns per LLM call when ingesting.",
+)
+@click.option("--answer-llm", default=None, help="Answering model (provider:model); none: retrieval only.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for stores and results [default <home>/bench/locomo].",
+)
+@click.option("--name", default=None, help="Name of this run's result folder [default: a timestamp].")
+@click.pass_obj
+def locomo_cmd(
+    obj: Any,
+    data: Path,
+    conversations: tuple[str, ...],
+    methods: str,
+    max_turns: int | None,
+    max_questions: int | None,
+    ks: str,
+    budget: int,
+    batch_size: int,
+    answer_llm: str | None,
+    out: Path | None,
+    name: str | None,
+) -> None:
+    """Evidence recall, answer F1/BLEU-1 and cost on LoCoMo for amem and the baselines, in one run."""
+    from ..providers import make_llm
+    from . import report
+    from .locomo import EvalOptions, run_locomo
+
+    settings: Settings = obj.settings
+    try:
+        k_values = tuple(sorted({int(k) for k in ks.split(",") if k.strip()}))
+    except ValueError:
+        raise click.BadParameter("use comma-separated integers, e.g. 5,10,20", param_hint="--k") from None
+    answer_k = 10 if 10 in k_values else k_values[-1]
+    opts = EvalOptions(
+        ks=k_values,
+        answer_k=answer_k,
+        token_budget=budget,
+        max_questions=max_questions,
+        answer_llm=make_llm(answer_llm, settings) if answer_llm else None,
+    )
+    folder = out or settings.home / "bench" / "locomo"
+    records, summary = run_locomo(
+        folder,
+        settings,
+        data,
+        conversations,
+        [m.strip() for m in methods.split(",") if m.strip()],
+        opts,
+        max_turns=max_turns,
+        batch_size=batch_size,
+        commit=_commit(),
+        bar=progress_bar,
+    )
+    paths = report.write(folder / "results" / (name or time.strftime("%Y%m%d-%H%M%S")), records, summary)
+    click.echo(report.markdown(summary))
+    click.echo(f"\nresults: {paths['summary'].parent}", err=True)
+
+
+def _commit() -> str | None:
+    """The git commit of the code that ran, when it runs from a checkout (recorded in the summary)."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None

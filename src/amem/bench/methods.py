@@ -24,7 +24,7 @@ BarFactory = Callable[[str, int], AbstractContextManager[Callable[[int, int], No
 class Method:
     name: str
     store: str  # which ingestion this method reads: "raw", "amem", "amem_paper", "amem_no_evolution"
-    preset: str  # retrieval preset: keyword, dense, hybrid, paper, or "all" (full context)
+    preset: str  # retrieval preset: keyword, paper (dense), hybrid, or "all" (full context)
     expand: bool  # follow links
 
 
@@ -32,7 +32,7 @@ METHODS: dict[str, Method] = {
     m.name: m
     for m in (
         Method("bm25", "raw", "keyword", False),
-        Method("dense", "raw", "dense", False),
+        Method("dense", "raw", "paper", False),
         Method("fusion", "raw", "hybrid", False),
         Method("full_context", "raw", "all", False),
         Method("amem_paper", "amem_paper", "paper", True),

@@ -1,6 +1,7 @@
 """Retrieval: dense + keyword fused by reciprocal rank, then 1-hop expansion along links under a budget.
 
-Presets: ``hybrid`` (default) and ``paper`` (dense top-k plus linked neighbours, as in the paper).
+Presets: ``hybrid`` (default), ``paper`` (dense top-k plus linked neighbours, as in the paper) and
+``keyword`` (BM25 only, a baseline for the benchmark).
 Every hit carries its cosine similarity to the query and the reason it was returned.
 """
 
@@ -48,9 +49,13 @@ def search(
     pool = max(opts.pool, opts.k)
     dense = store.nearest(qvec, pool, scope, filters)
     dense_rank = {nid: (i + 1, sim) for i, (nid, sim) in enumerate(dense)}
+    kw_rank: dict[str, tuple[int, float]] = {}
     if opts.preset == "paper":
         ranked = [nid for nid, _ in dense[: opts.k]]
-        kw_rank: dict[str, tuple[int, float]] = {}
+    elif opts.preset == "keyword":
+        keyword = store.keyword(query, opts.k, scope, filters)
+        kw_rank = {nid: (i + 1, score) for i, (nid, score) in enumerate(keyword)}
+        ranked = [nid for nid, _ in keyword]
     else:
         keyword = store.keyword(query, pool, scope, filters)
         kw_rank = {nid: (i + 1, score) for i, (nid, score) in enumerate(keyword)}

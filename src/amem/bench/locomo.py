@@ -1,0 +1,281 @@
+"""`amem bench locomo`: every method on the same questions, scored by category, with cost.
+
+The system never sees a question's category, answer or evidence: retrieval and answering get the
+question text only; the gold fields are used afterwards, for scoring.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import locomo
+from ..llm.base import LLM
+from ..llm.runner import CallFailed, LLMRunner
+from ..memory import Memory
+from ..notes import Note, Scope, SearchHit, format_date
+from ..prompts import answer as answer_prompt
+from ..steps.retrieve import approx_tokens
+from . import metrics
+from .methods import METHODS, Method
+
+CATEGORIES = ("1", "2", "3", "4", "5")
+INGEST_STEPS = frozenset({"construct", "construct_batch", "analyse", "evolve"})
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class EvalOptions:
+    ks: tuple[int, ...] = (5, 10, 20)
+    answer_k: int = 10
+    token_budget: int = 1200
+    max_questions: int | None = None
+    answer_llm: LLM | None = None
+
+
+@dataclass
+class MethodRun:
+    method: Method
+    records: list[dict[str, Any]] = field(default_factory=list)
+    search_ms: list[float] = field(default_factory=list)
+
+
+def note_line(note: Note, with_context: bool) -> str:
+    line = f"[{format_date(note.event_time)}] {note.content}"
+    if with_context and note.context:
+        line += f" (context: {note.context})"
+    return line
+
+
+def retrieve(memory: Memory, method: Method, question: str, k: int, budget: int) -> list[SearchHit]:
+    return memory.search(
+        question,
+        k=k,
+        preset=method.preset,
+        expand=method.expand,
+        token_budget=budget if method.expand else None,
+    )
+
+
+def dia_ids(notes: Sequence[Note]) -> list[str]:
+    seen: dict[str, None] = {}
+    for note in notes:
+        if "dia_id" in note.metadata:
+            seen.setdefault(str(note.metadata["dia_id"]), None)
+    return list(seen)
+
+
+def evaluate_conversation(
+    memory: Memory,
+    run: MethodRun,
+    conv: locomo.Conversation,
+    opts: EvalOptions,
+    runner: LLMRunner | None,
+    progress: Progress | None = None,
+) -> None:
+    method = run.method
+    all_notes = sorted(memory.store.iter_notes(memory.scope), key=lambda n: (n.event_time, n.ingest_time))
+    speakers = " and ".join(s for s in conv.speakers if s) or "two people"
+    questions = conv.qa[: opts.max_questions] if opts.max_questions else conv.qa
+    with_context = method.store != "raw"
+    for i, qa in enumerate(questions, start=1):
+        question = str(qa.get("question", ""))
+        category = int(qa.get("category", 0))
+        evidence = metrics.evidence_ids(qa.get("evidence", []))
+        record: dict[str, Any] = {
+            "method": method.name,
+            "conversation": conv.sample_id,
+            "question": question,
+            "category": category,
+            "evidence": sorted(evidence),
+        }
+        answer_notes: list[Note] = []
+        for k in opts.ks:
+            if method.preset == "all":
+                found = all_notes
+            else:
+                start = time.perf_counter()
+                hits = retrieve(memory, method, question, k, opts.token_budget)
+                elapsed = (time.perf_counter() - start) * 1000
+                if k == opts.answer_k:
+                    run.search_ms.append(elapsed)
+                found = [h.note for h in hits]
+            ids = dia_ids(found)
+            record[f"retrieved@{k}"] = ids
+            record[f"recall@{k}"] = metrics.recall(ids, evidence)
+            if k == opts.answer_k:
+                answer_notes = found
+                record["all_found"] = None if not evidence else evidence <= set(ids)
+        lines = [note_line(n, with_context) for n in answer_notes]
+        record["context_tokens"] = approx_tokens("\n".join(lines)) if lines else 0
+        if runner is not None:
+            record |= _answer(runner, speakers, lines, question, category, qa, memory)
+        run.records.append(record)
+        if progress:
+            progress(i, len(questions))
+
+
+def _answer(
+    runner: LLMRunner,
+    speakers: str,
+    lines: list[str],
+    question: str,
+    category: int,
+    qa: dict[str, Any],
+    memory: Memory,
+) -> dict[str, Any]:
+    prompt = answer_prompt.render(speakers, lines, question)
+    try:
+        out, call = runner.run(prompt, [])
+        text = out.answer
+    except CallFailed as exc:
+        text, call = "", exc.call
+    gold = qa.get("answer", "")
+    return {
+        "answer": text,
+        "gold": gold if category != 5 else None,
+        "answer_tokens_in": call.input_tokens,
+        "answer_ms": call.latency_ms,
+        **metrics.answer_scores(category, text, gold),
+    }
+
+
+def by_category(records: Sequence[dict[str, Any]], key: str) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for cat in CATEGORIES:
+        out[cat] = metrics.mean(_num(r.get(key)) for r in records if str(r["category"]) == cat)
+    out["overall"] = metrics.mean(_num(r.get(key)) for r in records if str(r["category"]) in "1234")
+    return out
+
+
+def _num(value: Any) -> float | None:
+    if value is None:
+        return None
+    return float(value)
+
+
+def ingestion_cost(memory: Memory, conversations: Sequence[str]) -> dict[str, float | None]:
+    """LLM calls, tokens and LLM seconds per ingested turn, from the recorded (uncached) calls."""
+    ids = {n.id for conv in conversations for n in memory.store.iter_notes(Scope(user_id=conv))}
+    turns = len(ids)
+    if not turns:
+        return {"llm_calls_per_turn": None, "llm_tokens_per_turn": None, "seconds_per_turn": None}
+    calls = memory.store.llm_calls(limit=10**9)
+    # a call belongs to the conversation of the note it was made for (the first id it names)
+    mine = [
+        c
+        for c in calls
+        if c.step in INGEST_STEPS and not c.cached and c.note_ids[:1] and c.note_ids[0] in ids
+    ]
+    return {
+        "llm_calls_per_turn": len(mine) / turns,
+        "llm_tokens_per_turn": sum(c.input_tokens + c.output_tokens for c in mine) / turns,
+        "seconds_per_turn": sum(c.latency_ms for c in mine) / 1000 / turns,
+    }
+
+
+def summarise(run: MethodRun, cost: dict[str, float | None], answered: bool) -> dict[str, Any]:
+    recs = run.records
+    out: dict[str, Any] = {f"recall@{k}": by_category(recs, f"recall@{k}") for k in _ks(recs)}
+    out["all_found@10"] = by_category(recs, "all_found")
+    if answered:
+        out["f1"] = by_category(recs, "f1")
+        out["bleu1"] = by_category(recs, "bleu1")
+    out["context_tokens"] = metrics.mean(r["context_tokens"] for r in recs)
+    out |= cost
+    out["search_p50_ms"] = metrics.percentile(run.search_ms, 0.5)
+    out["search_p95_ms"] = metrics.percentile(run.search_ms, 0.95)
+    out["questions"] = len(recs)
+    return out
+
+
+def _ks(records: Sequence[dict[str, Any]]) -> list[int]:
+    if not records:
+        return []
+    return sorted(int(key.split("@")[1]) for key in records[0] if key.startswith("recall@"))
+
+
+def method_list(names: Sequence[str]) -> list[Method]:
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        from ..errors import InvalidInput
+
+        raise InvalidInput(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
+    return [METHODS[n] for n in names]
+
+
+def run_locomo(
+    out: Path,
+    settings: Any,
+    data: Path,
+    conversation_ids: Sequence[str],
+    method_names: Sequence[str],
+    opts: EvalOptions,
+    max_turns: int | None = None,
+    batch_size: int = 1,
+    commit: str | None = None,
+    bar: Any = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Ingest what is missing, evaluate every method, and return (records, summary)."""
+    from .methods import ingest, open_memory
+
+    conversations = [c for c in locomo.load(data) if not conversation_ids or c.sample_id in conversation_ids]
+    ids = [c.sample_id for c in conversations]
+    methods = method_list(method_names)
+    stores = list(dict.fromkeys(m.store for m in methods))
+    ingest(out, stores, settings, data, ids, max_turns, batch_size, bar)
+    records: list[dict[str, Any]] = []
+    summary: dict[str, Any] = {}
+    for method in methods:
+        run = MethodRun(method)
+        with open_memory(out, method.store, settings) as memory:
+            runner = None
+            if opts.answer_llm is not None:
+                runner = LLMRunner(
+                    opts.answer_llm,
+                    memory.store.record_llm_call,
+                    memory.store.cache_get,
+                    memory.store.cache_put,
+                )
+            for conv in conversations:
+                scoped = memory.scoped(user_id=conv.sample_id)
+                if max_turns:  # only the questions whose evidence was ingested can be answered
+                    kept = {t.dia_id for t in conv.turns[:max_turns]}
+                    conv = _only_answerable(conv, kept)
+                label = f"{method.name} {conv.sample_id}"
+                if bar is None:
+                    evaluate_conversation(scoped, run, conv, opts, runner)
+                else:
+                    total = min(len(conv.qa), opts.max_questions or len(conv.qa))
+                    with bar(label, total) as progress:
+                        evaluate_conversation(scoped, run, conv, opts, runner, progress)
+            cost = ingestion_cost(memory, ids) if method.store != "raw" else _no_cost()
+        summary[method.name] = summarise(run, cost, opts.answer_llm is not None)
+        records.extend(run.records)
+    summary["run"] = {
+        "data": str(data),
+        "conversations": ids,
+        "questions": len(records) // max(1, len(methods)),
+        "llm": settings.llm,
+        "embedder": settings.embedder,
+        "answer_llm": getattr(opts.answer_llm, "model_id", None),
+        "ks": list(opts.ks),
+        "token_budget": opts.token_budget,
+        "max_turns": max_turns,
+        "batch_size": batch_size,
+        "commit": commit,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
+    return records, summary
+
+
+def _no_cost() -> dict[str, float | None]:
+    return {"llm_calls_per_turn": 0.0, "llm_tokens_per_turn": 0.0, "seconds_per_turn": 0.0}
+
+
+def _only_answerable(conv: locomo.Conversation, kept: set[str]) -> locomo.Conversation:
+    qa = [q for q in conv.qa if metrics.evidence_ids(q.get("evidence", [])) <= kept]
+    return locomo.Conversation(conv.sample_id, conv.speakers, [t for t in conv.turns if t.dia_id in kept], qa)

@@ -1,0 +1,93 @@
+"""Result files of a LoCoMo run: per-question records, the summary JSON, a Markdown table and a plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+COLUMNS = ("1", "2", "3", "4")
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    methods = {k: v for k, v in summary.items() if k != "run"}
+    ks = sorted({int(key.split("@")[1]) for m in methods.values() for key in m if key.startswith("recall@")})
+    head = ["method", *(f"R@{k}" for k in ks), "R@10 by cat 1/2/3/4", "R@10 cat 5", "all@10", "ctx tokens"]
+    answered = any("f1" in m for m in methods.values())
+    if answered:
+        head += ["F1", "F1 by cat 1/2/3/4", "abstain cat 5", "BLEU-1"]
+    head += ["calls/turn", "tokens/turn", "LLM s/turn", "search p50/p95 ms"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, m in methods.items():
+        r10 = m.get("recall@10", {})
+        row = [name, *(_fmt(m.get(f"recall@{k}", {}).get("overall")) for k in ks)]
+        row += [" / ".join(_fmt(r10.get(c), 2) for c in COLUMNS), _fmt(r10.get("5"), 2)]
+        row += [_fmt(m.get("all_found@10", {}).get("overall"), 2), _fmt(m.get("context_tokens"), 0)]
+        if answered:
+            f1 = m.get("f1", {})
+            row += [
+                _fmt(f1.get("overall")),
+                " / ".join(_fmt(f1.get(c), 2) for c in COLUMNS),
+                _fmt(f1.get("5"), 2),
+            ]
+            row += [_fmt(m.get("bleu1", {}).get("overall"))]
+        row += [_fmt(m.get("llm_calls_per_turn"), 2), _fmt(m.get("llm_tokens_per_turn"), 0)]
+        row += [_fmt(m.get("seconds_per_turn"), 2)]
+        row += [f"{_fmt(m.get('search_p50_ms'), 1)} / {_fmt(m.get('search_p95_ms'), 1)}"]
+        lines.append("| " + " | ".join(row) + " |")
+    run = summary.get("run", {})
+    lines.append("")
+    lines.append(
+        f"Data {run.get('data')}, conversations {', '.join(run.get('conversations', []))}, "
+        f"{run.get('questions')} questions; LLM {run.get('llm')}, embedder {run.get('embedder')}, "
+        f"answers by {run.get('answer_llm') or 'none'}; commit {run.get('commit')}."
+    )
+    return "\n".join(lines)
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for name, m in summary.items():
+        if name == "run":
+            continue
+        ks = sorted(int(key.split("@")[1]) for key in m if key.startswith("recall@"))
+        values = [m[f"recall@{k}"]["overall"] for k in ks]
+        if any(v is None for v in values):
+            continue
+        ax.plot(ks, values, marker="o", label=name)
+    ax.set_xlabel("k (notes or turns retrieved, before link expansion)")
+    ax.set_ylabel("evidence recall, categories 1-4")
+    ax.set_title("LoCoMo evidence recall@k")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write(out: Path, records: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "records": out / "records.json",
+        "summary": out / "summary.json",
+        "markdown": out / "summary.md",
+        "plot": out / "recall.png",
+    }
+    paths["records"].write_text(json.dumps(records, indent=1, default=str))
+    paths["summary"].write_text(json.dumps(summary, indent=2, default=str))
+    paths["markdown"].write_text(markdown(summary) + "\n")
+    plot(summary, paths["plot"])
+    return paths

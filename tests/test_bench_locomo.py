@@ -1,0 +1,159 @@
+"""The LoCoMo benchmark: metric functions against hand-computed cases, and an end-to-end run on a tiny file."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from amem.bench import metrics
+from amem.bench.report import markdown
+from amem.cli import cli
+
+FIXTURE = Path(__file__).parent / "data" / "locomo_tiny.json"
+
+
+def test_normalise_strips_case_punctuation_and_articles() -> None:
+    assert metrics.normalise("The Sunrise, and a LAKE!") == "sunrise lake"
+
+
+def test_token_f1_hand_computed() -> None:
+    # pred: paint sunris; gold: she paint sunris over lake (articles dropped) -> P = 2/2, R = 2/5, F1 = 4/7
+    assert metrics.token_f1("painting sunrises", "She painted a sunrise over the lake") == pytest.approx(
+        4 / 7
+    )
+    assert metrics.token_f1("7 May 2023", "7 May 2023") == 1.0
+    assert metrics.token_f1("Berlin", "Lisbon") == 0.0
+    assert metrics.token_f1("", "") == 1.0 and metrics.token_f1("x", "") == 0.0
+
+
+def test_multi_hop_f1_matches_each_gold_part() -> None:
+    # gold parts: "pottery", "painting"; prediction parts: "painting", "camping"
+    assert metrics.multi_f1("painting, camping", "pottery, painting") == pytest.approx(0.5)
+    assert metrics.answer_scores(1, "painting, pottery", "pottery, painting")["f1"] == 1.0
+
+
+def test_bleu1_hand_computed() -> None:
+    # pred: go to lake (3 tokens); gold: went to lake yesterday (4) -> clipped matches to, lake = 2
+    # precision 2/3, brevity penalty exp(1 - 4/3)
+    assert metrics.bleu1("go to the lake", "went to the lake yesterday") == pytest.approx(
+        (2 / 3) * math.exp(1 - 4 / 3)
+    )
+    assert metrics.bleu1("same words here", "same words here") == 1.0
+
+
+def test_category_5_is_scored_as_abstention_never_against_the_trap() -> None:
+    assert metrics.answer_scores(5, "Not mentioned in the conversation.", None) == {"f1": 1.0, "bleu1": 1.0}
+    trap = metrics.answer_scores(5, "self-care is important", "self-care is important")
+    assert trap == {"f1": 0.0, "bleu1": 0.0}
+    for said in ("There is no information about that.", "The notes do not mention it", "Unknown"):
+        assert metrics.abstained(said)
+    assert not metrics.abstained("She went to the lake")
+
+
+def test_evidence_ids_and_recall() -> None:
+    assert metrics.evidence_ids(["D1:3", "D8:6; D9:17", "D", "D:11:26"]) == {"D1:3", "D8:6", "D9:17"}
+    assert metrics.recall(["D1:3", "D2:1"], {"D1:3", "D8:6"}) == 0.5
+    assert metrics.recall(["D1:3"], set()) is None
+    assert metrics.mean([1.0, None, 0.0]) == 0.5
+    assert metrics.percentile([5.0, 1.0, 3.0], 0.5) == 3.0
+
+
+def test_bench_locomo_end_to_end_with_the_fake_llm(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    args = [
+        "--home",
+        str(tmp_path / "home"),
+        "--llm",
+        "fake",
+        "--embedder",
+        "fake",
+        "bench",
+        "locomo",
+        "--data",
+        str(FIXTURE),
+        "--answer-llm",
+        "fake",
+        "--out",
+        str(out),
+        "--name",
+        "run1",
+    ]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    folder = out / "results" / "run1"
+    summary = json.loads((folder / "summary.json").read_text())
+    expected = {
+        "bm25",
+        "dense",
+        "fusion",
+        "full_context",
+        "amem_paper",
+        "amem",
+        "amem_no_links",
+        "amem_no_evolution",
+    }
+    assert set(summary) == expected | {"run"}
+    for name in expected:
+        m = summary[name]
+        for key in ("recall@5", "recall@10", "recall@20", "all_found@10", "f1", "bleu1"):
+            assert set(m[key]) == {"1", "2", "3", "4", "5", "overall"}, (name, key)
+        for key in ("context_tokens", "llm_calls_per_turn", "llm_tokens_per_turn", "seconds_per_turn"):
+            assert key in m
+        assert "search_p50_ms" in m and "search_p95_ms" in m
+    assert summary["full_context"]["recall@5"]["overall"] == 1.0  # every turn is in the context
+    assert summary["bm25"]["llm_calls_per_turn"] == 0.0
+    assert 0 < summary["amem"]["llm_calls_per_turn"] <= 1.0  # the default pipeline: one call per turn
+    assert summary["amem_paper"]["llm_calls_per_turn"] >= 1.0
+    assert summary["run"]["conversations"] == ["conv-a", "conv-b"]
+    records = json.loads((folder / "records.json").read_text())
+    assert {r["method"] for r in records} == expected
+    first = records[0]
+    for key in (
+        "question",
+        "category",
+        "evidence",
+        "retrieved@10",
+        "recall@10",
+        "answer",
+        "f1",
+        "context_tokens",
+    ):
+        assert key in first
+    assert (folder / "recall.png").stat().st_size > 1000
+    assert "| amem |" in (folder / "summary.md").read_text()
+    # a rerun resumes: nothing is ingested again and cached answers cost no call
+    again = CliRunner().invoke(cli, [*args[:-1], "run2"])
+    assert again.exit_code == 0, again.output
+    second = json.loads((out / "results" / "run2" / "summary.json").read_text())
+    assert second["amem"]["recall@10"] == summary["amem"]["recall@10"]
+
+
+def test_system_never_sees_gold_fields(tmp_path: Path) -> None:
+    from amem.llm.fake import FakeLLM
+
+    seen: list[str] = []
+    llm = FakeLLM(handler=lambda messages, schema: seen.append(messages[-1].content) or {"answer": "x"})
+    from amem.bench.locomo import EvalOptions, run_locomo
+    from amem.config import Settings
+
+    settings = Settings.resolve({"home": tmp_path, "llm": "fake", "embedder": "fake"})
+    run_locomo(tmp_path / "b", settings, FIXTURE, [], ["fusion"], EvalOptions(answer_llm=llm))
+    data = json.loads(FIXTURE.read_text())
+    golds = [str(q.get("answer") or q.get("adversarial_answer")) for c in data for q in c["qa"]]
+    assert seen and all("category" not in p for p in seen)
+    for prompt in seen:
+        question = prompt.rsplit("QUESTION:", 1)[1]
+        assert not any(g in question for g in golds if len(g) > 3)
+
+
+def test_markdown_handles_missing_answers() -> None:
+    summary = {
+        "bm25": {"recall@10": {"1": 0.5, "2": None, "3": None, "4": 1.0, "5": None, "overall": 0.75}},
+        "run": {"conversations": ["c"]},
+    }
+    table = markdown(summary)
+    assert "| bm25 | 0.750 |" in table and "F1" not in table
