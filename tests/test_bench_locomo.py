@@ -1,4 +1,4 @@
-"""The LoCoMo benchmark: metric functions against hand-computed cases, and an end-to-end run on a tiny file."""
+"""The LoCoMo benchmark: metrics against hand-computed cases, and an end-to-end run on a tiny file."""
 
 from __future__ import annotations
 
