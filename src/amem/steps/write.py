@@ -14,6 +14,7 @@ from ..llm.runner import LLMRunner
 from ..notes import Note
 from ..prompts import analyse, batch, evolve, note
 from ..prompts.common import Candidate
+from ..text import STOPWORDS
 
 #: The candidates for a (possibly enriched) note, aliased N1..Nk.
 NeighbourFinder = Callable[[Note], list[Candidate]]
@@ -51,15 +52,7 @@ def without_speaker(keywords: list[str], note: Note) -> list[str]:
 
 _WORD = re.compile(r"[^\W_]{3,}", re.UNICODE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
-# fmt: off
-_STOP = frozenset({
-    "the", "and", "for", "are", "was", "were", "has", "have", "had", "his", "her", "she", "him",
-    "they", "them", "their", "this", "that", "with", "from", "will", "would", "about", "into",
-    "after", "before", "says", "said", "just", "very", "also", "been", "being", "what", "when",
-    "where", "which", "who", "how", "not", "but", "you", "your", "our", "out", "all", "any", "can",
-    "did", "does", "its", "it's",
-})
-# fmt: on
+_STOP = STOPWORDS
 
 
 def _stems(text: str) -> set[str]:

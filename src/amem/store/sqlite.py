@@ -21,6 +21,7 @@ import numpy as np
 from ..embed.base import Vectors
 from ..errors import StoreError
 from ..notes import Link, LLMCall, Note, NoteVersion, Scope, VersionCause
+from ..text import STOPWORDS
 from .base import Filters
 from .sqlite_schema import MIGRATIONS, fmt_time, note_row, parse_time, row_note
 from .vector_index import VectorIndex
@@ -29,9 +30,11 @@ _FTS_WORD = re.compile(r"\w+", re.UNICODE)
 
 
 def fts_query(text: str) -> str:
-    """Any user text becomes an OR of quoted terms: FTS5 syntax in the text can never be injected."""
+    """Any user text becomes an OR of quoted terms: FTS5 syntax in the text can never be injected.
+    Stop words are left out unless nothing else remains."""
     words = [w for w in _FTS_WORD.findall(text.lower()) if len(w) > 1 or w.isdigit()]
-    seen: dict[str, None] = dict.fromkeys(words[:64])
+    content = [w for w in words if w not in STOPWORDS]
+    seen: dict[str, None] = dict.fromkeys((content or words)[:64])
     return " OR ".join('"' + w.replace('"', "") + '"' for w in seen)
 
 

@@ -1,0 +1,16 @@
+"""Small text helpers shared by the keyword index and the answer validators."""
+
+from __future__ import annotations
+
+# fmt: off
+#: Function words: they match almost every note, so a keyword query spends its time on them for nothing.
+STOPWORDS = frozenset("""
+a about above after again against all also am an and any are as at be because been before being below
+between both but by can could did do does doing down during each few for from further had has have
+having he her here hers herself him himself his how i if in into is it its itself just me more most my
+myself no nor not now of off on once only or other our ours ourselves out over own same she should so
+some such than that the their theirs them themselves then there these they this those through to too
+under until up very was we were what when where which while who whom why will with would you your
+yours yourself yourselves it's i'm don't didn't says said
+""".split())
+# fmt: on
