@@ -157,3 +157,32 @@ def test_markdown_handles_missing_answers() -> None:
     }
     table = markdown(summary)
     assert "| bm25 | 0.750 |" in table and "F1" not in table
+
+
+def test_truncate_keeps_sessions_and_answerable_questions() -> None:
+    from amem.locomo import load, truncate
+
+    conv = load(FIXTURE)[1]  # conv-b: sessions 1, 2 and 10
+    cut, horizon = truncate(conv, max_sessions=1)
+    assert {t.session for t in cut.turns} == {1}
+    assert horizon is not None and all(t.event_time < horizon for t in cut.turns)
+    kept = {t.dia_id for t in cut.turns}
+    assert all(metrics.evidence_ids(q["evidence"]) <= kept for q in cut.qa)
+    assert len(cut.qa) < len(conv.qa)
+    whole, none = truncate(conv)
+    assert whole is conv and none is None
+
+
+def test_max_sessions_gives_every_method_the_same_turns(tmp_path: Path) -> None:
+    from amem.bench.locomo import EvalOptions, run_locomo
+    from amem.config import Settings
+
+    settings = Settings.resolve({"home": tmp_path, "llm": "fake", "embedder": "fake"})
+    # the raw store is ingested whole first, as a previous full run would leave it
+    run_locomo(tmp_path / "b", settings, FIXTURE, [], ["bm25"], EvalOptions())
+    records, summary = run_locomo(
+        tmp_path / "b", settings, FIXTURE, [], ["full_context", "amem"], EvalOptions(), max_sessions=1
+    )
+    assert summary["run"]["max_sessions"] == 1
+    for r in records:
+        assert all(d.startswith("D1:") for d in r["retrieved@10"]), r

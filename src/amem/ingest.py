@@ -63,6 +63,7 @@ def ingest_locomo(
     max_turns: int | None = None,
     batch_size: int | None = None,
     bar: BarFactory | None = None,
+    max_sessions: int | None = None,
 ) -> dict[str, Any]:
     """One scope per conversation (user id = sample id unless the memory already has a user)."""
     conversations = [c for c in locomo.load(path) if not only or c.sample_id in only]
@@ -77,7 +78,7 @@ def ingest_locomo(
             run_id=memory.scope.run_id,
         )
         done = stored_sources(scoped)
-        turns = conv.turns[:max_turns] if max_turns else conv.turns
+        turns = locomo.truncate(conv, max_sessions, max_turns)[0].turns
         todo = [
             NoteInput(
                 content=t.content(),

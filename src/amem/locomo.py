@@ -12,6 +12,7 @@ from typing import Any
 from .errors import InvalidInput
 
 _SESSION = re.compile(r"^session_(\d+)$")
+_EVIDENCE = re.compile(r"D\d+:\d+")
 
 
 @dataclass(frozen=True)
@@ -103,3 +104,30 @@ def _conversation(index: int, item: dict[str, Any]) -> Conversation:
     return Conversation(
         str(item.get("sample_id", f"conv-{index}")), speakers, turns, list(item.get("qa", []))
     )
+
+
+def evidence_ids(evidence: Any) -> set[str]:
+    """LoCoMo evidence lists hold 'D1:3', but also 'D8:6; D9:17' and the odd malformed id."""
+    return {m for item in evidence or [] for m in _EVIDENCE.findall(str(item))}
+
+
+def truncate(
+    conv: Conversation, max_sessions: int | None = None, max_turns: int | None = None
+) -> tuple[Conversation, datetime | None]:
+    """The first ``max_sessions`` sessions and at most ``max_turns`` turns, and the horizon: the event time
+    of the first turn left out. Searches filtered to before the horizon see the same turns whatever was
+    ingested; questions are kept only when all their evidence lies before it."""
+    turns = conv.turns
+    if max_sessions is not None:
+        keep = set(sorted({t.session for t in turns})[:max_sessions])
+        turns = [t for t in turns if t.session in keep]
+    if max_turns is not None:
+        turns = turns[:max_turns]
+    kept = {t.dia_id for t in turns}
+    left_out = [t.event_time for t in conv.turns if t.dia_id not in kept]
+    if not left_out:
+        return conv, None
+    horizon = min(left_out)
+    visible = {t.dia_id for t in turns if t.event_time < horizon}
+    qa = [q for q in conv.qa if evidence_ids(q.get("evidence", [])) <= visible]
+    return Conversation(conv.sample_id, conv.speakers, turns, qa), horizon

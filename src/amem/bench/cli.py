@@ -74,6 +74,12 @@ def scale(obj: Any, sizes: tuple[int, ...], bench_embedder: str, queries: int, o
     default=None,
     help="Ingest at most this many turns per conversation (questions beyond them are skipped).",
 )
+@click.option(
+    "--max-sessions",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Only the first N sessions of each conversation (every method sees the same turns).",
+)
 @click.option("--max-questions", type=click.IntRange(min=1), default=None, help="Per conversation.")
 @click.option(
     "--k", "ks", default="5,10,20", show_default=True, help="Comma-separated k values for recall@k."
@@ -107,6 +113,7 @@ def locomo_cmd(
     conversations: tuple[str, ...],
     methods: str,
     max_turns: int | None,
+    max_sessions: int | None,
     max_questions: int | None,
     ks: str,
     budget: int,
@@ -142,6 +149,7 @@ def locomo_cmd(
         [m.strip() for m in methods.split(",") if m.strip()],
         opts,
         max_turns=max_turns,
+        max_sessions=max_sessions,
         batch_size=batch_size,
         commit=_commit(),
         bar=progress_bar,

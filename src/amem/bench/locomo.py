@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from ..memory import Memory
 from ..notes import Note, Scope, SearchHit, format_date
 from ..prompts import answer as answer_prompt
 from ..steps.retrieve import approx_tokens
+from ..store import Filters
 from . import metrics
 from .methods import METHODS, Method
 
@@ -50,10 +52,13 @@ def note_line(note: Note, with_context: bool) -> str:
     return line
 
 
-def retrieve(memory: Memory, method: Method, question: str, k: int, budget: int) -> list[SearchHit]:
+def retrieve(
+    memory: Memory, method: Method, question: str, k: int, budget: int, filters: Filters | None
+) -> list[SearchHit]:
     return memory.search(
         question,
         k=k,
+        filters=filters,
         preset=method.preset,
         expand=method.expand,
         token_budget=budget if method.expand else None,
@@ -75,9 +80,15 @@ def evaluate_conversation(
     opts: EvalOptions,
     runner: LLMRunner | None,
     progress: Progress | None = None,
+    horizon: datetime | None = None,
 ) -> None:
+    """Score every question of ``conv``; with a horizon, every method sees only the turns before it."""
     method = run.method
-    all_notes = sorted(memory.store.iter_notes(memory.scope), key=lambda n: (n.event_time, n.ingest_time))
+    filters = Filters(event_before=horizon) if horizon else None
+    all_notes = sorted(
+        (n for n in memory.store.iter_notes(memory.scope) if horizon is None or n.event_time < horizon),
+        key=lambda n: (n.event_time, n.ingest_time),
+    )
     speakers = " and ".join(s for s in conv.speakers if s) or "two people"
     questions = conv.qa[: opts.max_questions] if opts.max_questions else conv.qa
     with_context = method.store != "raw"
@@ -98,7 +109,7 @@ def evaluate_conversation(
                 found = all_notes
             else:
                 start = time.perf_counter()
-                hits = retrieve(memory, method, question, k, opts.token_budget)
+                hits = retrieve(memory, method, question, k, opts.token_budget, filters)
                 elapsed = (time.perf_counter() - start) * 1000
                 if k == opts.answer_k:
                     run.search_ms.append(elapsed)
@@ -218,6 +229,7 @@ def run_locomo(
     batch_size: int = 1,
     commit: str | None = None,
     bar: Any = None,
+    max_sessions: int | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Ingest what is missing, evaluate every method, and return (records, summary)."""
     from .methods import ingest, open_memory
@@ -226,7 +238,7 @@ def run_locomo(
     ids = [c.sample_id for c in conversations]
     methods = method_list(method_names)
     stores = list(dict.fromkeys(m.store for m in methods))
-    ingest(out, stores, settings, data, ids, max_turns, batch_size, bar)
+    ingest(out, stores, settings, data, ids, max_turns, batch_size, bar, max_sessions)
     records: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}
     for method in methods:
@@ -242,16 +254,13 @@ def run_locomo(
                 )
             for conv in conversations:
                 scoped = memory.scoped(user_id=conv.sample_id)
-                if max_turns:  # only the questions whose evidence was ingested can be answered
-                    kept = {t.dia_id for t in conv.turns[:max_turns]}
-                    conv = _only_answerable(conv, kept)
-                label = f"{method.name} {conv.sample_id}"
+                cut, horizon = locomo.truncate(conv, max_sessions, max_turns)
                 if bar is None:
-                    evaluate_conversation(scoped, run, conv, opts, runner)
+                    evaluate_conversation(scoped, run, cut, opts, runner, horizon=horizon)
                 else:
-                    total = min(len(conv.qa), opts.max_questions or len(conv.qa))
-                    with bar(label, total) as progress:
-                        evaluate_conversation(scoped, run, conv, opts, runner, progress)
+                    total = min(len(cut.qa), opts.max_questions or len(cut.qa))
+                    with bar(f"{method.name} {conv.sample_id}", total) as progress:
+                        evaluate_conversation(scoped, run, cut, opts, runner, progress, horizon)
             cost = ingestion_cost(memory, ids) if method.store != "raw" else _no_cost()
         summary[method.name] = summarise(run, cost, opts.answer_llm is not None)
         records.extend(run.records)
@@ -265,6 +274,7 @@ def run_locomo(
         "ks": list(opts.ks),
         "token_budget": opts.token_budget,
         "max_turns": max_turns,
+        "max_sessions": max_sessions,
         "batch_size": batch_size,
         "commit": commit,
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
@@ -274,8 +284,3 @@ def run_locomo(
 
 def _no_cost() -> dict[str, float | None]:
     return {"llm_calls_per_turn": 0.0, "llm_tokens_per_turn": 0.0, "seconds_per_turn": 0.0}
-
-
-def _only_answerable(conv: locomo.Conversation, kept: set[str]) -> locomo.Conversation:
-    qa = [q for q in conv.qa if metrics.evidence_ids(q.get("evidence", [])) <= kept]
-    return locomo.Conversation(conv.sample_id, conv.speakers, [t for t in conv.turns if t.dia_id in kept], qa)

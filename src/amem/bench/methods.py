@@ -76,11 +76,12 @@ def ingest(
     max_turns: int | None,
     batch_size: int,
     bar: BarFactory | None = None,
+    max_sessions: int | None = None,
 ) -> dict[str, int]:
     """Bring every store up to date (resumable: turns already stored are skipped)."""
     added: dict[str, int] = {}
     for store in stores:
         with open_memory(out, store, settings) as memory:
-            report = ingest_locomo(memory, data, conversations, max_turns, batch_size, bar)
+            report = ingest_locomo(memory, data, conversations, max_turns, batch_size, bar, max_sessions)
             added[store] = int(report["added"])
     return added

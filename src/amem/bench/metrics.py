@@ -15,9 +15,10 @@ from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
+from ..locomo import evidence_ids as evidence_ids  # re-exported: scoring needs it too
+
 _ARTICLES = re.compile(r"\b(a|an|the|and)\b")
 _PUNCT = str.maketrans("", "", string.punctuation + "‘’“”")
-_EVIDENCE = re.compile(r"D\d+:\d+")
 _ABSTAIN = re.compile(
     r"\b(not mentioned|no mention|not (?:stated|specified|provided|available|discussed|known|say|said|clear)"
     r"|no information|not enough information|unknown|cannot be determined|can't be determined"
@@ -85,11 +86,6 @@ def answer_scores(category: int, prediction: str, gold: Any) -> dict[str, float]
     gold_text = str(gold)
     f1 = multi_f1(prediction, gold_text) if category == 1 else token_f1(prediction, gold_text)
     return {"f1": f1, "bleu1": bleu1(prediction, gold_text)}
-
-
-def evidence_ids(evidence: Iterable[str]) -> set[str]:
-    """LoCoMo evidence lists hold 'D1:3', but also 'D8:6; D9:17' and the odd malformed id."""
-    return {m for item in evidence for m in _EVIDENCE.findall(str(item))}
 
 
 def recall(retrieved: Sequence[str], evidence: set[str]) -> float | None:
