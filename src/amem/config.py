@@ -43,6 +43,7 @@ class Settings:
     llm_timeout: float = 120.0
     llm_cache: bool = True
     llm_threads: int = 0  # 0: let the local runtime decide
+    llm_context: int = 4096  # context window of the local LLM, in tokens
 
     @property
     def db_path(self) -> Path:
