@@ -240,3 +240,15 @@ def test_context_sentences_borrowed_from_neighbours_are_dropped() -> None:
     borrowed = "Jonas accepted the Lisbon job at a shipping company. Maya is swimming twice a week."
     assert grounded_context(borrowed, n) == "Maya is swimming twice a week."
     assert grounded_context("Unrelated words entirely.", n) == "Unrelated words entirely."
+
+
+def test_evolution_must_keep_describing_the_neighbour() -> None:
+    from amem.steps.write import plausible_update
+
+    neighbour = Note(content="Jon: Yeah definitely! Wanna see my moves next Fri? Can't wait!")
+    pasted = "Jon says he's excited about the upcoming dance show at a nearby festival next month."
+    assert not plausible_update(pasted, neighbour)
+    offer = Note(
+        content="Jonas: I'm still deciding whether to take the job offer in Lisbon by the end of the month."
+    )
+    assert plausible_update("Jonas accepted the Lisbon job offer after deciding in April.", offer)

@@ -23,7 +23,7 @@ from .note import (
     update_schema,
 )
 
-VERSION = "batch-v3"
+VERSION = "batch-v4"
 STEP = "construct_batch"
 
 INSTRUCTIONS = """You maintain an agent's long-term memory as small atomic notes.

@@ -15,9 +15,11 @@ from ..llm.runner import Prompt
 from ..notes import Note, format_date
 from .common import Attributes, Candidate, clean_sentence, clean_terms, clip, show_note, string_array
 
-VERSION = "note-v3"
+VERSION = "note-v4"
 #: At most this many links per new note: small models otherwise link to every candidate.
 MAX_LINKS = 3
+#: At most this many neighbours rewritten per new note.
+MAX_UPDATES = 2
 STEP = "construct"
 
 INSTRUCTIONS = """You maintain an agent's long-term memory as small atomic notes.
@@ -95,7 +97,7 @@ def filter_updates(updates: list[UpdateOut], allowed: set[str]) -> list[UpdateOu
         alias = update.note.strip().upper()
         if alias in allowed and alias not in seen and len(update.context) >= 8:
             seen[alias] = UpdateOut(note=alias, context=update.context, tags=update.tags)
-    return list(seen.values())
+    return list(seen.values())[:MAX_UPDATES]
 
 
 def link_schema(aliases: list[str]) -> dict[str, Any]:
@@ -116,7 +118,7 @@ def link_schema(aliases: list[str]) -> dict[str, Any]:
 def update_schema(aliases: list[str]) -> dict[str, Any]:
     return {
         "type": "array",
-        "maxItems": len(aliases),
+        "maxItems": min(MAX_UPDATES, len(aliases)),
         "items": {
             "type": "object",
             "properties": {

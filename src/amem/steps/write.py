@@ -77,12 +77,18 @@ def grounded_context(context: str, note: Note) -> str:
     return " ".join(kept or sentences[:1])
 
 
+#: An evolved context must keep at least this share of the neighbour's own content words.
+UPDATE_OVERLAP = 0.25
+
+
 def plausible_update(context: str, neighbour: Note) -> bool:
-    """An evolved context must still be about the neighbour: it shares a word stem with the
-    neighbour's own content (its speaker aside). Small models otherwise paste the new note's context."""
+    """An evolved context must still describe the neighbour: it keeps a quarter (and at least two) of the
+    word stems of the neighbour's own content, its speaker aside. Small models otherwise overwrite a
+    neighbour with the new note's context, or with a third note's."""
     speaker = _SPEAKER.match(neighbour.content)
     own = _stems(neighbour.content) - (_stems(speaker.group(1)) if speaker else set())
-    return bool(_stems(context) & own)
+    shared = _stems(context) & own
+    return bool(own) and len(shared) >= min(2, len(own)) and len(shared) / len(own) >= UPDATE_OVERLAP
 
 
 def make_candidates(found: list[tuple[Note, float]], prefix: str = "N") -> list[Candidate]:
