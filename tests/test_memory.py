@@ -85,7 +85,7 @@ def test_evolution_updates_neighbour_with_new_version_and_fresh_index(tmp_path: 
             updates=[
                 {
                     "note": "N1",
-                    "context": "Maya signed up for the Berlin marathon but a zebracorn injury puts it at risk.",
+                    "context": "Maya signed up for the Berlin marathon; a zebracorn injury puts it at risk.",
                     "tags": ["sport", "injury"],
                 }
             ],
