@@ -187,13 +187,9 @@ class Memory:
     ) -> Note:
         """Store one note and enrich it (attributes, links, evolution). On LLM failure the note is kept
         as ``pending`` with a content embedding, searchable at once; ``enrich()`` finishes it later."""
-        try:
-            item = NoteInput.model_validate(
-                {"content": content, "event_time": event_time, "metadata": metadata or {}}
-            )
-        except ValueError as exc:
-            raise InvalidInput(f"bad note: {exc}") from None
-        note = self._new_note(item)
+        note = self._new_note(
+            self._coerce({"content": content, "event_time": event_time, "metadata": metadata or {}})
+        )
         self._check_embedder()
         base = self.embedder.embed_documents([note.embedding_text()])[0]
         if not self.llm_enabled:
@@ -240,7 +236,7 @@ class Memory:
             try:
                 return NoteInput.model_validate(item)
             except ValueError as exc:
-                raise InvalidInput(f"bad note input: {exc}") from exc
+                raise InvalidInput(f"bad note input: {exc}") from None
         raise InvalidInput(f"cannot add a {type(item).__name__}; give a string, a dict or a NoteInput")
 
     def _candidates(self, vector: Vectors, note: Note) -> list[write.Candidate]:
