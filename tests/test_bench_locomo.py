@@ -77,6 +77,8 @@ def test_bench_locomo_end_to_end_with_the_fake_llm(tmp_path: Path) -> None:
         str(FIXTURE),
         "--answer-llm",
         "fake",
+        "--judge-llm",
+        "fake",
         "--out",
         str(out),
         "--name",
@@ -99,7 +101,7 @@ def test_bench_locomo_end_to_end_with_the_fake_llm(tmp_path: Path) -> None:
     assert set(summary) == expected | {"run"}
     for name in expected:
         m = summary[name]
-        for key in ("recall@5", "recall@10", "recall@20", "all_found@10", "f1", "bleu1"):
+        for key in ("recall@5", "recall@10", "recall@20", "all_found@10", "f1", "bleu1", "judge"):
             assert set(m[key]) == {"1", "2", "3", "4", "5", "overall"}, (name, key)
         for key in ("context_tokens", "llm_calls_per_turn", "llm_tokens_per_turn", "seconds_per_turn"):
             assert key in m

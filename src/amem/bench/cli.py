@@ -99,6 +99,7 @@ def scale(obj: Any, sizes: tuple[int, ...], bench_embedder: str, queries: int, o
     help="Turns per LLM call when ingesting.",
 )
 @click.option("--answer-llm", default=None, help="Answering model (provider:model); none: retrieval only.")
+@click.option("--judge-llm", default=None, help="Optional LLM judge of the answers (provider:model).")
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -119,6 +120,7 @@ def locomo_cmd(
     budget: int,
     batch_size: int,
     answer_llm: str | None,
+    judge_llm: str | None,
     out: Path | None,
     name: str | None,
 ) -> None:
@@ -139,6 +141,7 @@ def locomo_cmd(
         token_budget=budget,
         max_questions=max_questions,
         answer_llm=make_llm(answer_llm, settings) if answer_llm else None,
+        judge_llm=make_llm(judge_llm, settings) if judge_llm else None,
     )
     folder = out or settings.home / "bench" / "locomo"
     records, summary = run_locomo(

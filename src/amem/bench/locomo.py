@@ -19,6 +19,7 @@ from ..llm.runner import CallFailed, LLMRunner
 from ..memory import Memory
 from ..notes import Note, Scope, SearchHit, format_date
 from ..prompts import answer as answer_prompt
+from ..prompts import judge as judge_prompt
 from ..steps.retrieve import approx_tokens
 from ..store import Filters
 from . import metrics
@@ -36,6 +37,7 @@ class EvalOptions:
     token_budget: int = 1200
     max_questions: int | None = None
     answer_llm: LLM | None = None
+    judge_llm: LLM | None = None
 
 
 @dataclass
@@ -81,6 +83,7 @@ def evaluate_conversation(
     runner: LLMRunner | None,
     progress: Progress | None = None,
     horizon: datetime | None = None,
+    judge: LLMRunner | None = None,
 ) -> None:
     """Score every question of ``conv``; with a horizon, every method sees only the turns before it."""
     method = run.method
@@ -123,20 +126,20 @@ def evaluate_conversation(
         lines = [note_line(n, with_context) for n in answer_notes]
         record["context_tokens"] = approx_tokens("\n".join(lines)) if lines else 0
         if runner is not None:
-            record |= _answer(runner, speakers, lines, question, category, qa, memory)
+            record |= _answer(runner, speakers, lines, question, category, qa)
+            if judge is not None:
+                record["judge"] = (
+                    record["f1"]
+                    if category == 5
+                    else _judge(judge, question, qa.get("answer", ""), record["answer"])
+                )
         run.records.append(record)
         if progress:
             progress(i, len(questions))
 
 
 def _answer(
-    runner: LLMRunner,
-    speakers: str,
-    lines: list[str],
-    question: str,
-    category: int,
-    qa: dict[str, Any],
-    memory: Memory,
+    runner: LLMRunner, speakers: str, lines: list[str], question: str, category: int, qa: dict[str, Any]
 ) -> dict[str, Any]:
     prompt = answer_prompt.render(speakers, lines, question)
     try:
@@ -152,6 +155,14 @@ def _answer(
         "answer_ms": call.latency_ms,
         **metrics.answer_scores(category, text, gold),
     }
+
+
+def _judge(judge: LLMRunner, question: str, gold: Any, candidate: str) -> float | None:
+    try:
+        out, _ = judge.run(judge_prompt.render(question, str(gold), candidate), [])
+    except CallFailed:
+        return None  # an unusable verdict is left out of the mean, not counted as wrong
+    return float(out.correct)
 
 
 def by_category(records: Sequence[dict[str, Any]], key: str) -> dict[str, float | None]:
@@ -195,6 +206,8 @@ def summarise(run: MethodRun, cost: dict[str, float | None], answered: bool) -> 
     if answered:
         out["f1"] = by_category(recs, "f1")
         out["bleu1"] = by_category(recs, "bleu1")
+    if any("judge" in r for r in recs):
+        out["judge"] = by_category(recs, "judge")
     out["context_tokens"] = metrics.mean(r["context_tokens"] for r in recs)
     out |= cost
     out["search_p50_ms"] = metrics.percentile(run.search_ms, 0.5)
@@ -244,23 +257,17 @@ def run_locomo(
     for method in methods:
         run = MethodRun(method)
         with open_memory(out, method.store, settings) as memory:
-            runner = None
-            if opts.answer_llm is not None:
-                runner = LLMRunner(
-                    opts.answer_llm,
-                    memory.store.record_llm_call,
-                    memory.store.cache_get,
-                    memory.store.cache_put,
-                )
+            runner = _runner(opts.answer_llm, memory)
+            judge = _runner(opts.judge_llm, memory) if runner is not None else None
             for conv in conversations:
                 scoped = memory.scoped(user_id=conv.sample_id)
                 cut, horizon = locomo.truncate(conv, max_sessions, max_turns)
                 if bar is None:
-                    evaluate_conversation(scoped, run, cut, opts, runner, horizon=horizon)
+                    evaluate_conversation(scoped, run, cut, opts, runner, horizon=horizon, judge=judge)
                 else:
                     total = min(len(cut.qa), opts.max_questions or len(cut.qa))
                     with bar(f"{method.name} {conv.sample_id}", total) as progress:
-                        evaluate_conversation(scoped, run, cut, opts, runner, progress, horizon)
+                        evaluate_conversation(scoped, run, cut, opts, runner, progress, horizon, judge)
             cost = ingestion_cost(memory, ids) if method.store != "raw" else _no_cost()
         summary[method.name] = summarise(run, cost, opts.answer_llm is not None)
         records.extend(run.records)
@@ -271,6 +278,7 @@ def run_locomo(
         "llm": settings.llm,
         "embedder": settings.embedder,
         "answer_llm": getattr(opts.answer_llm, "model_id", None),
+        "judge_llm": getattr(opts.judge_llm, "model_id", None),
         "ks": list(opts.ks),
         "token_budget": opts.token_budget,
         "max_turns": max_turns,
@@ -280,6 +288,14 @@ def run_locomo(
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
     return records, summary
+
+
+def _runner(llm: LLM | None, memory: Memory) -> LLMRunner | None:
+    """Answer and judge calls are recorded and cached in the method's own store."""
+    if llm is None:
+        return None
+    store = memory.store
+    return LLMRunner(llm, store.record_llm_call, store.cache_get, store.cache_put)
 
 
 def _no_cost() -> dict[str, float | None]:

@@ -23,7 +23,7 @@ def markdown(summary: dict[str, Any]) -> str:
     head = ["method", *(f"R@{k}" for k in ks), "R@10 by cat 1/2/3/4", "R@10 cat 5", "all@10", "ctx tokens"]
     answered = any("f1" in m for m in methods.values())
     if answered:
-        head += ["F1", "F1 by cat 1/2/3/4", "abstain cat 5", "BLEU-1"]
+        head += ["F1", "F1 by cat 1/2/3/4", "abstain cat 5", "BLEU-1", "judge"]
     head += ["calls/turn", "tokens/turn", "LLM s/turn", "search p50/p95 ms"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, m in methods.items():
@@ -38,7 +38,7 @@ def markdown(summary: dict[str, Any]) -> str:
                 " / ".join(_fmt(f1.get(c), 2) for c in COLUMNS),
                 _fmt(f1.get("5"), 2),
             ]
-            row += [_fmt(m.get("bleu1", {}).get("overall"))]
+            row += [_fmt(m.get("bleu1", {}).get("overall")), _fmt(m.get("judge", {}).get("overall"))]
         row += [_fmt(m.get("llm_calls_per_turn"), 2), _fmt(m.get("llm_tokens_per_turn"), 0)]
         row += [_fmt(m.get("seconds_per_turn"), 2)]
         row += [f"{_fmt(m.get('search_p50_ms'), 1)} / {_fmt(m.get('search_p95_ms'), 1)}"]
