@@ -20,6 +20,7 @@ from typing import Any
 
 from ..config import Settings
 from ..memory import Memory, NoteInput
+from .metrics import percentile
 
 WORDS = """
 marathon training ankle physio swim beach lisbon berlin job offer flat river bike books sister
@@ -48,11 +49,6 @@ def synthetic_notes(n: int, seed: int = 7) -> list[NoteInput]:
     ]
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -78,7 +74,10 @@ def run_size(
         latency: dict[str, dict[str, float]] = {}
         for preset in ("paper", "hybrid"):
             times = [_time_ms(partial(memory.search, q, k=k, preset=preset)) for q in texts]
-            latency[preset] = {"p50_ms": _percentile(times, 0.5), "p95_ms": _percentile(times, 0.95)}
+            latency[preset] = {
+                "p50_ms": percentile(times, 0.5) or 0.0,
+                "p95_ms": percentile(times, 0.95) or 0.0,
+            }
         rss_after = _rss_mb()
     size = sum(p.stat().st_size for p in folder.iterdir() if p.name.startswith("memory.db"))
     return {
