@@ -125,6 +125,11 @@ def locomo_cmd(
     name: str | None,
 ) -> None:
     """Evidence recall, answer F1/BLEU-1 and cost on LoCoMo for amem and the baselines, in one run."""
+    try:
+        import matplotlib  # noqa: F401
+        import snowballstemmer  # noqa: F401
+    except ImportError:
+        raise click.ClickException("the benchmark needs its extra: pip install 'amem[bench]'") from None
     from ..providers import make_llm
     from . import report
     from .locomo import EvalOptions, run_locomo
