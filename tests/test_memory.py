@@ -22,6 +22,17 @@ def attrs(**extra: Any) -> dict[str, Any]:
     return {**base, **extra}
 
 
+def batch_entry(alias: str, links: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """One note of a scripted batch answer."""
+    return {
+        "note": alias,
+        "keywords": [alias.lower()],
+        "tags": ["t"],
+        "context": f"Context of note {alias}.",
+        "links": links or [],
+    }
+
+
 def prompt_of(llm: FakeLLM, i: int = -1) -> str:
     return llm.calls[i][0][-1].content
 
@@ -213,19 +224,7 @@ def test_add_many_batches_notes_per_call(memory: Memory, fake_llm: FakeLLM) -> N
 
 
 def test_batch_notes_left_out_get_their_own_call(memory: Memory, fake_llm: FakeLLM) -> None:
-    fake_llm.script = [
-        {
-            "notes": [
-                {
-                    "note": "T1",
-                    "keywords": ["a"],
-                    "tags": ["t"],
-                    "context": "First note context.",
-                    "links": [],
-                }
-            ]
-        }
-    ]
+    fake_llm.script = [{"notes": [batch_entry("T1")]}]
     notes = memory.add_many(["first thing", "second thing"], batch_size=2)
     assert [n.state for n in notes] == [EnrichState.enriched, EnrichState.enriched]
     assert [c.step for c in memory.llm_calls()] == ["construct_batch", "construct"]
@@ -235,20 +234,8 @@ def test_batch_links_between_new_notes(memory: Memory, fake_llm: FakeLLM) -> Non
     fake_llm.script = [
         {
             "notes": [
-                {
-                    "note": "T1",
-                    "keywords": ["a"],
-                    "tags": ["t"],
-                    "context": "First note context.",
-                    "links": [{"to": "T2", "why": "forward"}],
-                },
-                {
-                    "note": "T2",
-                    "keywords": ["b"],
-                    "tags": ["t"],
-                    "context": "Second note context.",
-                    "links": [{"to": "T1", "why": "reply"}, {"to": "T2", "why": "self"}],
-                },
+                batch_entry("T1", [{"to": "T2", "why": "forward"}]),
+                batch_entry("T2", [{"to": "T1", "why": "reply"}, {"to": "T2", "why": "self"}]),
             ]
         }
     ]
