@@ -188,3 +188,47 @@ def test_max_sessions_gives_every_method_the_same_turns(tmp_path: Path) -> None:
     assert summary["run"]["max_sessions"] == 1
     for r in records:
         assert all(d.startswith("D1:") for d in r["retrieved@10"]), r
+
+
+def test_no_evolution_store_puts_evolved_notes_back(tmp_path: Path) -> None:
+    from amem.bench.methods import derive_no_evolution, open_memory
+    from amem.config import Settings
+    from amem.notes import NoteVersion, VersionCause
+
+    settings = Settings.resolve({"home": tmp_path, "llm": "fake", "embedder": "fake"})
+    out = tmp_path / "b"
+    with open_memory(out, "amem", settings) as source:
+        first = source.add("Caroline went to a pride parade in June.")
+        second = source.add("Melanie painted a sunrise over the lake.")
+        # an evolution, as the write pipeline records it: new attributes, a version caused by evolve
+        evolved = first.model_copy(
+            update={"context": "Evolved context.", "tags": ["evolved"], "version": first.version + 1}
+        )
+        source.store.update_note(evolved, source.embedder.embed_documents([evolved.embedding_text()])[0])
+        source.store.add_version(NoteVersion.snapshot(evolved, VersionCause.evolve, None, "test"))
+        links = len(source.store.links_for([first.id, second.id]))
+    assert derive_no_evolution(out, settings) == 1
+    with open_memory(out, "amem_no_evolution", settings) as derived:
+        back = derived.get(first.id)
+        assert (back.context, back.tags, back.keywords) == (first.context, first.tags, first.keywords)
+        assert derived.get(second.id).context == second.context
+        assert len(derived.store.links_for([first.id, second.id])) == links
+        assert [v.cause for v in derived.history(first.id)][-1] == VersionCause.update
+    assert derive_no_evolution(out, settings) == 0  # unchanged source: nothing rebuilt
+    with open_memory(out, "amem", settings) as source:
+        source.add("Caroline adopted a dog.")
+    assert derive_no_evolution(out, settings) == 1  # the source grew: rebuilt from it
+    with open_memory(out, "amem_no_evolution", settings) as derived:
+        assert derived.count() == 3
+
+
+def test_answer_methods_limits_which_methods_are_answered(tmp_path: Path) -> None:
+    base = ["--home", str(tmp_path / "h"), "--llm", "fake", "--embedder", "fake", "bench", "locomo"]
+    args = [*base, "--data", str(FIXTURE), "--methods", "bm25,fusion", "--answer-llm", "fake"]
+    result = CliRunner().invoke(cli, [*args, "--answer-methods", "bm25", "--name", "r"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "h" / "bench" / "locomo" / "results" / "r" / "summary.json").read_text())
+    assert "f1" in summary["bm25"] and "f1" not in summary["fusion"]
+    assert summary["run"]["answer_methods"] == ["bm25"]
+    bad = CliRunner().invoke(cli, [*args, "--answer-methods", "dense"])
+    assert bad.exit_code != 0 and "not among --methods" in bad.output

@@ -286,3 +286,17 @@ def test_stats_counts(store: Store) -> None:
     store.insert_note(note("x"), vec(0))
     stats = store.stats()
     assert stats["notes"] == 1 and stats["links"] == 0
+
+
+def test_keyword_search_leaves_out_terms_in_most_notes(store: Store) -> None:
+    # "alice" is in every note: it cannot tell notes apart, so with a rarer term present only the notes
+    # with that term come back (and scoring every "alice" match is what made big stores slow)
+    notes = [note(f"Alice: entry number {i} about the weather") for i in range(150)]
+    notes[70] = note("Alice: went kayaking on the river")
+    for i, n in enumerate(notes):
+        store.insert_note(n, vec(i % 8))
+    assert [i for i, _ in store.keyword("what did alice do in her kayak", 10, Scope(user_id="u1"))] == [
+        notes[70].id
+    ]
+    # when every term is common, the search still answers
+    assert len(store.keyword("alice", 10, Scope(user_id="u1"))) == 10

@@ -99,6 +99,17 @@ def scale(obj: Any, sizes: tuple[int, ...], bench_embedder: str, queries: int, o
     help="Turns per LLM call when ingesting.",
 )
 @click.option("--answer-llm", default=None, help="Answering model (provider:model); none: retrieval only.")
+@click.option(
+    "--answer-methods",
+    default=None,
+    help="Comma-separated methods to answer with --answer-llm [default: every method].",
+)
+@click.option(
+    "--answer-context",
+    type=click.IntRange(min=512),
+    default=None,
+    help="Context window of a local answering model [default: 32768 when full_context is answered].",
+)
 @click.option("--judge-llm", default=None, help="Optional LLM judge of the answers (provider:model).")
 @click.option(
     "--out",
@@ -120,6 +131,8 @@ def locomo_cmd(
     budget: int,
     batch_size: int,
     answer_llm: str | None,
+    answer_methods: str | None,
+    answer_context: int | None,
     judge_llm: str | None,
     out: Path | None,
     name: str | None,
@@ -140,13 +153,26 @@ def locomo_cmd(
     except ValueError:
         raise click.BadParameter("use comma-separated integers, e.g. 5,10,20", param_hint="--k") from None
     answer_k = 10 if 10 in k_values else k_values[-1]
+    method_names = [m.strip() for m in methods.split(",") if m.strip()]
+    answered = (
+        frozenset(m.strip() for m in answer_methods.split(",") if m.strip()) if answer_methods else None
+    )
+    if answered is not None and not answered <= set(method_names):
+        raise click.BadParameter(
+            f"{sorted(answered - set(method_names))} not among --methods", param_hint="--answer-methods"
+        )
+    if answer_context is None and "full_context" in (answered or method_names):
+        # a whole conversation is ~15-30k tokens; the local models' context is 32k (the prefix is cached)
+        answer_context = max(settings.llm_context, 32768)
+    answer_settings = replace(settings, llm_context=answer_context or settings.llm_context)
     opts = EvalOptions(
         ks=k_values,
         answer_k=answer_k,
         token_budget=budget,
         max_questions=max_questions,
-        answer_llm=make_llm(answer_llm, settings) if answer_llm else None,
+        answer_llm=make_llm(answer_llm, answer_settings) if answer_llm else None,
         judge_llm=make_llm(judge_llm, settings) if judge_llm else None,
+        answer_methods=answered,
     )
     folder = out or settings.home / "bench" / "locomo"
     records, summary = run_locomo(
@@ -154,7 +180,7 @@ def locomo_cmd(
         settings,
         data,
         conversations,
-        [m.strip() for m in methods.split(",") if m.strip()],
+        method_names,
         opts,
         max_turns=max_turns,
         max_sessions=max_sessions,

@@ -38,6 +38,11 @@ class EvalOptions:
     max_questions: int | None = None
     answer_llm: LLM | None = None
     judge_llm: LLM | None = None
+    #: methods whose answers are generated (None: all); answering costs ~1 LLM call per question
+    answer_methods: frozenset[str] | None = None
+
+    def answers(self, method: str) -> bool:
+        return self.answer_llm is not None and (self.answer_methods is None or method in self.answer_methods)
 
 
 @dataclass
@@ -257,7 +262,7 @@ def run_locomo(
     for method in methods:
         run = MethodRun(method)
         with open_memory(out, method.store, settings) as memory:
-            runner = _runner(opts.answer_llm, memory)
+            runner = _runner(opts.answer_llm, memory) if opts.answers(method.name) else None
             judge = _runner(opts.judge_llm, memory) if runner is not None else None
             for conv in conversations:
                 scoped = memory.scoped(user_id=conv.sample_id)
@@ -269,7 +274,7 @@ def run_locomo(
                     with bar(f"{method.name} {conv.sample_id}", total) as progress:
                         evaluate_conversation(scoped, run, cut, opts, runner, progress, horizon, judge)
             cost = ingestion_cost(memory, ids) if method.store != "raw" else _no_cost()
-        summary[method.name] = summarise(run, cost, opts.answer_llm is not None)
+        summary[method.name] = summarise(run, cost, runner is not None)
         records.extend(run.records)
     summary["run"] = {
         "data": str(data),
@@ -278,6 +283,7 @@ def run_locomo(
         "llm": settings.llm,
         "embedder": settings.embedder,
         "answer_llm": getattr(opts.answer_llm, "model_id", None),
+        "answer_methods": [m.name for m in methods if opts.answers(m.name)],
         "judge_llm": getattr(opts.judge_llm, "model_id", None),
         "ks": list(opts.ks),
         "token_budget": opts.token_budget,

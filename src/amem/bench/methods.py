@@ -3,11 +3,16 @@
 Baselines (`bm25`, `dense`, `fusion`, `full_context`) share one store of raw turns (no LLM). Each amem
 variant has its own store, named after the method, the LLM and the embedder, so a rerun resumes and
 reuses its LLM cache. One scope per conversation: user id = the conversation's sample id.
+
+`amem_no_evolution` is not ingested again: it is the `amem` store with every evolved note put back to
+its attributes from before its first evolution (history keeps them). The notes and links are then the
+same, and the difference in retrieval is what evolution changed, at no LLM cost.
 """
 
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
@@ -16,6 +21,8 @@ from pathlib import Path
 from ..config import Settings
 from ..ingest import ingest_locomo
 from ..memory import Memory
+from ..notes import VersionCause
+from ..transfer import export_file, import_file
 
 BarFactory = Callable[[str, int], AbstractContextManager[Callable[[int, int], None]]]
 
@@ -42,6 +49,8 @@ METHODS: dict[str, Method] = {
     )
 }
 BASELINES = ("bm25", "dense", "fusion", "full_context")
+#: stores computed from another store rather than ingested
+DERIVED = {"amem_no_evolution": "amem"}
 
 
 def slug(text: str) -> str:
@@ -61,10 +70,38 @@ def open_memory(out: Path, store: str, settings: Settings) -> Memory:
     if store == "raw":
         return Memory(settings=replace(settings, database_url=f"sqlite:///{path}", llm="none"))
     pipeline = "paper" if store == "amem_paper" else "amem"
-    # no evolution: no neighbour is ever close enough to be offered for an update
-    evolve_floor = 2.0 if store == "amem_no_evolution" else 0.5
-    run = replace(settings, database_url=f"sqlite:///{path}", pipeline=pipeline)
-    return Memory(settings=run, evolve_floor=evolve_floor)
+    return Memory(settings=replace(settings, database_url=f"sqlite:///{path}", pipeline=pipeline))
+
+
+def derive_no_evolution(out: Path, settings: Settings) -> int:
+    """Rebuild the no-evolution store when the `amem` store changed; returns the notes put back."""
+    with open_memory(out, "amem", settings) as source:
+        totals = source.store.stats()
+        fingerprint = f"notes={totals['notes']} versions={totals['versions']}"
+        path = store_path(out, "amem_no_evolution", settings)
+        if path.exists():
+            with open_memory(out, "amem_no_evolution", settings) as old:
+                if old.store.get_meta("derived_from") == fingerprint:
+                    return 0
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            dump = Path(tmp) / "amem.jsonl"
+            with dump.open("w", encoding="utf-8") as fh:
+                export_file(source, fh)
+            with open_memory(out, "amem_no_evolution", settings) as target:
+                import_file(target, dump)
+                reverted = 0
+                for note in list(target.store.iter_notes(target.scope)):
+                    versions = target.history(note.id)
+                    evolved = [v.version for v in versions if v.cause == VersionCause.evolve]
+                    if not evolved:
+                        continue
+                    before = [v for v in versions if v.version < evolved[0]][-1]
+                    target.update(note.id, keywords=before.keywords, tags=before.tags, context=before.context)
+                    reverted += 1
+                target.store.set_meta("derived_from", fingerprint)
+    return reverted
 
 
 def ingest(
@@ -80,8 +117,10 @@ def ingest(
 ) -> dict[str, int]:
     """Bring every store up to date (resumable: turns already stored are skipped)."""
     added: dict[str, int] = {}
-    for store in stores:
+    for store in dict.fromkeys(DERIVED.get(s, s) for s in stores):
         with open_memory(out, store, settings) as memory:
             report = ingest_locomo(memory, data, conversations, max_turns, batch_size, bar, max_sessions)
             added[store] = int(report["added"])
+    if "amem_no_evolution" in stores:
+        added["amem_no_evolution"] = derive_no_evolution(out, settings)
     return added

@@ -47,7 +47,8 @@ def search(
 ) -> list[SearchHit]:
     qvec = embedder.embed_query(query)
     pool = max(opts.pool, opts.k)
-    dense = store.nearest(qvec, pool, scope, filters)
+    # keyword-only search needs no dense ranking (hits get their cosine from their stored vectors)
+    dense = store.nearest(qvec, pool, scope, filters) if opts.preset != "keyword" else []
     dense_rank = {nid: (i + 1, sim) for i, (nid, sim) in enumerate(dense)}
     kw_rank: dict[str, tuple[int, float]] = {}
     if opts.preset == "paper":

@@ -29,13 +29,19 @@ from .vector_index import VectorIndex
 _FTS_WORD = re.compile(r"\w+", re.UNICODE)
 
 
-def fts_query(text: str) -> str:
-    """Any user text becomes an OR of quoted terms: FTS5 syntax in the text can never be injected.
+#: A query term found in more than this share of all notes is left out of a keyword search when rarer
+#: terms remain: BM25 gives it little weight (idf below log 4), yet scoring its matches is most of the
+#: cost (a speaker's name is in half of a conversation's turns). Measured on LoCoMo: see BENCHMARKS.md.
+COMMON_TERM_SHARE = 0.2
+
+
+def fts_terms(text: str) -> list[str]:
+    """Any user text becomes quoted terms: FTS5 syntax in the text can never be injected.
     Stop words are left out unless nothing else remains."""
     words = [w for w in _FTS_WORD.findall(text.lower()) if len(w) > 1 or w.isdigit()]
     content = [w for w in words if w not in STOPWORDS]
     seen: dict[str, None] = dict.fromkeys((content or words)[:64])
-    return " OR ".join('"' + w.replace('"', "") + '"' for w in seen)
+    return ['"' + w.replace('"', "") + '"' for w in seen]
 
 
 class SQLiteStore:
@@ -53,6 +59,7 @@ class SQLiteStore:
         self._depth = 0
         self._after_commit: list[Callable[[], None]] = []
         self._index: VectorIndex | None = None
+        self.common_term_share = COMMON_TERM_SHARE
         self._data_version = -1
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -485,9 +492,10 @@ class SQLiteStore:
     def keyword(
         self, query: str, k: int, scope: Scope, filters: Filters | None = None
     ) -> list[tuple[str, float]]:
-        match = fts_query(query)
-        if not match or k <= 0:
+        terms = fts_terms(query)
+        if not terms or k <= 0:
             return []
+        match = " OR ".join(self._informative(terms))
         where, params = self._where(scope, filters)
         extra = where.replace(" WHERE ", " AND ", 1) if where else ""
         rows = self._exec(
@@ -497,6 +505,25 @@ class SQLiteStore:
             [match, *params, k],
         )
         return [(r[0], -float(r[1])) for r in rows]
+
+    def _informative(self, terms: list[str]) -> list[str]:
+        """The terms without those in more than COMMON_TERM_SHARE of the notes (counting one term's
+        matches is ~100x cheaper than scoring them), or all terms when every one is common."""
+        index = self._vectors()
+        total = len(index) if index is not None else 0
+        if len(terms) < 2 or total < 100:
+            return terms
+        limit = int(total * self.common_term_share)
+        rare = [
+            t
+            for t in terms
+            if self._exec(
+                "SELECT count(*) FROM (SELECT 1 FROM notes_fts WHERE notes_fts MATCH ? LIMIT ?)",
+                [t, limit + 1],
+            ).fetchone()[0]
+            <= limit
+        ]
+        return rare or terms
 
     # -- cache and stats ----------------------------------------------------------------------
     def cache_get(self, key: str) -> str | None:
