@@ -232,3 +232,12 @@ def test_answer_methods_limits_which_methods_are_answered(tmp_path: Path) -> Non
     assert summary["run"]["answer_methods"] == ["bm25"]
     bad = CliRunner().invoke(cli, [*args, "--answer-methods", "dense"])
     assert bad.exit_code != 0 and "not among --methods" in bad.output
+
+
+def test_preset_option_sets_the_amem_methods_retrieval(tmp_path: Path) -> None:
+    base = ["--home", str(tmp_path / "h"), "--llm", "fake", "--embedder", "fake", "bench", "locomo"]
+    args = [*base, "--data", str(FIXTURE), "--methods", "bm25,amem,amem_paper", "--preset", "paper"]
+    result = CliRunner().invoke(cli, [*args, "--name", "p"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "h" / "bench" / "locomo" / "results" / "p" / "summary.json").read_text())
+    assert summary["run"]["presets"] == {"bm25": "keyword", "amem": "paper", "amem_paper": "paper"}

@@ -80,6 +80,12 @@ def scale(obj: Any, sizes: tuple[int, ...], bench_embedder: str, queries: int, o
     default=None,
     help="Only the first N sessions of each conversation (every method sees the same turns).",
 )
+@click.option(
+    "--preset",
+    type=click.Choice(["hybrid", "paper", "keyword"]),
+    default=None,
+    help="Retrieval preset for the amem methods [default: hybrid; paper for amem_paper].",
+)
 @click.option("--max-questions", type=click.IntRange(min=1), default=None, help="Per conversation.")
 @click.option(
     "--k", "ks", default="5,10,20", show_default=True, help="Comma-separated k values for recall@k."
@@ -127,6 +133,7 @@ def locomo_cmd(
     max_turns: int | None,
     max_sessions: int | None,
     max_questions: int | None,
+    preset: str | None,
     ks: str,
     budget: int,
     batch_size: int,
@@ -173,6 +180,7 @@ def locomo_cmd(
         answer_llm=make_llm(answer_llm, answer_settings) if answer_llm else None,
         judge_llm=make_llm(judge_llm, settings) if judge_llm else None,
         answer_methods=answered,
+        preset=preset,
     )
     folder = out or settings.home / "bench" / "locomo"
     records, summary = run_locomo(

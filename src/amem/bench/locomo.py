@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,8 @@ class EvalOptions:
     judge_llm: LLM | None = None
     #: methods whose answers are generated (None: all); answering costs ~1 LLM call per question
     answer_methods: frozenset[str] | None = None
+    #: retrieval preset for the amem methods, instead of each method's own
+    preset: str | None = None
 
     def answers(self, method: str) -> bool:
         return self.answer_llm is not None and (self.answer_methods is None or method in self.answer_methods)
@@ -255,6 +257,8 @@ def run_locomo(
     conversations = [c for c in locomo.load(data) if not conversation_ids or c.sample_id in conversation_ids]
     ids = [c.sample_id for c in conversations]
     methods = method_list(method_names)
+    if opts.preset:
+        methods = [replace(m, preset=opts.preset) if m.store != "raw" else m for m in methods]
     stores = list(dict.fromkeys(m.store for m in methods))
     ingest(out, stores, settings, data, ids, max_turns, batch_size, bar, max_sessions)
     records: list[dict[str, Any]] = []
@@ -287,6 +291,7 @@ def run_locomo(
         "judge_llm": getattr(opts.judge_llm, "model_id", None),
         "ks": list(opts.ks),
         "token_budget": opts.token_budget,
+        "presets": {m.name: m.preset for m in methods},
         "max_turns": max_turns,
         "max_sessions": max_sessions,
         "batch_size": batch_size,
