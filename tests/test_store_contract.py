@@ -17,17 +17,22 @@ DIMS = 8
 StoreFactory = Callable[[], Store]
 
 
-def _sqlite_factory(tmp_path: Path) -> StoreFactory:
+def _sqlite_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     return lambda: open_store(f"sqlite:///{tmp_path / 'contract.db'}")
 
 
-FACTORIES = {"sqlite": _sqlite_factory}
+def _postgres_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    url = request.getfixturevalue("pg_url")  # a fresh database on the session's real server
+    return lambda: open_store(url)
+
+
+FACTORIES = {"sqlite": _sqlite_factory, "postgres": _postgres_factory}
 
 
 @pytest.fixture(params=sorted(FACTORIES))
 def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     """A factory that opens the same database again (a 'restart')."""
-    return FACTORIES[request.param](tmp_path)
+    return FACTORIES[request.param](request, tmp_path)
 
 
 @pytest.fixture

@@ -20,12 +20,13 @@ def open_store(url: str) -> Store:
 
         return SQLiteStore(":memory:")
     if url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError(
-            "the PostgreSQL store is not part of this version yet; use a sqlite:/// URL "
-            "(or leave --store/AMEM_DATABASE_URL empty for the default)"
-        )
+        from .postgres import PostgresStore
+
+        return PostgresStore(url)
     if "://" not in url:
         from .sqlite import SQLiteStore
 
         return SQLiteStore(Path(url).expanduser())
-    raise ConfigError(f"unknown store URL {url!r}: use sqlite:///PATH or a plain file path")
+    raise ConfigError(
+        f"unknown store URL {url!r}: use sqlite:///PATH, a plain file path, or postgresql://USER@HOST/DB"
+    )

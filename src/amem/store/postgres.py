@@ -1,0 +1,526 @@
+"""PostgreSQL + pgvector store: the same contract as SQLite, for many processes and machines.
+
+Dense search is an HNSW index (cosine) with iterative scans, so scope and metadata filters pushed into SQL
+still return k rows; keyword search is a ``tsvector`` GIN index ranked BM25-style (idf per term, the same
+common-term rule as SQLite). Writes inside ``atomic()`` share one pooled connection and one transaction;
+notes read inside it are locked (``FOR UPDATE``), so two processes evolving the same neighbour take turns
+instead of overwriting each other. psycopg is imported lazily (the ``postgres`` extra).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+
+from ..embed.base import Vectors
+from ..errors import StoreError
+from ..notes import Link, LLMCall, Note, NoteVersion, Scope, VersionCause, utcnow
+from .base import Filters
+from .postgres_schema import LOCK_KEY, MIGRATIONS, NOTE_COLUMNS, SCHEMA, note_params, row_note
+from .sqlite import COMMON_TERM_SHARE
+
+_INSTALL_HINT = "install the PostgreSQL driver with `pip install 'amem[postgres]'`"
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and stats."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def vector_literal(vector: Vectors) -> str:
+    return "[" + ",".join(repr(float(x)) for x in np.asarray(vector, dtype=np.float32)) + "]"
+
+
+def parse_vector(text: str) -> Vectors:
+    return np.array([float(x) for x in text.strip("[]").split(",")], dtype=np.float32)
+
+
+def tsquery_term(lexeme: str) -> str:
+    """One lexeme as a quoted tsquery operand: any text is data, never tsquery syntax."""
+    return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+class PostgresStore:
+    def __init__(self, url: str, pool_size: int = 4) -> None:
+        try:
+            import psycopg
+            from psycopg.rows import dict_row
+            from psycopg_pool import ConnectionPool
+        except ImportError as exc:
+            raise StoreError(f"the PostgreSQL store needs psycopg; {_INSTALL_HINT}") from exc
+        self.url = redact(url)
+        self._psycopg = psycopg
+        self._local = threading.local()
+        self.common_term_share = COMMON_TERM_SHARE
+        options = f"-c search_path={SCHEMA},public"
+        try:
+            with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+                self._migrate(conn)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot open PostgreSQL database {self.url}: {exc}") from exc
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max(1, pool_size),
+            open=True,
+            kwargs={"autocommit": True, "row_factory": dict_row, "options": options},
+            timeout=30,
+        )
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def _migrate(self, conn: Any) -> None:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (LOCK_KEY,))
+            present = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone()
+            if present is None:
+                try:
+                    with conn.transaction():
+                        conn.execute("CREATE EXTENSION vector SCHEMA public")
+                except self._psycopg.Error as exc:
+                    raise StoreError(
+                        f"pgvector is not enabled in {self.url} and this role cannot enable it ({exc}); "
+                        "ask an administrator to run CREATE EXTENSION vector"
+                    ) from exc
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+            conn.execute(f"SET LOCAL search_path = {SCHEMA}, public")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations").fetchall()}
+            newest = max(v for v, _ in MIGRATIONS)
+            if done and max(done) > newest:
+                raise StoreError(
+                    f"{self.url} was written by a newer amem (schema {max(done)} > {newest}); upgrade amem"
+                )
+            for version, sql in MIGRATIONS:
+                if version not in done:
+                    conn.execute(sql)
+                    conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+
+    def close(self) -> None:
+        self._pool.close()
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        local = self._local
+        if getattr(local, "conn", None) is not None:
+            yield  # nested: the outer transaction commits or rolls back everything
+            return
+        try:
+            with self._pool.connection() as conn:
+                local.conn = conn
+                try:
+                    with conn.transaction():
+                        yield
+                finally:
+                    local.conn = None
+        except self._psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL error: {exc}") from exc
+
+    def _in_transaction(self) -> bool:
+        return getattr(self._local, "conn", None) is not None
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        try:
+            conn = getattr(self._local, "conn", None)
+            if conn is not None:
+                return self._fetch(conn, sql, params)
+            with self._pool.connection() as conn:
+                return self._fetch(conn, sql, params)
+        except self._psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL error: {exc}") from exc
+
+    @staticmethod
+    def _fetch(conn: Any, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+        cur = conn.execute(sql, params)
+        return list(cur.fetchall()) if cur.description else []
+
+    # -- meta ---------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        rows = self._rows("SELECT value FROM meta WHERE key = %s", (key,))
+        return str(rows[0]["value"]) if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._rows(
+            "INSERT INTO meta VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    # -- notes --------------------------------------------------------------------------------
+    def _check_dims(self, vector: Vectors) -> None:
+        dims = self.get_meta("dimensions")
+        if dims is None:
+            # the first vector fixes the column's size, which the HNSW index needs; once, under the lock
+            self._rows("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (LOCK_KEY,))
+            dims = self.get_meta("dimensions")
+            if dims is None:
+                n = int(vector.shape[0])
+                self._rows(f"ALTER TABLE notes ALTER COLUMN embedding TYPE vector({n})")
+                self._rows(
+                    "CREATE INDEX IF NOT EXISTS notes_embedding ON notes "
+                    "USING hnsw (embedding vector_cosine_ops)"
+                )
+                self.set_meta("dimensions", str(n))
+                return
+        if int(dims) != vector.shape[0]:
+            raise StoreError(
+                f"vector has {vector.shape[0]} dimensions but this memory holds {dims}-dimensional ones; "
+                "use the embedder the memory was built with"
+            )
+
+    def insert_note(self, note: Note, vector: Vectors) -> None:
+        vec = np.asarray(vector, dtype=np.float32)
+        with self.atomic():
+            self._check_dims(vec)
+            marks = ", ".join(["%s"] * 19)
+            self._rows(
+                f"INSERT INTO notes ({NOTE_COLUMNS}, embedding) VALUES ({marks}, %s::vector)",
+                [*note_params(note), vector_literal(vec)],
+            )
+
+    def update_note(self, note: Note, vector: Vectors | None = None) -> None:
+        with self.atomic():
+            params = note_params(note)
+            sets = ", ".join(f"{c.strip()} = %s" for c in NOTE_COLUMNS.split(",")[1:])
+            extra = ""
+            values = params[1:]
+            if vector is not None:
+                vec = np.asarray(vector, dtype=np.float32)
+                self._check_dims(vec)
+                extra = ", embedding = %s::vector"
+                values = [*values, vector_literal(vec)]
+            rows = self._rows(
+                f"UPDATE notes SET {sets}{extra} WHERE id = %s RETURNING id", [*values, note.id]
+            )
+            if not rows:
+                raise StoreError(f"note {note.id} vanished during the update; nothing was changed")
+
+    def delete_note(self, note_id: str) -> None:
+        with self.atomic():
+            self._rows("DELETE FROM versions WHERE note_id = %s", (note_id,))
+            self._rows("DELETE FROM notes WHERE id = %s", (note_id,))  # links go by ON DELETE CASCADE
+
+    def get_note(self, note_id: str) -> Note | None:
+        return self.get_notes([note_id]).get(note_id)
+
+    def get_notes(self, ids: Sequence[str]) -> dict[str, Note]:
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return {}
+        # inside a write transaction, what is read is locked until commit (read-check-write is safe)
+        lock = " ORDER BY id FOR UPDATE" if self._in_transaction() else ""
+        rows = self._rows(f"SELECT {NOTE_COLUMNS} FROM notes WHERE id = ANY(%s){lock}", (wanted,))
+        return {r["id"]: row_note(r) for r in rows}
+
+    def get_vectors(self, ids: Sequence[str]) -> dict[str, Vectors]:
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return {}
+        rows = self._rows("SELECT id, embedding::text AS e FROM notes WHERE id = ANY(%s)", (wanted,))
+        return {r["id"]: parse_vector(r["e"]) for r in rows}
+
+    def _where(self, scope: Scope, filters: Filters | None) -> tuple[list[str], list[Any]]:
+        from psycopg.types.json import Jsonb
+
+        clauses: list[str] = []
+        params: list[Any] = []
+        for col, value in (
+            ("user_id", scope.user_id),
+            ("agent_id", scope.agent_id),
+            ("run_id", scope.run_id),
+        ):
+            if value is not None:
+                clauses.append(f"n.{col} = %s")
+                params.append(value)
+            elif scope.exact:
+                clauses.append(f"n.{col} IS NULL")
+        if filters is not None:
+            for key, wanted in filters.metadata.items():
+                if wanted is None:
+                    clauses.append("coalesce(n.metadata -> %s, 'null'::jsonb) = 'null'::jsonb")
+                    params.append(key)
+                elif isinstance(wanted, bool):  # as SQLite's json_extract: true matches 1, false 0
+                    clauses.append("n.metadata -> %s IN (%s, %s)")
+                    params.extend([key, Jsonb(wanted), Jsonb(int(wanted))])
+                else:
+                    clauses.append("n.metadata -> %s = %s")
+                    params.extend([key, Jsonb(wanted)])
+            if filters.event_after is not None:
+                clauses.append("n.event_time >= %s")
+                params.append(filters.event_after)
+            if filters.event_before is not None:
+                clauses.append("n.event_time < %s")
+                params.append(filters.event_before)
+            if filters.states:
+                clauses.append("n.state = ANY(%s)")
+                params.append([s.value for s in filters.states])
+        return clauses, params
+
+    @staticmethod
+    def _sql_where(clauses: list[str]) -> str:
+        return (" WHERE " + " AND ".join(clauses)) if clauses else ""
+
+    def list_notes(
+        self, scope: Scope, filters: Filters | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Note]:
+        clauses, params = self._where(scope, filters)
+        rows = self._rows(
+            f"SELECT {NOTE_COLUMNS} FROM notes n{self._sql_where(clauses)} "
+            "ORDER BY n.ingest_time DESC, n.rid DESC LIMIT %s OFFSET %s",
+            [*params, limit, offset],
+        )
+        return [row_note(r) for r in rows]
+
+    def count_notes(self, scope: Scope, filters: Filters | None = None) -> int:
+        clauses, params = self._where(scope, filters)
+        return int(self._rows(f"SELECT count(*) AS c FROM notes n{self._sql_where(clauses)}", params)[0]["c"])
+
+    def iter_notes(self, scope: Scope, batch: int = 500) -> Iterator[Note]:
+        clauses, params = self._where(scope, None)
+        last = 0
+        while True:
+            where = self._sql_where([*clauses, "n.rid > %s"])
+            rows = self._rows(
+                f"SELECT rid, {NOTE_COLUMNS} FROM notes n{where} ORDER BY n.rid LIMIT %s",
+                [*params, last, batch],
+            )
+            if not rows:
+                return
+            for row in rows:
+                yield row_note(row)
+            last = rows[-1]["rid"]
+
+    def find_by_hash(self, scope: Scope, content_hash: str) -> list[str]:
+        clauses, params = self._where(scope, None)
+        where = self._sql_where([*clauses, "n.content_hash = %s"])
+        return [r["id"] for r in self._rows(f"SELECT n.id FROM notes n{where}", [*params, content_hash])]
+
+    # -- links --------------------------------------------------------------------------------
+    def upsert_links(self, links: Sequence[Link]) -> None:
+        with self.atomic():
+            for link in links:
+                self._rows(
+                    """INSERT INTO links VALUES (%s, %s, %s, %s, %s, %s, %s)
+                       ON CONFLICT (source_id, target_id) DO UPDATE SET weight = excluded.weight,
+                       reason = excluded.reason, updated_at = excluded.updated_at,
+                       llm_call_id = excluded.llm_call_id""",
+                    (
+                        link.source_id,
+                        link.target_id,
+                        link.weight,
+                        link.reason,
+                        link.created_at,
+                        link.updated_at,
+                        link.llm_call_id,
+                    ),
+                )
+
+    def delete_links(self, pairs: Sequence[tuple[str, str]]) -> None:
+        with self.atomic():
+            for source, target in pairs:
+                self._rows("DELETE FROM links WHERE source_id = %s AND target_id = %s", (source, target))
+
+    def links_for(self, ids: Sequence[str]) -> list[Link]:
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return []
+        rows = self._rows(
+            "SELECT * FROM links WHERE source_id = ANY(%s) OR target_id = ANY(%s)", (wanted, wanted)
+        )
+        links = [Link(**r) for r in rows]
+        return sorted(links, key=lambda link: (-link.weight, link.created_at))
+
+    # -- versions and calls -------------------------------------------------------------------
+    def add_version(self, version: NoteVersion) -> None:
+        snapshot = version.model_dump_json(
+            include={"content", "keywords", "tags", "context", "metadata", "event_time", "state"}
+        )
+        self._rows(
+            "INSERT INTO versions VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb)",
+            (
+                version.note_id,
+                version.version,
+                version.cause.value,
+                version.created_at,
+                version.llm_call_id,
+                version.detail,
+                snapshot,
+            ),
+        )
+
+    def versions(self, note_id: str) -> list[NoteVersion]:
+        rows = self._rows("SELECT * FROM versions WHERE note_id = %s ORDER BY version", (note_id,))
+        return [
+            NoteVersion(
+                note_id=r["note_id"],
+                version=r["version"],
+                cause=VersionCause(r["cause"]),
+                created_at=r["created_at"],
+                llm_call_id=r["llm_call_id"],
+                detail=r["detail"],
+                **r["snapshot"],
+            )
+            for r in rows
+        ]
+
+    def record_llm_call(self, call: LLMCall) -> None:
+        with self.atomic():
+            self._rows(
+                """INSERT INTO llm_calls VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s)
+                   ON CONFLICT (id) DO UPDATE SET step = excluded.step,
+                   prompt_version = excluded.prompt_version, model = excluded.model,
+                   input_tokens = excluded.input_tokens,
+                   output_tokens = excluded.output_tokens, latency_ms = excluded.latency_ms, ok = excluded.ok,
+                   cached = excluded.cached, error = excluded.error, attempts = excluded.attempts,
+                   note_ids = excluded.note_ids, created_at = excluded.created_at""",
+                (
+                    call.id,
+                    call.step,
+                    call.prompt_version,
+                    call.model,
+                    call.input_tokens,
+                    call.output_tokens,
+                    call.latency_ms,
+                    call.ok,
+                    call.cached,
+                    call.error,
+                    call.attempts,
+                    json.dumps(call.note_ids),
+                    call.created_at,
+                ),
+            )
+            for note_id in call.note_ids:
+                self._rows(
+                    "INSERT INTO llm_call_notes VALUES (%s, %s) ON CONFLICT DO NOTHING", (call.id, note_id)
+                )
+
+    def llm_calls(self, note_id: str | None = None, limit: int = 1000) -> list[LLMCall]:
+        if note_id is None:
+            rows = self._rows("SELECT * FROM llm_calls ORDER BY created_at LIMIT %s", (limit,))
+        else:
+            rows = self._rows(
+                """SELECT c.* FROM llm_calls c JOIN llm_call_notes m ON m.call_id = c.id
+                   WHERE m.note_id = %s ORDER BY c.created_at LIMIT %s""",
+                (note_id, limit),
+            )
+        return [LLMCall(**r) for r in rows]
+
+    # -- search -------------------------------------------------------------------------------
+    def nearest(
+        self,
+        vector: Vectors,
+        k: int,
+        scope: Scope,
+        filters: Filters | None = None,
+        exclude: Sequence[str] = (),
+    ) -> list[tuple[str, float]]:
+        dims = self.get_meta("dimensions")
+        if dims is None or k <= 0:
+            return []
+        query = np.asarray(vector, dtype=np.float32)
+        if query.shape[0] != int(dims):
+            raise StoreError(f"query vector has {query.shape[0]} dimensions, memory holds {dims}")
+        clauses, params = self._where(scope, filters)
+        if exclude:
+            clauses.append("NOT (n.id = ANY(%s))")
+            params.append(list(exclude))
+        literal = vector_literal(query)
+        with self.atomic():  # the HNSW settings below last for this transaction only
+            self._rows("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(1000, max(40, 2 * k))),))
+            self._rows("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+            rows = self._rows(
+                f"""WITH r AS MATERIALIZED (
+                        SELECT n.id, n.embedding <=> %s::vector AS d FROM notes n{self._sql_where(clauses)}
+                        ORDER BY n.embedding <=> %s::vector LIMIT %s)
+                    SELECT id, d FROM r ORDER BY d, id""",
+                [literal, *params, literal, k],
+            )
+        return [(r["id"], 1.0 - float(r["d"])) for r in rows]
+
+    def _lexemes(self, query: str) -> list[str]:
+        rows = self._rows("SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', %s))", (query,))
+        return sorted(r["lexeme"] for r in rows)[:64]
+
+    def _total(self) -> int:
+        estimate = self._rows("SELECT reltuples::bigint AS n FROM pg_class WHERE oid = 'notes'::regclass")
+        n = int(estimate[0]["n"]) if estimate else -1
+        if n < 10_000:  # small, or never analysed: count exactly
+            n = int(self._rows("SELECT count(*) AS n FROM notes")[0]["n"])
+        return n
+
+    def keyword(
+        self, query: str, k: int, scope: Scope, filters: Filters | None = None
+    ) -> list[tuple[str, float]]:
+        lexemes = self._lexemes(query)
+        if not lexemes or k <= 0:
+            return []
+        total = max(1, self._total())
+        limit = int(total * self.common_term_share) if total >= 100 else total
+        df: dict[str, int] = {}
+        for lex in lexemes:
+            counted = self._rows(
+                "SELECT count(*) AS c FROM (SELECT 1 FROM notes WHERE tsv @@ %s::tsquery LIMIT %s) s",
+                (tsquery_term(lex), limit + 1),
+            )
+            df[lex] = int(counted[0]["c"])
+        # the same rule as SQLite: terms in more than the share of notes go when rarer ones remain
+        kept = [lex for lex in lexemes if df[lex] <= limit] or lexemes
+        kept = [lex for lex in kept if df[lex] > 0]
+        if not kept:
+            return []
+        # BM25 with binary term frequency: idf per term, summed over the terms a note contains
+        score_terms = []
+        params: list[Any] = []
+        for lex in kept:
+            idf = math.log(1.0 + (total - df[lex] + 0.5) / (df[lex] + 0.5))
+            score_terms.append("CASE WHEN n.tsv @@ %s::tsquery THEN %s ELSE 0 END")
+            params.extend([tsquery_term(lex), idf])
+        match = " | ".join(tsquery_term(lex) for lex in kept)
+        clauses, where_params = self._where(scope, filters)
+        where = self._sql_where(["n.tsv @@ %s::tsquery", *clauses])
+        rows = self._rows(
+            f"""SELECT n.id, ({" + ".join(score_terms)}) AS score FROM notes n{where}
+                ORDER BY score DESC, ts_rank(n.tsv, %s::tsquery, 1) DESC, n.rid LIMIT %s""",
+            [*params, match, *where_params, match, k],
+        )
+        return [(r["id"], float(r["score"])) for r in rows]
+
+    # -- cache and stats ----------------------------------------------------------------------
+    def cache_get(self, key: str) -> str | None:
+        rows = self._rows("SELECT value FROM llm_cache WHERE key = %s", (key,))
+        return str(rows[0]["value"]) if rows else None
+
+    def cache_put(self, key: str, value: str) -> None:
+        self._rows(
+            """INSERT INTO llm_cache VALUES (%s, %s, %s)
+               ON CONFLICT (key) DO UPDATE SET value = excluded.value, created_at = excluded.created_at""",
+            (key, value, utcnow()),
+        )
+
+    def stats(self) -> dict[str, Any]:
+        counts = {
+            table: int(self._rows(f"SELECT count(*) AS c FROM {table}")[0]["c"])
+            for table in ("notes", "links", "versions", "llm_calls")
+        }
+        states = {
+            r["state"]: int(r["c"]) for r in self._rows("SELECT state, count(*) AS c FROM notes GROUP BY 1")
+        }
+        size = self._rows(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint AS b FROM pg_class c "
+            "JOIN pg_namespace s ON s.oid = c.relnamespace WHERE s.nspname = %s AND c.relkind = 'r'",
+            (SCHEMA,),
+        )
+        return {**counts, "states": states, "bytes": int(size[0]["b"]), "url": self.url}

@@ -1,0 +1,153 @@
+"""The PostgreSQL schema (versioned migrations, applied under an advisory lock) and row mapping.
+
+Everything lives in the ``amem`` schema, so amem's tables never collide with an application's own in a
+shared database; connections put it first on the search path, pgvector's types come from ``public``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..notes import EnrichState, Note
+
+SCHEMA = "amem"
+#: the advisory lock key that serialises migrations (and the first vector-column sizing) across processes
+LOCK_KEY = "amem:migrate"
+
+MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL);
+        CREATE TABLE notes (
+            rid bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+            id text PRIMARY KEY,
+            content text NOT NULL,
+            event_time timestamptz NOT NULL,
+            ingest_time timestamptz NOT NULL,
+            updated_at timestamptz NOT NULL,
+            keywords jsonb NOT NULL,
+            tags jsonb NOT NULL,
+            context text NOT NULL,
+            user_id text, agent_id text, run_id text,
+            metadata jsonb NOT NULL,
+            embedding_model text NOT NULL,
+            content_hash text NOT NULL,
+            state text NOT NULL,
+            version integer NOT NULL,
+            enrich_attempts integer NOT NULL,
+            last_error text,
+            search_text text NOT NULL,
+            tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', search_text)) STORED,
+            embedding vector NOT NULL
+        );
+        CREATE INDEX notes_scope ON notes (user_id, agent_id, run_id);
+        CREATE INDEX notes_hash ON notes (content_hash);
+        CREATE INDEX notes_state ON notes (state);
+        CREATE INDEX notes_event ON notes (event_time);
+        CREATE INDEX notes_ingest ON notes (ingest_time, rid);
+        CREATE INDEX notes_tsv ON notes USING gin (tsv);
+        CREATE TABLE links (
+            source_id text NOT NULL REFERENCES notes (id) ON DELETE CASCADE,
+            target_id text NOT NULL REFERENCES notes (id) ON DELETE CASCADE,
+            weight double precision NOT NULL,
+            reason text NOT NULL,
+            created_at timestamptz NOT NULL,
+            updated_at timestamptz NOT NULL,
+            llm_call_id text,
+            PRIMARY KEY (source_id, target_id)
+        );
+        CREATE INDEX links_target ON links (target_id);
+        CREATE TABLE versions (
+            note_id text NOT NULL,
+            version integer NOT NULL,
+            cause text NOT NULL,
+            created_at timestamptz NOT NULL,
+            llm_call_id text,
+            detail text NOT NULL,
+            snapshot jsonb NOT NULL,
+            PRIMARY KEY (note_id, version)
+        );
+        CREATE TABLE llm_calls (
+            id text PRIMARY KEY,
+            step text NOT NULL,
+            prompt_version text NOT NULL,
+            model text NOT NULL,
+            input_tokens integer NOT NULL,
+            output_tokens integer NOT NULL,
+            latency_ms double precision NOT NULL,
+            ok boolean NOT NULL,
+            cached boolean NOT NULL,
+            error text,
+            attempts integer NOT NULL,
+            note_ids jsonb NOT NULL,
+            created_at timestamptz NOT NULL
+        );
+        CREATE INDEX llm_calls_created ON llm_calls (created_at);
+        CREATE TABLE llm_call_notes (
+            call_id text NOT NULL, note_id text NOT NULL, PRIMARY KEY (call_id, note_id)
+        );
+        CREATE INDEX llm_call_notes_note ON llm_call_notes (note_id);
+        CREATE TABLE llm_cache (key text PRIMARY KEY, value text NOT NULL, created_at timestamptz NOT NULL);
+        """,
+    ),
+]
+
+NOTE_COLUMNS = (
+    "id, content, event_time, ingest_time, updated_at, keywords, tags, context, user_id, agent_id, run_id, "
+    "metadata, embedding_model, content_hash, state, version, enrich_attempts, last_error, search_text"
+)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=str)  # as the SQLite store: non-JSON metadata values become text
+
+
+def note_params(note: Note) -> list[Any]:
+    from psycopg.types.json import Jsonb
+
+    return [
+        note.id,
+        note.content,
+        note.event_time,
+        note.ingest_time,
+        note.updated_at,
+        Jsonb(note.keywords),
+        Jsonb(note.tags),
+        note.context,
+        note.user_id,
+        note.agent_id,
+        note.run_id,
+        Jsonb(note.metadata, dumps=_dumps),
+        note.embedding_model,
+        note.content_hash,
+        note.state.value,
+        note.version,
+        note.enrich_attempts,
+        note.last_error,
+        note.keyword_text(),
+    ]
+
+
+def row_note(row: dict[str, Any]) -> Note:
+    return Note(
+        id=row["id"],
+        content=row["content"],
+        event_time=row["event_time"],
+        ingest_time=row["ingest_time"],
+        updated_at=row["updated_at"],
+        keywords=row["keywords"],
+        tags=row["tags"],
+        context=row["context"],
+        user_id=row["user_id"],
+        agent_id=row["agent_id"],
+        run_id=row["run_id"],
+        metadata=row["metadata"],
+        embedding_model=row["embedding_model"],
+        content_hash=row["content_hash"],
+        state=EnrichState(row["state"]),
+        version=row["version"],
+        enrich_attempts=row["enrich_attempts"],
+        last_error=row["last_error"],
+    )

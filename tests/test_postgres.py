@@ -1,0 +1,160 @@
+"""The PostgreSQL store beyond the contract: the engine, the CLI and concurrent processes on a real server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from amem import Memory
+from amem.cli import cli
+from amem.config import Settings
+from amem.embed.fake import FakeEmbedder
+from amem.llm.fake import FakeLLM
+from amem.notes import VersionCause
+
+
+def pg_memory(url: str, tmp_path: Path, llm: FakeLLM, **kwargs: object) -> Memory:
+    settings = Settings.resolve({"home": tmp_path, "llm": "fake", "embedder": "fake"})
+    return Memory(store=url, llm=llm, embedder=FakeEmbedder(64), settings=settings, **kwargs)  # type: ignore[arg-type]
+
+
+def test_engine_on_postgres_links_evolves_searches_and_survives_restart(pg_url: str, tmp_path: Path) -> None:
+    llm = FakeLLM()
+    memory = pg_memory(pg_url, tmp_path, llm, evolve_floor=0.0)
+    old = memory.add("Maya: I signed up for the Berlin marathon in September.")
+    llm.script = [
+        {
+            "keywords": ["ankle", "marathon"],
+            "tags": ["injury"],
+            "context": "Maya hurt her ankle before the marathon.",
+            "links": [{"to": "N1", "why": "same marathon"}],
+            "updates": [
+                {"note": "N1", "context": "Maya signed up for the Berlin marathon; a zebracorn injury."}
+            ],
+        }
+    ]
+    new = memory.add("Maya: I twisted my ankle; no running for three weeks, the marathon is at risk.")
+    assert [(lk.source_id, lk.target_id) for lk in memory.links(new.id)] == [(new.id, old.id)]
+    assert [v.cause for v in memory.history(old.id)] == [VersionCause.create, VersionCause.evolve]
+    hit = memory.search("zebracorn", k=1, expand=False)[0]
+    assert hit.note.id == old.id and hit.why.keyword_rank == 1
+    expanded = memory.search("twisted ankle", k=1)
+    assert [h.note.id for h in expanded] == [new.id, old.id]  # the link brought the older note in
+    memory.update(new.id, tags=["health"])
+    memory.close()
+    again = pg_memory(pg_url, tmp_path, FakeLLM())
+    assert again.get(new.id).tags == ["health"] and again.count() == 2
+    again.delete(old.id)
+    assert again.links(new.id) == [] and again.count() == 1
+    again.close()
+
+
+def test_cli_runs_unchanged_on_postgres(pg_url: str, tmp_path: Path, fake_models_env: None) -> None:
+    base = ["--home", str(tmp_path / "h"), "--store", pg_url]
+    runner = CliRunner()
+    for text in ("Maya runs marathons in Berlin.", "Jonas moved to Lisbon for work."):
+        result = runner.invoke(cli, [*base, "add", text])
+        assert result.exit_code == 0, result.output
+    found = runner.invoke(cli, [*base, "search", "Lisbon", "--json"])
+    assert found.exit_code == 0, found.output
+    assert "Lisbon" in json.loads(found.output)[0]["note"]["content"]
+    stats = runner.invoke(cli, [*base, "stats", "--json"])
+    data = json.loads(stats.output)
+    assert data["notes"] == 2 and "postgresql://" in data["url"]
+
+
+WORKER = textwrap.dedent(
+    """
+    import json, sys
+    from amem import Memory
+    from amem.config import Settings
+    from amem.embed.fake import FakeEmbedder
+    from amem.llm.fake import FakeLLM
+
+    url, worker, count, home = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+
+    def enums(schema, key):
+        found = []
+        def walk(node):
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    if k == key and isinstance(v, dict) and "enum" in v:
+                        found.extend(v["enum"])
+                    walk(v)
+            elif isinstance(node, list):
+                for v in node:
+                    walk(v)
+        walk(schema)
+        return found
+
+    def handler(messages, schema):
+        props = (schema or {}).get("properties", {})
+        out = {"keywords": ["marathon"], "tags": ["sport"], "context": "Maya trains for the marathon."}
+        if "links" in props:
+            out["links"] = [{"to": a, "why": "same training"} for a in enums(props["links"], "to")[:2]]
+        if "updates" in props:
+            targets = enums(props["updates"], "note")[:2]
+            out["updates"] = [
+                {"note": a, "context": f"Maya marathon training log by the river, seen by worker {worker}."}
+                for a in targets
+            ]
+        return out
+
+    settings = Settings.resolve({"home": home, "llm": "fake", "embedder": "fake"})
+    memory = Memory(store=url, llm=FakeLLM(handler=handler), embedder=FakeEmbedder(64), settings=settings,
+                    user_id="team", evolve_floor=0.0)
+    for i in range(count):
+        memory.add(f"Maya marathon training log {worker}-{i}: ran {i + 3} km by the river")
+    memory.close()
+    """
+)
+
+
+def test_four_processes_sharing_neighbours_lose_nothing(pg_url: str, tmp_path: Path) -> None:
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    count = 12
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), pg_url, str(w), str(count), str(tmp_path / f"h{w}")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(4)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+    memory = pg_memory(pg_url, tmp_path, FakeLLM())
+    notes = memory.store.list_notes(memory.scope, limit=1000)
+    contents = [n.content for n in notes]
+    assert len(contents) == 4 * count and len(set(contents)) == 4 * count  # every note exactly once
+    assert all(n.state.value == "enriched" for n in notes)
+    links = memory.store.links_for([n.id for n in notes])
+    pairs = [(lk.source_id, lk.target_id) for lk in links]
+    ids = {n.id for n in notes}
+    assert len(pairs) == len(set(pairs)) and all(s in ids and t in ids for s, t in pairs)
+    assert len(pairs) > 4 * count  # links were made (up to 2 per note after the first)
+    evolved = 0
+    for n in notes:
+        chain = memory.history(n.id)
+        assert [v.version for v in chain] == list(range(1, n.version + 1)), n.id  # no gap, no fork
+        assert chain[-1].context == n.context
+        evolved += sum(v.cause == VersionCause.evolve for v in chain)
+    assert evolved > 0
+    memory.close()
+
+
+@pytest.mark.parametrize("bad", ["postgresql://nobody@127.0.0.1:1/none"])
+def test_unreachable_server_gives_a_clear_error(bad: str, tmp_path: Path) -> None:
+    from amem.errors import StoreError
+
+    with pytest.raises(StoreError, match="cannot open PostgreSQL database"):
+        pg_memory(bad, tmp_path, FakeLLM())
