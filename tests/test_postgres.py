@@ -158,3 +158,76 @@ def test_unreachable_server_gives_a_clear_error(bad: str, tmp_path: Path) -> Non
 
     with pytest.raises(StoreError, match="cannot open PostgreSQL database"):
         pg_memory(bad, tmp_path, FakeLLM())
+
+
+def _snapshot(url: str) -> dict[str, object]:
+    """Everything a store holds, in comparable form."""
+    from amem.notes import Scope
+    from amem.store import open_store
+
+    store = open_store(url)
+    try:
+        notes = sorted(store.iter_notes(Scope()), key=lambda n: n.id)
+        ids = [n.id for n in notes]
+        vectors = store.get_vectors(ids)
+        return {
+            "notes": [n.model_dump() for n in notes],
+            "vectors": {i: vectors[i].tolist() for i in ids},
+            "links": sorted((lk.model_dump() for lk in store.links_for(ids)), key=str),
+            "versions": {i: [v.model_dump() for v in store.versions(i)] for i in ids},
+            "calls": sorted((c.model_dump() for c in store.llm_calls(limit=10**6)), key=lambda c: c["id"]),
+            "meta": [store.get_meta("embedding_model"), store.get_meta("dimensions")],
+        }
+    finally:
+        store.close()
+
+
+def test_migrate_round_trip_sqlite_postgres_sqlite_keeps_every_field(
+    pg_url: str, tmp_path: Path, fake_models_env: None
+) -> None:
+    source = tmp_path / "a.db"
+    llm = FakeLLM()
+    memory = pg_memory(f"sqlite:///{source}", tmp_path, llm, evolve_floor=0.0)
+    old = memory.add("Maya: I signed up for the Berlin marathon.", metadata={"session": 1, "mood": "glad"})
+    llm.script = [
+        {
+            "keywords": ["ankle"],
+            "tags": ["injury"],
+            "context": "Maya hurt her ankle.",
+            "links": [{"to": "N1", "why": "same marathon"}],
+            "updates": [{"note": "N1", "context": "Maya signed up for the Berlin marathon, now at risk."}],
+        }
+    ]
+    memory.add("Maya: I twisted my ankle before the marathon.")
+    memory.scoped(user_id="jonas").add("Jonas moved to Lisbon.")
+    memory.close()
+    assert len(pg_memory(f"sqlite:///{source}", tmp_path, FakeLLM()).history(old.id)) == 2
+    runner = CliRunner()
+    there = runner.invoke(cli, ["migrate", str(source), pg_url, "--json"])
+    assert there.exit_code == 0, there.output
+    report = json.loads(there.stdout)
+    assert report["notes"] == 3 and report["destination"] == report["source"]
+    back = tmp_path / "b.db"
+    again = runner.invoke(cli, ["migrate", pg_url, str(back), "--json"])
+    assert again.exit_code == 0, again.output
+    original, via_pg, returned = _snapshot(f"sqlite:///{source}"), _snapshot(pg_url), _snapshot(str(back))
+    assert via_pg == original
+    assert returned == original
+    # a rerun copies nothing twice
+    rerun = json.loads(runner.invoke(cli, ["migrate", str(source), pg_url, "--json"]).stdout)
+    assert rerun["notes"] == 0 and rerun["skipped_notes"] == 3 and rerun["destination"] == rerun["source"]
+
+
+def test_migrate_refuses_a_store_built_with_another_embedder(tmp_path: Path, pg_url: str) -> None:
+    from amem.errors import InvalidInput
+    from amem.migrate import migrate
+
+    a = pg_memory(f"sqlite:///{tmp_path / 'a.db'}", tmp_path, FakeLLM())
+    a.add("one note")
+    a.close()
+    settings = Settings.resolve({"home": tmp_path, "llm": "fake", "embedder": "fake"})
+    b = Memory(store=pg_url, llm=FakeLLM(), embedder=FakeEmbedder(32), settings=settings)
+    b.add("another note")
+    b.close()
+    with pytest.raises(InvalidInput, match=r"dimensions|embedding_model"):
+        migrate(str(tmp_path / "a.db"), pg_url)

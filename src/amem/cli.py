@@ -320,6 +320,22 @@ def import_(c: Ctx, path: Path, as_json: bool) -> None:
 
 
 @cli.command()
+@click.argument("source")
+@click.argument("destination")
+@json_option
+def migrate(source: str, destination: str, as_json: bool) -> None:
+    """Copy a whole memory from SOURCE to DESTINATION store (URLs or SQLite paths), then verify counts.
+
+    For example `amem migrate ~/.amem/memory.db postgresql://amem@db/amem`. Every note (with its vector,
+    versions and LLM calls) and every link goes over; a rerun after an interruption skips what is there.
+    """
+    from .migrate import migrate as run_migrate
+
+    report = run_migrate(source, destination, render.progress_bar)
+    _emit(as_json, report.model_dump(), lambda: click.echo(render.kv(report.model_dump())))
+
+
+@cli.command()
 @json_option
 @pass_ctx
 def stats(c: Ctx, as_json: bool) -> None:
