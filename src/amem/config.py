@@ -44,6 +44,7 @@ class Settings:
     llm_cache: bool = True
     llm_threads: int = 0  # 0: let the local runtime decide
     llm_context: int = 4096  # context window of the local LLM, in tokens
+    pool_size: int = 4  # PostgreSQL: connections per process (SQLite uses one)
 
     @property
     def db_path(self) -> Path:

@@ -10,7 +10,7 @@ from .base import Filters, Store
 __all__ = ["Filters", "Store", "open_store"]
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, pool_size: int = 4) -> Store:
     if url.startswith("sqlite:///"):
         from .sqlite import SQLiteStore
 
@@ -22,7 +22,7 @@ def open_store(url: str) -> Store:
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, pool_size=pool_size)
     if "://" not in url:
         from .sqlite import SQLiteStore
 
