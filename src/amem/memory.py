@@ -78,7 +78,9 @@ class Memory:
             settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
         self.settings = settings
         self.store: Store = (
-            store if store is not None and not isinstance(store, str) else open_store(settings.store_url, settings.pool_size)
+            store
+            if store is not None and not isinstance(store, str)
+            else open_store(settings.store_url, settings.pool_size)
         )
         self._llm: LLM | None = llm if llm is not None and not isinstance(llm, str) else None
         self._embedder: Embedder | None = (

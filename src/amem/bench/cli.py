@@ -35,13 +35,25 @@ def bench() -> None:
 )
 @click.option("--queries", type=click.IntRange(min=10), default=200, show_default=True)
 @click.option(
+    "--postgres",
+    default=None,
+    help="Also run each size on this PostgreSQL server (URL; a database amem_bench_N is created per size).",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="Folder for the stores and results [default <home>/bench/scale].",
 )
 @click.pass_obj
-def scale(obj: Any, sizes: tuple[int, ...], bench_embedder: str, queries: int, out: Path | None) -> None:
+def scale(
+    obj: Any,
+    sizes: tuple[int, ...],
+    bench_embedder: str,
+    queries: int,
+    postgres: str | None,
+    out: Path | None,
+) -> None:
     """Add throughput, search p50/p95 per preset, DB size and RAM per note at each size (no LLM)."""
     from .scale import markdown, run_size
 
@@ -49,8 +61,15 @@ def scale(obj: Any, sizes: tuple[int, ...], bench_embedder: str, queries: int, o
     folder = out or settings.home / "bench" / "scale"
     rows = []
     for n in sizes or (10_000,):
-        with progress_bar(f"{n:,} notes", n) as progress:
+        with progress_bar(f"{n:,} notes, sqlite", n) as progress:
             rows.append(run_size(settings, folder / f"n{n}", n, queries=queries, progress=progress))
+        if postgres:
+            with progress_bar(f"{n:,} notes, postgresql", n) as progress:
+                rows.append(
+                    run_size(
+                        settings, folder / f"pg{n}", n, queries=queries, progress=progress, postgres=postgres
+                    )
+                )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "results.json").write_text(json.dumps(rows, indent=2))
     table = markdown(rows)

@@ -90,13 +90,26 @@ def _rss_mb() -> float:
 
 
 def run_size(
-    settings: Settings, folder: Path, n: int, queries: int = 200, k: int = 5, progress: Progress | None = None
+    settings: Settings,
+    folder: Path,
+    n: int,
+    queries: int = 200,
+    k: int = 5,
+    progress: Progress | None = None,
+    postgres: str | None = None,
 ) -> dict[str, Any]:
+    """One size on a fresh store: SQLite under ``folder``, or, given a PostgreSQL server URL, a fresh
+    database ``amem_bench_<n>`` on that server (dropped first if a previous run left it)."""
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    db = folder / "memory.db"
-    run_settings = replace(settings, database_url=f"sqlite:///{db}", llm="none", llm_cache=False)
+    if postgres:
+        from ..store.postgres import fresh_database
+
+        url = fresh_database(postgres, f"amem_bench_{n}")
+    else:
+        url = f"sqlite:///{folder / 'memory.db'}"
+    run_settings = replace(settings, database_url=url, llm="none", llm_cache=False)
     items = synthetic_notes(n)
     with Memory(settings=run_settings, user_id="bench") as memory:
         rss_before = _rss_mb()
@@ -122,9 +135,12 @@ def run_size(
         if share is not None:
             memory.store.common_term_share = share  # type: ignore[attr-defined]
         rss_after = _rss_mb()
-    size = sum(p.stat().st_size for p in folder.iterdir() if p.name.startswith("memory.db"))
+        size = int(memory.store.stats()["bytes"])
+        if not postgres:  # the WAL and shared-memory files count too
+            size = sum(p.stat().st_size for p in folder.iterdir() if p.name.startswith("memory.db"))
     return {
         "notes": n,
+        "store": "postgresql" if postgres else "sqlite",
         "embedder": settings.embedder,
         "add_notes_per_s": n / add_seconds,
         "search": latency,
@@ -143,16 +159,17 @@ def _time_ms(fn: Callable[[], object]) -> float:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| notes | embedder | add notes/s | paper p50 / p95 ms | hybrid p50 / p95 ms | hybrid/paper p50 "
-        "| keyword p50 / p95 ms | hybrid, all terms p50 / p95 ms | DB bytes/note | RSS growth bytes/note |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| notes | store | embedder | add notes/s | paper p50 / p95 ms | hybrid p50 / p95 ms "
+        "| hybrid/paper p50 | keyword p50 / p95 ms | hybrid, all terms p50 / p95 ms | DB bytes/note "
+        "| RSS growth bytes/note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         p, h = r["search"]["paper"], r["search"]["hybrid"]
         kw, allt = r["search"]["keyword"], r["search"].get("hybrid_all_terms")
         all_terms = f"{allt['p50_ms']:.1f} / {allt['p95_ms']:.1f}" if allt else "n/a"
         lines.append(
-            f"| {r['notes']:,} | {r['embedder']} | {r['add_notes_per_s']:.0f} "
+            f"| {r['notes']:,} | {r.get('store', 'sqlite')} | {r['embedder']} | {r['add_notes_per_s']:.0f} "
             f"| {p['p50_ms']:.1f} / {p['p95_ms']:.1f} "
             f"| {h['p50_ms']:.1f} / {h['p95_ms']:.1f} | {h['p50_ms'] / p['p50_ms']:.2f}x "
             f"| {kw['p50_ms']:.1f} / {kw['p95_ms']:.1f} "

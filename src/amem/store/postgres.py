@@ -52,6 +52,20 @@ def tsquery_term(lexeme: str) -> str:
     return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
+def fresh_database(server_url: str, name: str) -> str:
+    """Create database ``name`` on the server (dropping an earlier one of that name); its URL.
+    For benchmarks and tests, which need an empty store per run."""
+    import psycopg
+
+    if not name.replace("_", "").isalnum():
+        raise StoreError(f"bad database name {name!r}: use letters, digits and '_'")
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    parts = urlsplit(server_url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
 class PostgresStore:
     def __init__(self, url: str, pool_size: int = 4) -> None:
         try:
