@@ -78,6 +78,8 @@ class PostgresStore:
         self._psycopg = psycopg
         self._local = threading.local()
         self.common_term_share = COMMON_TERM_SHARE
+        self._inserted = 0  # notes this process added since its last ANALYZE
+        self._analysed_at = 0  # table size then
         options = f"-c search_path={SCHEMA},public"
         try:
             with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
@@ -204,6 +206,7 @@ class PostgresStore:
                 f"INSERT INTO notes ({NOTE_COLUMNS}, embedding) VALUES ({marks}, %s::vector)",
                 [*note_params(note), vector_literal(vec)],
             )
+        self._inserted += 1
 
     def update_note(self, note: Note, vector: Vectors | None = None) -> None:
         with self.atomic():
@@ -433,6 +436,15 @@ class PostgresStore:
         return [LLMCall(**r) for r in rows]
 
     # -- search -------------------------------------------------------------------------------
+    def _fresh_statistics(self) -> None:
+        """ANALYZE after this process added many notes: with stale statistics (a bulk load that autovacuum
+        has not seen yet) the planner estimates a scope at a few rows and sorts every vector instead of
+        using the HNSW index (measured: 42 ms instead of 9 ms at 10^4 notes)."""
+        if self._inserted >= max(1000, self._analysed_at // 5):
+            self._rows("ANALYZE notes")
+            self._analysed_at = self._total()
+            self._inserted = 0
+
     def nearest(
         self,
         vector: Vectors,
@@ -441,6 +453,7 @@ class PostgresStore:
         filters: Filters | None = None,
         exclude: Sequence[str] = (),
     ) -> list[tuple[str, float]]:
+        self._fresh_statistics()
         dims = self.get_meta("dimensions")
         if dims is None or k <= 0:
             return []
@@ -481,6 +494,7 @@ class PostgresStore:
         lexemes = self._lexemes(query)
         if not lexemes or k <= 0:
             return []
+        self._fresh_statistics()
         total = max(1, self._total())
         limit = int(total * self.common_term_share) if total >= 100 else total
         df: dict[str, int] = {}
