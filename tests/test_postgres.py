@@ -231,3 +231,24 @@ def test_migrate_refuses_a_store_built_with_another_embedder(tmp_path: Path, pg_
     b.close()
     with pytest.raises(InvalidInput, match=r"dimensions|embedding_model"):
         migrate(str(tmp_path / "a.db"), pg_url)
+
+
+def test_processes_opening_a_fresh_database_at_once_migrate_it_once(pg_url: str, tmp_path: Path) -> None:
+    script = tmp_path / "opener.py"
+    script.write_text(
+        "import sys\nfrom amem.store import open_store\n"
+        "s = open_store(sys.argv[1])\ns.set_meta('opened_by_' + sys.argv[2], 'yes')\ns.close()\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, str(script), pg_url, str(i)], stderr=subprocess.PIPE)
+        for i in range(4)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()[-2000:]
+    import psycopg
+
+    with psycopg.connect(pg_url) as conn:
+        versions = conn.execute("SELECT version FROM amem.schema_migrations").fetchall()
+        opened = conn.execute("SELECT count(*) FROM amem.meta WHERE key LIKE 'opened_by_%'").fetchone()
+    assert versions == [(1,)] and opened == (4,)
