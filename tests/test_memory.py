@@ -446,3 +446,25 @@ def test_bad_batch_answer_falls_back_to_one_call_per_note(memory: Memory, fake_l
     notes = memory.add_many(["one thing", "another thing"], batch_size=2)
     assert [n.state for n in notes] == [EnrichState.enriched] * 2
     assert [c.step for c in memory.llm_calls()] == ["construct_batch", "construct", "construct"]
+
+
+def test_enrich_never_overwrites_an_edit_made_while_the_llm_worked(tmp_path: Path) -> None:
+    llm = FakeLLM(script=[LLMUnavailable("down")])
+    m = make_memory(tmp_path / "m.db", llm)
+    note = m.add("Jonas works in Berlin.")
+    assert note.state == EnrichState.pending
+
+    def edit_during_call(messages: Any, schema: Any) -> dict[str, Any]:
+        m.update(note.id, content="Jonas works in Lisbon now.")  # another writer, mid-call
+        return attrs()
+
+    llm.handler = edit_during_call
+    m.enrich()
+    kept = m.get(note.id)
+    assert kept.content == "Jonas works in Lisbon now."
+    assert [v.cause for v in m.history(note.id)] == [VersionCause.create, VersionCause.update]
+    assert kept.state == EnrichState.pending  # the edit left it pending; the next enrich takes it
+    llm.handler = None
+    m.enrich()
+    assert m.get(note.id).state == EnrichState.enriched
+    assert m.get(note.id).content == "Jonas works in Lisbon now."

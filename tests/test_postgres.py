@@ -216,6 +216,13 @@ def test_migrate_round_trip_sqlite_postgres_sqlite_keeps_every_field(
     # a rerun copies nothing twice
     rerun = json.loads(runner.invoke(cli, ["migrate", str(source), pg_url, "--json"]).stdout)
     assert rerun["notes"] == 0 and rerun["skipped_notes"] == 3 and rerun["destination"] == rerun["source"]
+    # a note edited in the source since is brought up to date by the next run
+    edited = pg_memory(f"sqlite:///{source}", tmp_path, FakeLLM())
+    edited.update(old.id, tags=["edited"])
+    edited.close()
+    third = json.loads(runner.invoke(cli, ["migrate", str(source), pg_url, "--json"]).stdout)
+    assert third["updated_notes"] == 1 and third["versions"] == 1
+    assert _snapshot(pg_url) == _snapshot(f"sqlite:///{source}")
 
 
 def test_migrate_refuses_a_store_built_with_another_embedder(tmp_path: Path, pg_url: str) -> None:
@@ -252,3 +259,40 @@ def test_processes_opening_a_fresh_database_at_once_migrate_it_once(pg_url: str,
         versions = conn.execute("SELECT version FROM amem.schema_migrations").fetchall()
         opened = conn.execute("SELECT count(*) FROM amem.meta WHERE key LIKE 'opened_by_%'").fetchone()
     assert versions == [(1,)] and opened == (4,)
+
+
+def test_nul_characters_are_stored_not_lost(pg_url: str, tmp_path: Path) -> None:
+    # content with NUL is refused at input; metadata and LLM output with one are stored (as U+FFFD)
+    llm = FakeLLM(script=[{"keywords": ["nul"], "tags": ["t"], "context": "A context with \x00 inside."}])
+    memory = pg_memory(pg_url, tmp_path, llm)
+    note = memory.add("A note about a NUL character.", metadata={"k": "a\x00b"})
+    stored = memory.get(note.id)
+    assert stored.metadata == {"k": "a\ufffdb"} and stored.context == "A context with \ufffd inside."
+    assert len(memory.history(note.id)) == 1
+    assert memory.search("NUL \x00 character", k=1)[0].note.id == note.id
+    memory.close()
+
+
+def test_filtered_dense_search_finds_k_even_when_the_graph_walk_gives_up(pg_url: str) -> None:
+    import numpy as np
+    import psycopg
+
+    from amem.notes import Note, Scope
+    from amem.store import Filters, open_store
+
+    store = open_store(pg_url)
+    rng = np.random.default_rng(0)
+    for i in range(400):
+        vec = rng.standard_normal(16).astype(np.float32)
+        store.insert_note(Note(content=f"n{i}", metadata={"tag": "rare" if i % 100 == 0 else "common"}), vec)
+    store.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("ANALYZE amem.notes")
+        name = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        conn.execute(f"ALTER DATABASE {name} SET hnsw.max_scan_tuples = 50")  # walks give up early
+    store = open_store(pg_url)
+    hits = store.nearest(
+        rng.standard_normal(16).astype(np.float32), 4, Scope(), Filters(metadata={"tag": "rare"})
+    )
+    assert len(hits) == 4
+    store.close()

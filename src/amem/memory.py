@@ -315,7 +315,19 @@ class Memory:
                     )
                 )
             else:
-                self.store.update_note(note)  # attempts/error only: not a content change, no version
+                current = self.store.get_note(note.id)
+                if current is None:
+                    raise NotFound(f"note {note.id} was deleted while it was being enriched")
+                # attempts and error only, on the stored note: an edit made meanwhile is kept
+                note = current.model_copy(
+                    update={
+                        "enrich_attempts": note.enrich_attempts,
+                        "last_error": note.last_error,
+                        "state": note.state if current.version == note.version else current.state,
+                        "updated_at": note.updated_at,
+                    }
+                )
+                self.store.update_note(note)  # not a content change: no version
         return note
 
     def _apply(self, note: Note, decision: write.Decision, is_new: bool) -> Note:
@@ -342,17 +354,23 @@ class Memory:
         texts = [note.embedding_text()] + [n.embedding_text() for n in changed]
         vectors = self.embedder.embed_documents(texts)
         with self.store.atomic():
+            # one read takes every lock this write needs, in id order (no deadlock between writers)
+            own = [] if is_new else [note.id]
+            live = self.store.get_notes(own + [t for t, _ in decision.links] + [n.id for n in changed])
             if is_new:
                 self.store.insert_note(note, vectors[0])
                 self.store.add_version(NoteVersion.snapshot(note, VersionCause.create, call_id))
             else:
-                current = self.store.get_note(note.id)
+                current = live.get(note.id)
                 if current is None:
                     raise NotFound(f"note {note.id} was deleted while it was being enriched")
-                note.version = current.version + 1  # on top of whatever happened meanwhile
+                if current.version != note.version:
+                    # edited or evolved while the LLM worked on the older text: keep that change, and let
+                    # a later `enrich` look at the note again if it is still pending
+                    return current
+                note.version = current.version + 1
                 self.store.update_note(note, vectors[0])
                 self.store.add_version(NoteVersion.snapshot(note, VersionCause.enrich, call_id))
-            live = self.store.get_notes([t for t, _ in decision.links] + [n.id for n in changed])
             self.store.upsert_links(
                 [
                     Link(source_id=note.id, target_id=target, reason=reason, llm_call_id=call_id)

@@ -26,6 +26,7 @@ class MigrateReport(BaseModel):
     links: int = 0
     versions: int = 0
     llm_calls: int = 0
+    updated_notes: int = 0
     skipped_notes: int = 0
     source: dict[str, int] = {}
     destination: dict[str, int] = {}
@@ -48,65 +49,87 @@ def _check_compatible(src: Store, dst: Store) -> None:
 
 def copy_store(src: Store, dst: Store, progress: Progress | None = None, batch: int = 500) -> MigrateReport:
     _check_compatible(src, dst)
-    before = _counts(dst)
     report = MigrateReport(source=_counts(src))
     total = report.source["notes"]
     model = src.get_meta("embedding_model")
     if model is not None and dst.get_meta("embedding_model") is None:
         dst.set_meta("embedding_model", model)
-    done = 0
-    chunk: list[str] = []
+    ids: list[str] = []
 
-    def flush(ids: list[str]) -> None:
-        notes, vectors = src.get_notes(ids), src.get_vectors(ids)
+    def flush(chunk: list[str]) -> None:
+        notes, vectors = src.get_notes(chunk), src.get_vectors(chunk)
         with dst.atomic():
-            present = dst.get_notes(ids)
-            for note_id in ids:
-                if note_id in present:
-                    report.skipped_notes += 1
+            present = dst.get_notes(chunk)
+            for note_id in chunk:
+                note, there = notes[note_id], present.get(note_id)
+                if there is None:
+                    dst.insert_note(note, vectors[note_id])
+                    report.notes += 1
+                    have: set[int] = set()
+                elif there.model_dump() != note.model_dump():  # changed in the source since the last run
+                    dst.update_note(note, vectors[note_id])
+                    report.updated_notes += 1
                     have = {v.version for v in dst.versions(note_id)}
                 else:
-                    dst.insert_note(notes[note_id], vectors[note_id])
-                    report.notes += 1
-                    have = set()
+                    report.skipped_notes += 1
+                    have = {v.version for v in dst.versions(note_id)}
                 for version in src.versions(note_id):
                     if version.version not in have:
                         dst.add_version(version)
                         report.versions += 1
 
     for note in src.iter_notes(_EVERYTHING, batch=batch):
-        chunk.append(note.id)
-        if len(chunk) >= batch:
-            flush(chunk)
-            done += len(chunk)
-            chunk = []
+        ids.append(note.id)
+        if len(ids) % batch == 0:
+            flush(ids[-batch:])
             if progress:
-                progress(done, total)
-    if chunk:
-        flush(chunk)
-        done += len(chunk)
+                progress(len(ids), total)
+    if len(ids) % batch:
+        flush(ids[-(len(ids) % batch) :])
     if progress:
-        progress(done, total)
+        progress(len(ids), total)
     # links once both ends exist; each link is copied with the batch that holds its source
-    ids = [n.id for n in src.iter_notes(_EVERYTHING, batch=batch)]
     for start in range(0, len(ids), batch):
         owned = set(ids[start : start + batch])
         links = [lk for lk in src.links_for(list(owned)) if lk.source_id in owned]
         if links:
             dst.upsert_links(links)
             report.links += len(links)
-    with dst.atomic():
-        for call in src.llm_calls(limit=10**9):
-            dst.record_llm_call(call)  # an upsert by id: a rerun rewrites the same record
-            report.llm_calls += 1
+    calls = src.llm_calls(limit=10**9)
+    for start in range(0, len(calls), batch):
+        with dst.atomic():
+            for call in calls[start : start + batch]:
+                dst.record_llm_call(call)  # an upsert by id: a rerun rewrites the same record
+        report.llm_calls += len(calls[start : start + batch])
+    _verify(src, dst, ids, {c.id for c in calls}, batch)
     report.destination = _counts(dst)
-    for key, count in report.source.items():
-        if report.destination[key] < count or (before[key] == 0 and report.destination[key] != count):
-            raise StoreError(
-                f"verification failed: the source has {count} {key} but the destination "
-                f"{report.destination[key]}; nothing in the source was changed, rerun to finish the copy"
-            )
     return report
+
+
+def _verify(src: Store, dst: Store, ids: list[str], call_ids: set[str], batch: int) -> None:
+    """Every source note, version, link and LLM call is in the destination, as in the source."""
+    for start in range(0, len(ids), batch):
+        chunk = ids[start : start + batch]
+        theirs, ours = src.get_notes(chunk), dst.get_notes(chunk)
+        for note_id in chunk:
+            if note_id not in ours or ours[note_id].version != theirs[note_id].version:
+                _fail(f"note {note_id}")
+            if {v.version for v in src.versions(note_id)} - {v.version for v in dst.versions(note_id)}:
+                _fail(f"versions of note {note_id}")
+        owned = set(chunk)
+        want = {(lk.source_id, lk.target_id) for lk in src.links_for(chunk) if lk.source_id in owned}
+        have = {(lk.source_id, lk.target_id) for lk in dst.links_for(chunk) if lk.source_id in owned}
+        if want - have:
+            _fail(f"{len(want - have)} link(s)")
+    if call_ids - {c.id for c in dst.llm_calls(limit=10**9)}:
+        _fail("LLM call records")
+
+
+def _fail(what: str) -> None:
+    raise StoreError(
+        f"verification failed: {what} missing or different in the destination; nothing in the source was "
+        "changed, rerun the migration to finish the copy"
+    )
 
 
 def migrate(src_url: str, dst_url: str, bar: BarFactory | None = None) -> MigrateReport:

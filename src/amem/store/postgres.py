@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
@@ -23,20 +23,24 @@ from ..embed.base import Vectors
 from ..errors import StoreError
 from ..notes import Link, LLMCall, Note, NoteVersion, Scope, VersionCause, utcnow
 from .base import Filters
-from .postgres_schema import LOCK_KEY, MIGRATIONS, NOTE_COLUMNS, SCHEMA, note_params, row_note
+from .postgres_schema import LOCK_KEY, MIGRATIONS, NOTE_COLUMNS, SCHEMA, clean_text, note_params, row_note
 from .sqlite import COMMON_TERM_SHARE
 
 _INSTALL_HINT = "install the PostgreSQL driver with `pip install 'amem[postgres]'`"
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for messages and stats."""
+    """The URL without its password (in the user part or as a ``password=`` parameter)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    netloc = parts.netloc
+    if parts.password:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':', 1)[0]}:***@{host}"
+    query = urlencode(
+        [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)],
+        safe="/:",
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def vector_literal(vector: Vectors) -> str:
@@ -80,7 +84,7 @@ class PostgresStore:
         self.common_term_share = COMMON_TERM_SHARE
         self._inserted = 0  # notes this process added since its last ANALYZE
         self._analysed_at = 0  # table size then
-        options = f"-c search_path={SCHEMA},public"
+        options = f"-c search_path={SCHEMA},public -c timezone=UTC"
         try:
             with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
                 self._migrate(conn)
@@ -93,10 +97,16 @@ class PostgresStore:
             open=True,
             kwargs={"autocommit": True, "row_factory": dict_row, "options": options},
             timeout=30,
+            check=ConnectionPool.check_connection,  # a server restart costs no failed call
         )
 
     # -- plumbing -----------------------------------------------------------------------------
     def _migrate(self, conn: Any) -> None:
+        newest = max(v for v, _ in MIGRATIONS)
+        if conn.execute(f"SELECT to_regclass('{SCHEMA}.schema_migrations') IS NOT NULL").fetchone()[0]:
+            done = conn.execute(f"SELECT max(version) FROM {SCHEMA}.schema_migrations").fetchone()[0]
+            if done == newest:
+                return  # up to date: no DDL, so a role with data privileges only can open the store
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (LOCK_KEY,))
             present = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone()
@@ -116,7 +126,6 @@ class PostgresStore:
                 "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
             )
             done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations").fetchall()}
-            newest = max(v for v, _ in MIGRATIONS)
             if done and max(done) > newest:
                 raise StoreError(
                     f"{self.url} was written by a newer amem (schema {max(done)} > {newest}); upgrade amem"
@@ -227,6 +236,8 @@ class PostgresStore:
 
     def delete_note(self, note_id: str) -> None:
         with self.atomic():
+            # the note's lock first: a writer evolving it finishes, or waits and then finds it gone
+            self._rows("SELECT id FROM notes WHERE id = %s FOR UPDATE", (note_id,))
             self._rows("DELETE FROM versions WHERE note_id = %s", (note_id,))
             self._rows("DELETE FROM notes WHERE id = %s", (note_id,))  # links go by ON DELETE CASCADE
 
@@ -269,9 +280,10 @@ class PostgresStore:
                 if wanted is None:
                     clauses.append("coalesce(n.metadata -> %s, 'null'::jsonb) = 'null'::jsonb")
                     params.append(key)
-                elif isinstance(wanted, bool):  # as SQLite's json_extract: true matches 1, false 0
+                elif isinstance(wanted, bool) or wanted in (0, 1):
+                    # as SQLite's json_extract: true and 1 match each other, false and 0
                     clauses.append("n.metadata -> %s IN (%s, %s)")
-                    params.extend([key, Jsonb(wanted), Jsonb(int(wanted))])
+                    params.extend([key, Jsonb(bool(wanted)), Jsonb(int(wanted))])
                 else:
                     clauses.append("n.metadata -> %s = %s")
                     params.extend([key, Jsonb(wanted)])
@@ -338,7 +350,7 @@ class PostgresStore:
                         link.source_id,
                         link.target_id,
                         link.weight,
-                        link.reason,
+                        clean_text(link.reason),
                         link.created_at,
                         link.updated_at,
                         link.llm_call_id,
@@ -364,7 +376,7 @@ class PostgresStore:
     def add_version(self, version: NoteVersion) -> None:
         snapshot = version.model_dump_json(
             include={"content", "keywords", "tags", "context", "metadata", "event_time", "state"}
-        )
+        ).replace("\\u0000", "\\ufffd")  # jsonb refuses NUL, as text does
         self._rows(
             "INSERT INTO versions VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb)",
             (
@@ -373,7 +385,7 @@ class PostgresStore:
                 version.cause.value,
                 version.created_at,
                 version.llm_call_id,
-                version.detail,
+                clean_text(version.detail),
                 snapshot,
             ),
         )
@@ -413,7 +425,7 @@ class PostgresStore:
                     call.latency_ms,
                     call.ok,
                     call.cached,
-                    call.error,
+                    clean_text(call.error),
                     call.attempts,
                     json.dumps(call.note_ids),
                     call.created_at,
@@ -465,21 +477,27 @@ class PostgresStore:
             clauses.append("NOT (n.id = ANY(%s))")
             params.append(list(exclude))
         literal = vector_literal(query)
-        with self.atomic():  # the HNSW settings below last for this transaction only
+        sql = f"""WITH r AS MATERIALIZED (
+                    SELECT n.id, n.embedding <=> %s::vector AS d FROM notes n{self._sql_where(clauses)}
+                    ORDER BY n.embedding <=> %s::vector LIMIT %s)
+                SELECT id, d FROM r ORDER BY d, id"""
+        with self.atomic():  # the settings below last for this transaction only
             self._rows("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(1000, max(40, 2 * k))),))
             self._rows("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
-            rows = self._rows(
-                f"""WITH r AS MATERIALIZED (
-                        SELECT n.id, n.embedding <=> %s::vector AS d FROM notes n{self._sql_where(clauses)}
-                        ORDER BY n.embedding <=> %s::vector LIMIT %s)
-                    SELECT id, d FROM r ORDER BY d, id""",
-                [literal, *params, literal, k],
-            )
+            rows = self._rows(sql, [literal, *params, literal, k])
+            if len(rows) < k:
+                # the graph walk gives up after hnsw.max_scan_tuples under a selective filter: an exact
+                # scan of the filtered notes finds every one (and costs little, as there are few)
+                self._rows("SELECT set_config('enable_indexscan', 'off', true)")
+                rows = self._rows(sql, [literal, *params, literal, k])
         return [(r["id"], 1.0 - float(r["d"])) for r in rows]
 
     def _lexemes(self, query: str) -> list[str]:
-        rows = self._rows("SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', %s))", (query,))
-        return sorted(r["lexeme"] for r in rows)[:64]
+        rows = self._rows(
+            "SELECT lexeme FROM unnest(to_tsvector('english', %s)) ORDER BY positions[1] LIMIT 64",
+            (clean_text(query),),
+        )
+        return [r["lexeme"] for r in rows]  # in the query's order
 
     def _total(self) -> int:
         estimate = self._rows("SELECT reltuples::bigint AS n FROM pg_class WHERE oid = 'notes'::regclass")
@@ -535,7 +553,7 @@ class PostgresStore:
         self._rows(
             """INSERT INTO llm_cache VALUES (%s, %s, %s)
                ON CONFLICT (key) DO UPDATE SET value = excluded.value, created_at = excluded.created_at""",
-            (key, value, utcnow()),
+            (key, clean_text(value), utcnow()),
         )
 
     def stats(self) -> dict[str, Any]:

@@ -104,22 +104,34 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, default=str)  # as the SQLite store: non-JSON metadata values become text
 
 
+def clean_text(value: Any) -> Any:
+    """PostgreSQL text and jsonb cannot hold NUL characters (SQLite can): they become U+FFFD, so a note
+    with one is stored rather than lost."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [clean_text(v) for v in value]
+    if isinstance(value, dict):
+        return {clean_text(k): clean_text(v) for k, v in value.items()}
+    return value
+
+
 def note_params(note: Note) -> list[Any]:
     from psycopg.types.json import Jsonb
 
-    return [
+    plain = [
         note.id,
         note.content,
         note.event_time,
         note.ingest_time,
         note.updated_at,
-        Jsonb(note.keywords),
-        Jsonb(note.tags),
+        Jsonb(clean_text(note.keywords)),
+        Jsonb(clean_text(note.tags)),
         note.context,
         note.user_id,
         note.agent_id,
         note.run_id,
-        Jsonb(note.metadata, dumps=_dumps),
+        Jsonb(clean_text(note.metadata), dumps=_dumps),
         note.embedding_model,
         note.content_hash,
         note.state.value,
@@ -128,6 +140,7 @@ def note_params(note: Note) -> list[Any]:
         note.last_error,
         note.keyword_text(),
     ]
+    return [clean_text(v) if isinstance(v, str) else v for v in plain]
 
 
 def row_note(row: dict[str, Any]) -> Note:
