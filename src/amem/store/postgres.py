@@ -82,6 +82,7 @@ class PostgresStore:
         self._psycopg = psycopg
         self._local = threading.local()
         self.common_term_share = COMMON_TERM_SHARE
+        self._dims: str | None = None
         self._inserted = 0  # notes this process added since its last ANALYZE
         self._analysed_at = 0  # table size then
         options = f"-c search_path={SCHEMA},public -c timezone=UTC"
@@ -185,8 +186,17 @@ class PostgresStore:
         )
 
     # -- notes --------------------------------------------------------------------------------
-    def _check_dims(self, vector: Vectors) -> None:
+    def _dimensions(self) -> str | None:
+        """The vector size, remembered once committed (it never changes afterwards)."""
+        if self._dims is not None:
+            return self._dims
         dims = self.get_meta("dimensions")
+        if not self._in_transaction():  # inside one, the value may still be rolled back
+            self._dims = dims
+        return dims
+
+    def _check_dims(self, vector: Vectors) -> None:
+        dims = self._dimensions()
         if dims is None:
             # the first vector fixes the column's size, which the HNSW index needs; once, under the lock
             self._rows("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (LOCK_KEY,))
@@ -466,7 +476,7 @@ class PostgresStore:
         exclude: Sequence[str] = (),
     ) -> list[tuple[str, float]]:
         self._fresh_statistics()
-        dims = self.get_meta("dimensions")
+        dims = self._dimensions()
         if dims is None or k <= 0:
             return []
         query = np.asarray(vector, dtype=np.float32)
