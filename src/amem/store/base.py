@@ -51,6 +51,20 @@ class Filters(BaseModel):
         )
 
 
+def scope_clauses(scope: Scope, mark: str) -> tuple[list[str], list[Any]]:
+    """SQL conditions on a notes table aliased ``n`` for a scope (``mark``: the driver's placeholder). A
+    field left out matches anything, unless the scope is exact, where it matches only a missing field."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for col, value in (("user_id", scope.user_id), ("agent_id", scope.agent_id), ("run_id", scope.run_id)):
+        if value is not None:
+            clauses.append(f"n.{col} = {mark}")
+            params.append(value)
+        elif scope.exact:
+            clauses.append(f"n.{col} IS NULL")
+    return clauses, params
+
+
 class Store(Protocol):
     url: str
 

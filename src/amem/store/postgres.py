@@ -22,7 +22,7 @@ import numpy as np
 from ..embed.base import Vectors
 from ..errors import StoreError
 from ..notes import Link, LLMCall, Note, NoteVersion, Scope, VersionCause, utcnow
-from .base import Filters
+from .base import Filters, scope_clauses
 from .postgres_schema import LOCK_KEY, MIGRATIONS, NOTE_COLUMNS, SCHEMA, clean_text, note_params, row_note
 from .sqlite import COMMON_TERM_SHARE
 
@@ -273,18 +273,7 @@ class PostgresStore:
     def _where(self, scope: Scope, filters: Filters | None) -> tuple[list[str], list[Any]]:
         from psycopg.types.json import Jsonb
 
-        clauses: list[str] = []
-        params: list[Any] = []
-        for col, value in (
-            ("user_id", scope.user_id),
-            ("agent_id", scope.agent_id),
-            ("run_id", scope.run_id),
-        ):
-            if value is not None:
-                clauses.append(f"n.{col} = %s")
-                params.append(value)
-            elif scope.exact:
-                clauses.append(f"n.{col} IS NULL")
+        clauses, params = scope_clauses(scope, "%s")
         if filters is not None:
             for key, wanted in filters.metadata.items():
                 if wanted is None:

@@ -22,7 +22,7 @@ from ..embed.base import Vectors
 from ..errors import StoreError
 from ..notes import Link, LLMCall, Note, NoteVersion, Scope, VersionCause
 from ..text import STOPWORDS
-from .base import Filters
+from .base import Filters, scope_clauses
 from .sqlite_schema import MIGRATIONS, fmt_time, note_row, parse_time, row_note
 from .vector_index import VectorIndex
 
@@ -263,18 +263,7 @@ class SQLiteStore:
         return out
 
     def _where(self, scope: Scope, filters: Filters | None) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        for col, value in (
-            ("user_id", scope.user_id),
-            ("agent_id", scope.agent_id),
-            ("run_id", scope.run_id),
-        ):
-            if value is not None:
-                clauses.append(f"n.{col} = ?")
-                params.append(value)
-            elif scope.exact:
-                clauses.append(f"n.{col} IS NULL")
+        clauses, params = scope_clauses(scope, "?")
         if filters is not None:
             for key, wanted in filters.metadata.items():
                 if wanted is None:
