@@ -497,7 +497,7 @@ class SQLiteStore:
 
     def _informative(self, terms: list[str]) -> list[str]:
         """The terms without those in more than COMMON_TERM_SHARE of the notes (counting one term's
-        matches is ~100x cheaper than scoring them), or all terms when every one is common."""
+        matches is far cheaper than scoring them), or all terms when every one is common."""
         index = self._vectors()
         total = len(index) if index is not None else 0
         if len(terms) < 2 or total < 100:
