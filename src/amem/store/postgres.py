@@ -517,13 +517,13 @@ class PostgresStore:
         self._fresh_statistics()
         total = max(1, self._total())
         limit = int(total * self.common_term_share) if total >= 100 else total
-        # every term's document frequency (capped) in one round trip
-        counted = self._rows(
-            """SELECT t.lex, (SELECT count(*) FROM (SELECT 1 FROM notes WHERE tsv @@ t.q::tsquery LIMIT %s) s)
-               AS c FROM unnest(%s::text[], %s::text[]) AS t(lex, q)""",
-            (limit + 1, lexemes, [tsquery_term(lex) for lex in lexemes]),
-        )
-        df = {r["lex"]: int(r["c"]) for r in counted}
+        df: dict[str, int] = {}
+        for lex in lexemes:  # one query per term measured faster than one combined statement
+            counted = self._rows(
+                "SELECT count(*) AS c FROM (SELECT 1 FROM notes WHERE tsv @@ %s::tsquery LIMIT %s) s",
+                (tsquery_term(lex), limit + 1),
+            )
+            df[lex] = int(counted[0]["c"])
         # the same rule as SQLite: terms in more than the share of notes go when rarer ones remain
         kept = [lex for lex in lexemes if df[lex] <= limit] or lexemes
         kept = [lex for lex in kept if df[lex] > 0]
