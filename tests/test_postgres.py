@@ -290,6 +290,7 @@ def test_filtered_dense_search_finds_k_even_when_the_graph_walk_gives_up(pg_url:
         conn.execute("ANALYZE amem.notes")
         name = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
         conn.execute(f"ALTER DATABASE {name} SET hnsw.max_scan_tuples = 50")  # walks give up early
+        conn.execute(f"ALTER DATABASE {name} SET enable_seqscan = off")  # a small table still walks the graph
     store = open_store(pg_url)
     hits = store.nearest(
         rng.standard_normal(16).astype(np.float32), 4, Scope(), Filters(metadata={"tag": "rare"})

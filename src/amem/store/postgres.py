@@ -21,7 +21,7 @@ import numpy as np
 
 from ..embed.base import Vectors
 from ..errors import StoreError
-from ..notes import Link, LLMCall, Note, NoteVersion, Scope, VersionCause, utcnow
+from ..notes import Link, LLMCall, Note, NoteVersion, Scope, utcnow
 from .base import Filters, scope_clauses
 from .postgres_schema import LOCK_KEY, MIGRATIONS, NOTE_COLUMNS, SCHEMA, clean_text, note_params, row_note
 from .sqlite import COMMON_TERM_SHARE
@@ -391,16 +391,9 @@ class PostgresStore:
 
     def versions(self, note_id: str) -> list[NoteVersion]:
         rows = self._rows("SELECT * FROM versions WHERE note_id = %s ORDER BY version", (note_id,))
+        # the columns and the snapshot together are the version (psycopg decodes jsonb and timestamps)
         return [
-            NoteVersion(
-                note_id=r["note_id"],
-                version=r["version"],
-                cause=VersionCause(r["cause"]),
-                created_at=r["created_at"],
-                llm_call_id=r["llm_call_id"],
-                detail=r["detail"],
-                **r["snapshot"],
-            )
+            NoteVersion.model_validate({**{k: v for k, v in r.items() if k != "snapshot"}, **r["snapshot"]})
             for r in rows
         ]
 

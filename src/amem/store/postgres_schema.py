@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..notes import EnrichState, Note
+from ..notes import Note
 
 SCHEMA = "amem"
 #: the advisory lock key that serialises migrations (and the first vector-column sizing) across processes
@@ -144,23 +144,5 @@ def note_params(note: Note) -> list[Any]:
 
 
 def row_note(row: dict[str, Any]) -> Note:
-    return Note(
-        id=row["id"],
-        content=row["content"],
-        event_time=row["event_time"],
-        ingest_time=row["ingest_time"],
-        updated_at=row["updated_at"],
-        keywords=row["keywords"],
-        tags=row["tags"],
-        context=row["context"],
-        user_id=row["user_id"],
-        agent_id=row["agent_id"],
-        run_id=row["run_id"],
-        metadata=row["metadata"],
-        embedding_model=row["embedding_model"],
-        content_hash=row["content_hash"],
-        state=EnrichState(row["state"]),
-        version=row["version"],
-        enrich_attempts=row["enrich_attempts"],
-        last_error=row["last_error"],
-    )
+    """psycopg already gives datetimes and decoded jsonb, so the row's note columns are the note."""
+    return Note.model_validate({k: v for k, v in row.items() if k in Note.model_fields})
