@@ -305,3 +305,13 @@ def test_keyword_search_leaves_out_terms_in_most_notes(store: Store) -> None:
     ]
     # when every term is common, the search still answers
     assert len(store.keyword("alice", 10, Scope(user_id="u1"))) == 10
+
+
+def test_keyword_search_with_stop_words_only_still_finds_notes(store: Store) -> None:
+    # a query of stop words alone keeps them, and both stores index them
+    a, b = note("who was there with her"), note("kayak trip on the river")
+    store.insert_note(a, vec(0))
+    store.insert_note(b, vec(1))
+    assert [i for i, _ in store.keyword("Who was she with?", 5, Scope())] == [a.id]
+    # with a content word present the stop words are left out
+    assert [i for i, _ in store.keyword("who was on the kayak", 5, Scope())] == [b.id]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
 # fmt: off
 #: Function words: they match almost every note, so a keyword query spends its time on them for nothing.
 STOPWORDS = frozenset("""
@@ -14,3 +18,11 @@ under until up very was we were what when where which while who whom why will wi
 yours yourself yourselves it's i'm don't didn't says said
 """.split())
 # fmt: on
+
+
+def query_words(text: str, limit: int = 64) -> list[str]:
+    """The distinct lower-case words of a keyword query, in order. Stop words are left out unless nothing
+    else remains, so that "who was she?" still finds something; both stores use this one rule."""
+    words = [w for w in _WORD.findall(text.lower()) if len(w) > 1 or w.isdigit()]
+    content = [w for w in words if w not in STOPWORDS]
+    return list(dict.fromkeys(content or words))[:limit]

@@ -10,7 +10,6 @@ instead of overwriting each other. psycopg is imported lazily (the ``postgres`` 
 from __future__ import annotations
 
 import json
-import math
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from ..embed.base import Vectors
 from ..errors import StoreError
 from ..notes import Link, LLMCall, Note, NoteVersion, Scope, utcnow
 from .base import Filters, scope_clauses
+from .postgres_keyword import KeywordSearch
 from .postgres_schema import LOCK_KEY, MIGRATIONS, NOTE_COLUMNS, SCHEMA, clean_text, note_params, row_note
 from .sqlite import COMMON_TERM_SHARE
 
@@ -49,11 +49,6 @@ def vector_literal(vector: Vectors) -> str:
 
 def parse_vector(text: str) -> Vectors:
     return np.array([float(x) for x in text.strip("[]").split(",")], dtype=np.float32)
-
-
-def tsquery_term(lexeme: str) -> str:
-    """One lexeme as a quoted tsquery operand: any text is data, never tsquery syntax."""
-    return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def fresh_database(server_url: str, name: str) -> str:
@@ -85,6 +80,7 @@ class PostgresStore:
         self._dims: str | None = None
         self._inserted = 0  # notes this process added since its last ANALYZE
         self._analysed_at = 0  # table size then
+        self._keyword = KeywordSearch(self._rows)
         options = f"-c search_path={SCHEMA},public -c timezone=UTC"
         try:
             with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
@@ -446,6 +442,7 @@ class PostgresStore:
         using the HNSW index (dense p50 33 ms instead of 2 ms at 10^4 notes in `amem bench scale`)."""
         if self._inserted >= max(1000, self._analysed_at // 5):
             self._rows("ANALYZE notes")
+            self._keyword.forget_statistics()
             self._analysed_at = self._total()
             self._inserted = 0
 
@@ -487,13 +484,6 @@ class PostgresStore:
                 rows = self._rows(sql, [literal, *params, literal, k])
         return [(r["id"], 1.0 - float(r["d"])) for r in rows]
 
-    def _lexemes(self, query: str) -> list[str]:
-        rows = self._rows(
-            "SELECT lexeme FROM unnest(to_tsvector('english', %s)) ORDER BY positions[1] LIMIT 64",
-            (clean_text(query),),
-        )
-        return [r["lexeme"] for r in rows]  # in the query's order
-
     def _total(self) -> int:
         estimate = self._rows("SELECT reltuples::bigint AS n FROM pg_class WHERE oid = 'notes'::regclass")
         n = int(estimate[0]["n"]) if estimate else -1
@@ -504,40 +494,10 @@ class PostgresStore:
     def keyword(
         self, query: str, k: int, scope: Scope, filters: Filters | None = None
     ) -> list[tuple[str, float]]:
-        lexemes = self._lexemes(query)
-        if not lexemes or k <= 0:
-            return []
         self._fresh_statistics()
-        total = max(1, self._total())
-        limit = int(total * self.common_term_share) if total >= 100 else total
-        df: dict[str, int] = {}
-        for lex in lexemes:  # one query per term measured faster than one combined statement
-            counted = self._rows(
-                "SELECT count(*) AS c FROM (SELECT 1 FROM notes WHERE tsv @@ %s::tsquery LIMIT %s) s",
-                (tsquery_term(lex), limit + 1),
-            )
-            df[lex] = int(counted[0]["c"])
-        # the same rule as SQLite: terms in more than the share of notes go when rarer ones remain
-        kept = [lex for lex in lexemes if df[lex] <= limit] or lexemes
-        kept = [lex for lex in kept if df[lex] > 0]
-        if not kept:
-            return []
-        # BM25 with binary term frequency: idf per term, summed over the terms a note contains
-        score_terms = []
-        params: list[Any] = []
-        for lex in kept:
-            idf = math.log(1.0 + (total - df[lex] + 0.5) / (df[lex] + 0.5))
-            score_terms.append("CASE WHEN n.tsv @@ %s::tsquery THEN %s ELSE 0 END")
-            params.extend([tsquery_term(lex), idf])
-        match = " | ".join(tsquery_term(lex) for lex in kept)
-        clauses, where_params = self._where(scope, filters)
-        where = self._sql_where(["n.tsv @@ %s::tsquery", *clauses])
-        rows = self._rows(
-            f"""SELECT n.id, ({" + ".join(score_terms)}) AS score FROM notes n{where}
-                ORDER BY score DESC, ts_rank(n.tsv, %s::tsquery, 1) DESC, n.rid LIMIT %s""",
-            [*params, match, *where_params, match, k],
+        return self._keyword.search(
+            query, k, self._total(), self.common_term_share, self._where(scope, filters)
         )
-        return [(r["id"], float(r["score"])) for r in rows]
 
     # -- cache and stats ----------------------------------------------------------------------
     def cache_get(self, key: str) -> str | None:

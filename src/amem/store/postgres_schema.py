@@ -92,6 +92,23 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE TABLE llm_cache (key text PRIMARY KEY, value text NOT NULL, created_at timestamptz NOT NULL);
         """,
     ),
+    (
+        # English stemming that keeps stop words in the index, as SQLite's FTS5 does: queries leave them
+        # out unless nothing else remains ("who was she?"), and then they must still be findable
+        2,
+        """
+        CREATE TEXT SEARCH DICTIONARY amem_english_stem (TEMPLATE = snowball, Language = english);
+        CREATE TEXT SEARCH CONFIGURATION amem_english (COPY = pg_catalog.english);
+        ALTER TEXT SEARCH CONFIGURATION amem_english
+            ALTER MAPPING FOR asciiword, asciihword, hword_asciipart, word, hword, hword_part
+            WITH amem_english_stem;
+        DROP INDEX notes_tsv;
+        ALTER TABLE notes DROP COLUMN tsv;
+        ALTER TABLE notes ADD COLUMN tsv tsvector
+            GENERATED ALWAYS AS (to_tsvector('amem.amem_english', search_text)) STORED;
+        CREATE INDEX notes_tsv ON notes USING gin (tsv);
+        """,
+    ),
 ]
 
 NOTE_COLUMNS = (

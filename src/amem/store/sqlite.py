@@ -8,7 +8,6 @@ The vector matrix changes only after a commit; another process's commit is notic
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -21,13 +20,10 @@ import numpy as np
 from ..embed.base import Vectors
 from ..errors import StoreError
 from ..notes import Link, LLMCall, Note, NoteVersion, Scope, VersionCause
-from ..text import STOPWORDS
+from ..text import query_words
 from .base import Filters, scope_clauses
 from .sqlite_schema import MIGRATIONS, fmt_time, note_row, parse_time, row_note
 from .vector_index import VectorIndex
-
-_FTS_WORD = re.compile(r"\w+", re.UNICODE)
-
 
 #: A query term found in more than this share of all notes is left out of a keyword search when rarer
 #: terms remain: BM25 gives it little weight (idf below log 4), yet scoring its matches is most of the
@@ -36,12 +32,8 @@ COMMON_TERM_SHARE = 0.2
 
 
 def fts_terms(text: str) -> list[str]:
-    """Any user text becomes quoted terms: FTS5 syntax in the text can never be injected.
-    Stop words are left out unless nothing else remains."""
-    words = [w for w in _FTS_WORD.findall(text.lower()) if len(w) > 1 or w.isdigit()]
-    content = [w for w in words if w not in STOPWORDS]
-    seen: dict[str, None] = dict.fromkeys((content or words)[:64])
-    return ['"' + w.replace('"', "") + '"' for w in seen]
+    """Any user text becomes quoted terms: FTS5 syntax in the text can never be injected."""
+    return ['"' + w.replace('"', "") + '"' for w in query_words(text)]
 
 
 class SQLiteStore:
