@@ -399,8 +399,11 @@ def demo(c: Ctx, fresh: bool) -> None:
 
 def _register_bench() -> None:
     from .bench.cli import bench
+    from .server.cli import mcp, serve
 
     cli.add_command(bench)
+    cli.add_command(serve)
+    cli.add_command(mcp)
 
 
 _register_bench()

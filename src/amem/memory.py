@@ -29,7 +29,7 @@ from .notes import (
     to_utc,
     utcnow,
 )
-from .steps import write
+from .steps import graph, write
 from .steps.retrieve import SearchOptions
 from .steps.retrieve import search as run_search
 from .store import Filters, Store, open_store
@@ -207,8 +207,7 @@ class Memory:
         progress: Progress | None = None,
     ) -> list[Note]:
         """Add notes in order, ``batch_size`` notes per LLM call (1 = one call per note)."""
-        inputs = [self._coerce(i) for i in items]
-        notes = [self._new_note(i) for i in inputs]  # validate everything before storing anything
+        notes = [self._new_note(i) for i in self.check(items)]  # validate all before storing any
         self._check_embedder()
         size = max(1, batch_size or self.batch_size)
         out: list[Note] = []
@@ -227,6 +226,18 @@ class Memory:
             if progress:
                 progress(len(out), len(notes))
         return out
+
+    def check(self, items: Iterable[NoteInput | str | dict[str, Any]]) -> list[NoteInput]:
+        """The items as inputs, each checked as ``add`` would check it; raises InvalidInput naming the first
+        bad one. Lets a caller refuse a whole batch before it queues any of it."""
+        inputs = []
+        for n, item in enumerate(items, start=1):
+            try:
+                inputs.append(self._coerce(item))
+                self._new_note(inputs[-1])
+            except InvalidInput as exc:
+                raise InvalidInput(f"item {n}: {exc}") from None
+        return inputs
 
     @staticmethod
     def _coerce(item: NoteInput | str | dict[str, Any]) -> NoteInput:
@@ -429,6 +440,11 @@ class Memory:
         self.get(note_id)
         return self.store.links_for([note_id])
 
+    def neighbours(self, note_id: str) -> list[graph.Neighbour]:
+        """The notes linked to this one (either direction), strongest link first."""
+        self.get(note_id)
+        return graph.neighbours(self.store, self.scope, note_id)
+
     def history(self, note_id: str) -> list[NoteVersion]:
         self.get(note_id)
         return self.store.versions(note_id)
@@ -528,3 +544,9 @@ class Memory:
 
     def list(self, limit: int = 50, offset: int = 0, filters: Filters | None = None) -> list[Note]:
         return self.store.list_notes(self.scope, filters, limit=limit, offset=offset)
+
+    def graph(self, limit: int = 2000, filters: Filters | None = None) -> graph.Graph:
+        """The newest ``limit`` notes of this scope and the links between them, for drawing."""
+        if limit < 1 or limit > 20_000:
+            raise InvalidInput("limit must be between 1 and 20000")
+        return graph.build(self.store, self.scope, filters, limit)

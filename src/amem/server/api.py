@@ -1,0 +1,348 @@
+"""`amem serve`: a REST API over ``amem.Memory`` (and the web page at ``/``).
+
+Every route resolves the caller's scope, calls one Memory method and returns the library's own types.
+With API keys configured, a key is bound to one user: it reads and writes only that user's notes, and a
+note of another scope answers 404 exactly as a missing one does.
+"""
+
+# no `from __future__ import annotations`: FastAPI reads the local dependency aliases at definition time
+
+import logging
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+
+from .. import __version__
+from ..errors import (
+    AmemError,
+    ConfigError,
+    EmbedderError,
+    InvalidInput,
+    LLMError,
+    ModelNotAvailable,
+    NotFound,
+    StoreError,
+)
+from ..memory import Memory
+from ..notes import EnrichReport, EnrichState, Link, LLMCall, Note, NoteInput, NoteVersion, SearchHit
+from ..steps.graph import Graph
+from ..store import Filters
+from ..transfer import export_lines
+from .auth import KeyRing
+from .jobs import Job, Jobs
+from .limits import BodyLimit
+
+log = logging.getLogger("amem.server")
+
+MAX_BODY_BYTES = 16 * 1024 * 1024  # a batch of ~800 notes of the largest size; bigger batches: split
+MAX_BATCH = 100_000
+STATUS = {
+    InvalidInput: (400, "invalid_input"),
+    ConfigError: (400, "invalid_input"),
+    NotFound: (404, "not_found"),
+    StoreError: (409, "store_conflict"),
+    LLMError: (502, "llm_unavailable"),
+    EmbedderError: (503, "embedder_unavailable"),
+    ModelNotAvailable: (503, "model_not_available"),
+}
+
+
+class FilterSpec(BaseModel):
+    """Read filters beyond scope (all optional)."""
+
+    metadata: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    after: datetime | None = Field(None, description="only notes whose event time is at or after this")
+    before: datetime | None = Field(None, description="only notes whose event time is before this")
+    states: list[EnrichState] | None = None
+
+    def filters(self) -> Filters:
+        return Filters(
+            metadata=self.metadata, event_after=self.after, event_before=self.before, states=self.states
+        )
+
+
+class AddMany(BaseModel):
+    items: list[NoteInput] = Field(min_length=1, max_length=MAX_BATCH)
+    batch_size: int | None = Field(None, ge=1, le=64, description="notes per LLM call")
+
+
+class SearchRequest(BaseModel):
+    query: str
+    k: int = Field(5, ge=1, le=100)
+    preset: Literal["hybrid", "paper", "keyword"] | None = None
+    expand: bool = Field(True, description="add linked neighbours of the hits")
+    token_budget: int | None = Field(1200, ge=1, le=100_000)
+    filters: FilterSpec | None = None
+
+
+class SearchResult(BaseModel):
+    hits: list[SearchHit]
+    explanations: list[str]  # why each hit was returned, in words
+
+
+class UpdateRequest(BaseModel):
+    content: str | None = None
+    keywords: list[str] | None = None
+    tags: list[str] | None = None
+    context: str | None = None
+    metadata: dict[str, Any] | None = None
+    event_time: datetime | None = None
+
+
+class EnrichRequest(BaseModel):
+    limit: int | None = Field(None, ge=1)
+    include_failed: bool = False
+
+
+class NotePage(BaseModel):
+    notes: list[Note]
+    total: int
+    limit: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking and which memory view serves them."""
+
+    memory: Memory
+    owner: str | None  # the key's user, None when the server has no keys
+
+
+def _error(status: int, kind: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"type": kind, "message": message}}, status_code=status, headers=headers)
+
+
+def create_app(memory: Memory, keys: KeyRing | None = None, *, web: bool = True) -> FastAPI:
+    """The app for one Memory. ``keys`` empty or None: no authentication (bind to 127.0.0.1 only)."""
+    ring = keys or KeyRing({})
+    jobs = Jobs()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        jobs.close()  # a running job finishes its current batch; queued ones are dropped
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="amem",
+        version=__version__,
+        description="Agentic memory (A-MEM): notes that link and evolve. Errors are JSON: "
+        '{"error": {"type", "message"}}.',
+    )
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.state.jobs = jobs
+
+    @app.exception_handler(AmemError)
+    async def amem_error(_: Request, exc: AmemError) -> JSONResponse:
+        status, kind = next(
+            ((s, k) for cls, (s, k) in STATUS.items() if isinstance(exc, cls)), (500, "error")
+        )
+        return _error(status, kind, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors()[:5]:
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+        return _error(422, "invalid_request", "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        kind = {
+            401: "unauthorized",
+            403: "forbidden",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "too_large",
+        }
+        return _error(exc.status_code, kind.get(exc.status_code, "error"), str(exc.detail), exc.headers)
+
+    @app.exception_handler(Exception)
+    async def crash(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return _error(500, "internal", f"internal error ({type(exc).__name__}); see the server log")
+
+    def caller(
+        request: Request,
+        user_id: Annotated[str | None, Query(description="user scope (without API keys only)")] = None,
+        agent_id: Annotated[str | None, Query()] = None,
+        run_id: Annotated[str | None, Query()] = None,
+    ) -> Caller:
+        base = memory.scope
+        if not ring:
+            user = user_id if user_id is not None else base.user_id
+            agent = agent_id if agent_id is not None else base.agent_id
+            run = run_id if run_id is not None else base.run_id
+            return Caller(memory=memory.scoped(user, agent, run), owner=None)
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        owner = ring.user_for(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+        if owner is None:
+            raise HTTPException(
+                401,
+                "missing or unknown API key: send Authorization: Bearer KEY",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        if user_id is not None and user_id != owner:
+            raise HTTPException(403, "this API key is bound to another user; leave user_id out")
+        return Caller(memory=memory.scoped(owner, agent_id, run_id), owner=owner)
+
+    Who = Annotated[Caller, Depends(caller)]
+
+    @app.get("/v1/health", tags=["meta"])
+    def health() -> dict[str, Any]:
+        """Liveness, without authentication; says nothing about the stored notes."""
+        return {"status": "ok", "version": __version__, "auth": bool(ring)}
+
+    @app.post("/v1/notes", status_code=201, response_model=Note, tags=["notes"])
+    def add(item: NoteInput, who: Who) -> Note:
+        """Store one note and enrich it (keywords, tags, context, links, evolution of neighbours). If the
+        LLM fails the note is still stored, as ``pending``."""
+        return who.memory.add(item.content, event_time=item.event_time, metadata=item.metadata)
+
+    @app.post("/v1/notes/batch", status_code=202, response_model=Job, tags=["notes"])
+    def add_many(body: AddMany, who: Who, response: Response) -> Job:
+        """Queue many notes as a background job (in order); poll ``/v1/jobs/{id}`` for progress."""
+        items = who.memory.check(body.items)  # a bad item refuses the whole batch, before anything is stored
+
+        def work(progress: Any) -> dict[str, Any]:
+            notes = who.memory.add_many(items, batch_size=body.batch_size, progress=progress)
+            return {"note_ids": [n.id for n in notes]}
+
+        job = jobs.submit("add_many", who.owner, len(items), work)
+        response.headers["Location"] = f"/v1/jobs/{job.id}"
+        return job
+
+    @app.get("/v1/jobs/{job_id}", response_model=Job, tags=["jobs"])
+    def job(job_id: str, who: Who) -> Job:
+        found = jobs.get(job_id, who.owner)
+        if found is None:
+            raise NotFound(f"no job {job_id!r} for this caller")
+        return found
+
+    @app.get("/v1/notes", response_model=NotePage, tags=["notes"])
+    def list_notes(
+        who: Who,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        state: EnrichState | None = None,
+    ) -> NotePage:
+        """Newest first."""
+        filters = Filters(states=[state]) if state else None
+        notes = who.memory.list(limit=limit, offset=offset, filters=filters)
+        return NotePage(notes=notes, total=who.memory.count(filters), limit=limit, offset=offset)
+
+    @app.get("/v1/notes/{note_id}", response_model=Note, tags=["notes"])
+    def get(note_id: str, who: Who) -> Note:
+        return who.memory.get(note_id)
+
+    @app.patch("/v1/notes/{note_id}", response_model=Note, tags=["notes"])
+    def update(note_id: str, body: UpdateRequest, who: Who) -> Note:
+        """Edit by hand; the previous version stays in the history."""
+        return who.memory.update(note_id, **body.model_dump(exclude_unset=True))
+
+    @app.delete("/v1/notes/{note_id}", status_code=204, tags=["notes"])
+    def delete(note_id: str, who: Who) -> Response:
+        who.memory.delete(note_id)
+        return Response(status_code=204)
+
+    @app.get("/v1/notes/{note_id}/links", response_model=list[Link], tags=["notes"])
+    def links(note_id: str, who: Who) -> list[Link]:
+        return who.memory.links(note_id)
+
+    @app.get("/v1/notes/{note_id}/history", response_model=list[NoteVersion], tags=["notes"])
+    def history(note_id: str, who: Who) -> list[NoteVersion]:
+        """Every version, oldest first, with its cause and the LLM call that made it."""
+        return who.memory.history(note_id)
+
+    @app.get("/v1/notes/{note_id}/calls", response_model=list[LLMCall], tags=["notes"])
+    def calls(note_id: str, who: Who) -> list[LLMCall]:
+        """The LLM calls that wrote this note (step, prompt version, model, tokens, latency)."""
+        return who.memory.llm_calls(note_id)
+
+    @app.post("/v1/search", response_model=SearchResult, tags=["search"])
+    def search(body: SearchRequest, who: Who) -> SearchResult:
+        """Top-k notes plus linked neighbours within the token budget, each with why it was returned."""
+        hits = who.memory.search(
+            body.query,
+            body.k,
+            filters=body.filters.filters() if body.filters else None,
+            preset=body.preset,
+            expand=body.expand,
+            token_budget=body.token_budget,
+        )
+        return SearchResult(hits=hits, explanations=[h.why.describe() for h in hits])
+
+    @app.post("/v1/enrich", status_code=202, response_model=Job, tags=["notes"])
+    def enrich(body: EnrichRequest, who: Who, response: Response) -> Job:
+        """Finish pending notes in the background (the LLM was unavailable when they were added)."""
+
+        def work(progress: Any) -> dict[str, Any]:
+            report: EnrichReport = who.memory.enrich(body.limit, body.include_failed, progress)
+            return report.model_dump()
+
+        job = jobs.submit("enrich", who.owner, 0, work)
+        response.headers["Location"] = f"/v1/jobs/{job.id}"
+        return job
+
+    @app.get("/v1/export", tags=["notes"], response_class=StreamingResponse)
+    def export(who: Who) -> StreamingResponse:
+        """The scope's notes, links, versions and LLM calls as JSON lines (the `amem import` format)."""
+
+        def lines() -> Iterator[str]:
+            for line in export_lines(who.memory):
+                yield line + "\n"
+
+        return StreamingResponse(
+            lines(),
+            media_type="application/x-ndjson",
+            headers={"Content-Disposition": 'attachment; filename="amem-export.jsonl"'},
+        )
+
+    @app.get("/v1/graph", response_model=Graph, tags=["graph"])
+    def graph(
+        who: Who,
+        limit: Annotated[int, Query(ge=1, le=20_000)] = 2000,
+        after: datetime | None = None,
+        before: datetime | None = None,
+    ) -> Graph:
+        """The newest notes and the links between them, for drawing."""
+        filters = Filters(event_after=after, event_before=before) if after or before else None
+        return who.memory.graph(limit, filters)
+
+    @app.get("/v1/stats", tags=["meta"])
+    def stats(who: Who) -> dict[str, Any]:
+        """Counts for the caller's scope (and the whole store when the server has no keys)."""
+        data = who.memory.stats()
+        return {"in_scope": data["in_scope"]} if who.owner else data
+
+    if web:
+        _mount_web(app)
+
+    return app
+
+
+def _mount_web(app: FastAPI) -> None:
+    root = resources.files("amem") / "web"
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(str(root / "index.html"), media_type="text/html")
+
+    @app.get("/static/{name:path}", include_in_schema=False)
+    def static(name: str) -> FileResponse:
+        target = root / name
+        if ".." in name.split("/") or not target.is_file():
+            raise HTTPException(404, f"no file {name!r}")
+        return FileResponse(str(target))

@@ -1,0 +1,76 @@
+"""`amem serve` and `amem mcp`: start the REST API (with the web page) or the MCP server.
+
+FastAPI, uvicorn and the MCP SDK are imported when a command runs, not when the CLI loads.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import click
+
+from ..cli import Ctx, pass_ctx
+from ..errors import ConfigError
+
+_SERVER_HINT = "install the server extra: pip install 'amem[server]'"
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8420, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--api-keys", help="KEY:USER pairs, comma-separated [env AMEM_API_KEYS].")
+@click.option("--no-auth", is_flag=True, help="Allow serving without API keys on a non-loopback address.")
+@pass_ctx
+def serve(c: Ctx, host: str, port: int, api_keys: str | None, no_auth: bool) -> None:
+    """Serve the REST API (OpenAPI at /docs) and the memory-graph web page at /."""
+    try:
+        import uvicorn
+
+        from .api import create_app
+        from .auth import KeyRing, parse_keys
+    except ImportError as exc:
+        raise ConfigError(
+            f"`amem serve` needs FastAPI and uvicorn ({exc.name} is missing); {_SERVER_HINT}"
+        ) from exc
+    settings = c.settings
+    keys = parse_keys(api_keys if api_keys is not None else settings.api_keys)
+    if not keys and not _loopback(host) and not no_auth:
+        raise ConfigError(
+            f"refusing to serve every user's notes without API keys on {host}; set AMEM_API_KEYS="
+            "'key:user,...' (or pass --no-auth if a proxy in front authenticates)"
+        )
+    app = create_app(c.memory(), KeyRing(keys))
+    auth = f"{len(keys)} API key(s)" if keys else "no authentication"
+    click.echo(
+        f"amem {settings.store_url.split('?')[0]} on http://{host}:{port} ({auth}); Ctrl-C stops", err=True
+    )
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+@click.command()
+@click.option(
+    "--transport",
+    type=click.Choice(["stdio", "http"]),
+    default="stdio",
+    show_default=True,
+    help="stdio for desktop agents; http for streamable HTTP at /mcp.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (http).")
+@click.option("--port", default=8421, show_default=True, type=click.IntRange(0, 65535), help="Port (http).")
+@pass_ctx
+def mcp(c: Ctx, transport: str, host: str, port: int) -> None:
+    """Serve the memory as MCP tools (add, search, get, update, delete, history)."""
+    try:
+        from .mcp_server import run
+    except ImportError as exc:
+        raise ConfigError(f"`amem mcp` needs the MCP SDK ({exc.name} is missing); {_SERVER_HINT}") from exc
+    run(c.memory(), transport, host, port)

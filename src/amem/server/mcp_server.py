@@ -1,0 +1,219 @@
+"""`amem mcp`: the memory as MCP tools for agents (official MCP Python SDK), over stdio or streamable HTTP.
+
+The tools are thin: each calls one ``Memory`` method and returns a compact view of the library's types
+(an agent's context is precious, so hashes, model ids and ingest bookkeeping are left out). The scope is
+the one the command was started with (``amem --user alice mcp``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field
+
+from ..errors import AmemError
+from ..memory import Memory
+from ..notes import Note, NoteVersion, SearchHit
+from ..store import Filters
+
+log = logging.getLogger("amem.mcp")
+
+INSTRUCTIONS = """Long-term memory that organises itself (A-MEM). Save facts worth remembering with
+`remember` (one self-contained fact or event per call, with when it happened if known); each memory gets
+keywords, tags and a context, and is linked to related memories automatically. Before answering questions
+about the past, call `search_memory`; it returns the most relevant memories plus linked ones, each with
+why it was returned. Use `get_memory` to see one memory with its links, `memory_history` to see how it
+changed, and `update_memory` / `delete_memory` to correct or forget."""
+
+
+class MemoryView(BaseModel):
+    id: str
+    content: str
+    context: str
+    keywords: list[str]
+    tags: list[str]
+    event_time: datetime
+    state: str = Field(description="enriched, or pending/failed when the LLM has not described it yet")
+    metadata: dict[str, Any]
+
+    @classmethod
+    def of(cls, note: Note) -> MemoryView:
+        return cls(
+            id=note.id,
+            content=note.content,
+            context=note.context,
+            keywords=note.keywords,
+            tags=note.tags,
+            event_time=note.event_time,
+            state=note.state.value,
+            metadata=note.metadata,
+        )
+
+
+class Hit(BaseModel):
+    memory: MemoryView
+    score: float = Field(description="cosine similarity to the query (higher is closer)")
+    why: str = Field(description="why it was returned: its rank in dense/keyword search, or the link")
+    linked_from: str | None = Field(None, description="id of the hit whose link brought this one in")
+
+
+class SearchResults(BaseModel):
+    hits: list[Hit]
+
+
+class LinkView(BaseModel):
+    other_id: str
+    direction: str = Field(description="'out' (this memory links to it) or 'in'")
+    reason: str
+    other_content: str
+
+
+class MemoryWithLinks(BaseModel):
+    memory: MemoryView
+    links: list[LinkView]
+
+
+class VersionView(BaseModel):
+    version: int
+    cause: str = Field(description="create, enrich, evolve (rewritten by a newer memory) or update")
+    detail: str
+    created_at: datetime
+    llm_call_id: str | None
+    context: str
+    keywords: list[str]
+    tags: list[str]
+
+
+class History(BaseModel):
+    versions: list[VersionView]
+
+
+class Deleted(BaseModel):
+    deleted: str
+
+
+def _hit(hit: SearchHit) -> Hit:
+    return Hit(
+        memory=MemoryView.of(hit.note),
+        score=round(hit.score, 4),
+        why=hit.why.describe(),
+        linked_from=hit.why.via_link_from,
+    )
+
+
+def _version(v: NoteVersion) -> VersionView:
+    return VersionView(
+        version=v.version,
+        cause=v.cause.value,
+        detail=v.detail,
+        created_at=v.created_at,
+        llm_call_id=v.llm_call_id,
+        context=v.context,
+        keywords=v.keywords,
+        tags=v.tags,
+    )
+
+
+def build_server(memory: Memory) -> Any:
+    """An MCPServer whose tools act on ``memory`` (and its scope)."""
+    from mcp.server.mcpserver import MCPServer
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    from .. import __version__
+
+    server = MCPServer("amem", instructions=INSTRUCTIONS, version=__version__)
+
+    def guarded(fn: Any) -> Any:
+        """Library errors reach the calling model as tool errors with their advice."""
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except AmemError as exc:
+                raise ToolError(str(exc)) from exc
+
+        return call
+
+    @server.tool()
+    def remember(
+        content: Annotated[str, Field(description="The fact or event, self-contained (who, what, when).")],
+        event_time: Annotated[
+            datetime | None, Field(description="When it happened (ISO 8601); default: now.")
+        ] = None,
+        metadata: Annotated[
+            dict[str, str | int | float | bool] | None,
+            Field(description='Optional labels, e.g. {"source": "chat"}; searchable as filters.'),
+        ] = None,
+    ) -> MemoryView:
+        """Save one memory. It is described (keywords, tags, context), linked to related memories, and
+        older related memories may be updated. Returns the stored memory with its id."""
+        note = guarded(memory.add)(content, event_time=event_time, metadata=metadata or {})
+        return MemoryView.of(note)
+
+    @server.tool()
+    def search_memory(
+        query: Annotated[str, Field(description="What to look for, in natural language.")],
+        k: Annotated[
+            int, Field(ge=1, le=50, description="How many top memories (linked ones come extra).")
+        ] = 5,
+        after: Annotated[
+            datetime | None, Field(description="Only memories that happened at/after this.")
+        ] = None,
+        before: Annotated[
+            datetime | None, Field(description="Only memories that happened before this.")
+        ] = None,
+    ) -> SearchResults:
+        """Find relevant memories: the top k by meaning and keywords, plus memories linked to them, each
+        with why it was returned. Call this before answering anything about the past."""
+        filters = guarded(Filters)(event_after=after, event_before=before) if after or before else None
+        hits = guarded(memory.search)(query, k, filters=filters)
+        return SearchResults(hits=[_hit(h) for h in hits])
+
+    @server.tool()
+    def get_memory(id: Annotated[str, Field(description="The memory's id.")]) -> MemoryWithLinks:
+        """One memory with its links (and the linked memories' content)."""
+        note = guarded(memory.get)(id)
+        views = [
+            LinkView(other_id=n.note.id, direction=n.direction, reason=n.reason, other_content=n.note.content)
+            for n in guarded(memory.neighbours)(id)
+        ]
+        return MemoryWithLinks(memory=MemoryView.of(note), links=views)
+
+    @server.tool()
+    def update_memory(
+        id: Annotated[str, Field(description="The memory's id.")],
+        content: Annotated[str | None, Field(description="New text; its description is rewritten.")] = None,
+        context: Annotated[str | None, Field(description="New one-sentence context.")] = None,
+        keywords: Annotated[list[str] | None, Field(description="New keywords.")] = None,
+        tags: Annotated[list[str] | None, Field(description="New tags.")] = None,
+    ) -> MemoryView:
+        """Correct a memory. The previous version is kept in its history."""
+        note = guarded(memory.update)(id, content=content, context=context, keywords=keywords, tags=tags)
+        return MemoryView.of(note)
+
+    @server.tool()
+    def delete_memory(id: Annotated[str, Field(description="The memory's id.")]) -> Deleted:
+        """Forget a memory for good (with its links and history)."""
+        guarded(memory.delete)(id)
+        return Deleted(deleted=id)
+
+    @server.tool()
+    def memory_history(id: Annotated[str, Field(description="The memory's id.")]) -> History:
+        """Every version of a memory, oldest first: how it was created, described, and rewritten when
+        newer memories arrived (with the LLM call that did it)."""
+        return History(versions=[_version(v) for v in guarded(memory.history)(id)])
+
+    return server
+
+
+def run(memory: Memory, transport: str, host: str, port: int) -> None:
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING)  # stdout is the protocol channel
+    server = build_server(memory)
+    if transport == "stdio":
+        server.run()
+    else:
+        print(f"amem MCP server on http://{host}:{port}/mcp; Ctrl-C stops", file=sys.stderr)
+        server.run(transport="streamable-http", host=host, port=port)
