@@ -328,3 +328,51 @@ def test_openapi_schema_lists_every_endpoint(client: TestClient) -> None:
         "/v1/health",
     ):
         assert path in paths, path
+
+
+def test_amem_serve_starts_with_embedded_defaults_and_no_configuration(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AMEM_")}
+    env["HOME"] = str(tmp_path)  # ~/.amem under a fresh home: no config file, no memory yet
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "amem", "serve", "--port", str(port)], env=env, stderr=subprocess.PIPE
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = httpx.get(f"{url}/v1/health", timeout=2).json()
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()  # type: ignore[union-attr]
+                time.sleep(0.2)
+        assert health == {"status": "ok", "version": health["version"], "auth": False}
+        assert "force-graph.min.js" in httpx.get(f"{url}/").text
+        assert httpx.get(f"{url}/static/vendor/force-graph.min.js").status_code == 200
+        assert httpx.get(f"{url}/static/../memory.py").status_code == 404
+        # a search runs the real embedded MiniLM on the empty default memory
+        r = httpx.post(f"{url}/v1/search", json={"query": "anything"}, timeout=120)
+        assert r.status_code == 200 and r.json()["hits"] == []
+        assert (tmp_path / ".amem" / "memory.db").exists()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_serve_refuses_a_public_address_without_keys(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from amem.cli import cli
+
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path), "serve", "--host", "0.0.0.0"])
+    assert result.exit_code != 0 and "AMEM_API_KEYS" in str(result.exception)
