@@ -297,3 +297,64 @@ def test_filtered_dense_search_finds_k_even_when_the_graph_walk_gives_up(pg_url:
     )
     assert len(hits) == 4
     store.close()
+
+
+def _has_hnsw(url: str) -> bool:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        found = conn.execute("SELECT 1 FROM pg_indexes WHERE indexname = 'notes_embedding'").fetchone()
+    return found is not None
+
+
+def test_bulk_load_builds_the_hnsw_index_at_the_end_and_stays_searchable(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import amem.store.postgres as pg
+    from amem.notes import Scope
+
+    monkeypatch.setattr(pg, "BULK_MIN", 100)
+    settings = Settings.resolve(
+        {"home": tmp_path, "llm": "none", "embedder": "fake:32", "database_url": pg_url}
+    )
+    memory = Memory(settings=settings)
+    seen: list[tuple[bool, int]] = []
+
+    def progress(done: int, total: int) -> None:
+        seen.append((_has_hnsw(pg_url), memory.search("note 5 about rivers", k=3, preset="paper").__len__()))
+
+    notes = memory.add_many(
+        [f"note {i} about rivers and {i % 7} boats" for i in range(300)], batch_size=100, progress=progress
+    )
+    assert seen[0] == (False, 3)  # mid-load: no HNSW index, yet searches answer (exactly)
+    assert _has_hnsw(pg_url) and memory.count() == 300
+    for n in notes[::37]:  # the index finds each note's own vector first
+        vector = memory.store.get_vectors([n.id])[n.id]
+        found = memory.store.nearest(vector, 5, Scope())
+        assert n.id in [i for i, sim in found if sim > 0.9999]  # hash vectors can tie
+    # a small load into a big table keeps the index up row by row
+    memory.add_many(["one more note"])
+    assert _has_hnsw(pg_url)
+    memory.close()
+
+
+def test_an_interrupted_bulk_load_gets_its_index_on_the_next_open(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    from amem.store import open_store
+
+    memory = pg_memory(pg_url, tmp_path, FakeLLM())
+    memory.add("a note so the vector size is known")
+    memory.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # as a load that died before building it
+        conn.execute("DROP INDEX amem.notes_embedding")
+    open_store(pg_url).close()
+    assert _has_hnsw(pg_url)
+    # while another process holds the bulk lock, opening leaves the index to that load
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("DROP INDEX amem.notes_embedding")
+        conn.execute("SELECT pg_advisory_lock(hashtextextended('amem:bulk', 0))")
+        open_store(pg_url).close()
+        assert not _has_hnsw(pg_url)

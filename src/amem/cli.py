@@ -323,7 +323,8 @@ def import_(c: Ctx, path: Path, as_json: bool) -> None:
 @click.argument("source")
 @click.argument("destination")
 @json_option
-def migrate(source: str, destination: str, as_json: bool) -> None:
+@pass_ctx
+def migrate(c: Ctx, source: str, destination: str, as_json: bool) -> None:
     """Copy a whole memory from SOURCE to DESTINATION store (URLs or SQLite paths), then verify counts.
 
     For example `amem migrate ~/.amem/memory.db postgresql://amem@db/amem`. Every note (with its vector,
@@ -331,7 +332,7 @@ def migrate(source: str, destination: str, as_json: bool) -> None:
     """
     from .migrate import migrate as run_migrate
 
-    report = run_migrate(source, destination, render.progress_bar)
+    report = run_migrate(source, destination, render.progress_bar, index_memory=c.settings.index_memory)
     _emit(as_json, report.model_dump(), lambda: click.echo(render.kv(report.model_dump())))
 
 

@@ -45,6 +45,7 @@ class Settings:
     llm_threads: int = 0  # 0: let the local runtime decide
     llm_context: int = 4096  # context window of the local LLM, in tokens
     pool_size: int = 4  # PostgreSQL: connections per process (SQLite uses one)
+    index_memory: str = "1GB"  # PostgreSQL: maintenance_work_mem for the HNSW build after a bulk load
     api_keys: str = ""  # `amem serve`: "key1:alice,key2:bob", each key bound to one user
 
     @property

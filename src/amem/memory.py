@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -80,7 +81,7 @@ class Memory:
         self.store: Store = (
             store
             if store is not None and not isinstance(store, str)
-            else open_store(settings.store_url, settings.pool_size)
+            else open_store(settings.store_url, settings.pool_size, settings.index_memory)
         )
         self._llm: LLM | None = llm if llm is not None and not isinstance(llm, str) else None
         self._embedder: Embedder | None = (
@@ -211,6 +212,12 @@ class Memory:
         self._check_embedder()
         size = max(1, batch_size or self.batch_size)
         out: list[Note] = []
+        # without an LLM nothing is linked, so a large load may defer the store's index upkeep
+        with self.store.bulk(len(notes)) if not self.llm_enabled else nullcontext():
+            self._add_groups(notes, size, out, progress)
+        return out
+
+    def _add_groups(self, notes: list[Note], size: int, out: list[Note], progress: Progress | None) -> None:
         for start in range(0, len(notes), size):
             group = notes[start : start + size]
             bases = self.embedder.embed_documents([n.embedding_text() for n in group])
@@ -225,7 +232,6 @@ class Memory:
                 out.extend(self._enrich_batch(group, bases))
             if progress:
                 progress(len(out), len(notes))
-        return out
 
     def check(self, items: Iterable[NoteInput | str | dict[str, Any]]) -> list[NoteInput]:
         """The items as inputs, each checked as ``add`` would check it; raises InvalidInput naming the first

@@ -78,14 +78,15 @@ def copy_store(src: Store, dst: Store, progress: Progress | None = None, batch: 
                         dst.add_version(version)
                         report.versions += 1
 
-    for note in src.iter_notes(_EVERYTHING, batch=batch):
-        ids.append(note.id)
-        if len(ids) % batch == 0:
-            flush(ids[-batch:])
-            if progress:
-                progress(len(ids), total)
-    if len(ids) % batch:
-        flush(ids[-(len(ids) % batch) :])
+    with dst.bulk(total):  # a large copy into PostgreSQL builds its HNSW index once, at the end
+        for note in src.iter_notes(_EVERYTHING, batch=batch):
+            ids.append(note.id)
+            if len(ids) % batch == 0:
+                flush(ids[-batch:])
+                if progress:
+                    progress(len(ids), total)
+        if len(ids) % batch:
+            flush(ids[-(len(ids) % batch) :])
     if progress:
         progress(len(ids), total)
     # links once both ends exist; each link is copied with the batch that holds its source
@@ -132,13 +133,15 @@ def _fail(what: str) -> None:
     )
 
 
-def migrate(src_url: str, dst_url: str, bar: BarFactory | None = None) -> MigrateReport:
+def migrate(
+    src_url: str, dst_url: str, bar: BarFactory | None = None, index_memory: str = "1GB"
+) -> MigrateReport:
     """Open both stores by URL (or SQLite path) and copy; ``bar(label, total)`` shows progress."""
     if src_url == dst_url:
         raise InvalidInput("source and destination are the same store")
     src = open_store(src_url)
     try:
-        dst = open_store(dst_url)
+        dst = open_store(dst_url, index_memory=index_memory)
         try:
             if bar is None:
                 return copy_store(src, dst)

@@ -10,7 +10,7 @@ from .base import Filters, Store
 __all__ = ["Filters", "Store", "open_store"]
 
 
-def open_store(url: str, pool_size: int = 4) -> Store:
+def open_store(url: str, pool_size: int = 4, index_memory: str = "1GB") -> Store:
     if url.startswith("sqlite:///"):
         from .sqlite import SQLiteStore
 
@@ -22,7 +22,7 @@ def open_store(url: str, pool_size: int = 4) -> Store:
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore
 
-        return PostgresStore(url, pool_size=pool_size)
+        return PostgresStore(url, pool_size=pool_size, index_memory=index_memory)
     if "://" not in url:
         from .sqlite import SQLiteStore
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -27,6 +27,11 @@ from .postgres_schema import LOCK_KEY, MIGRATIONS, NOTE_COLUMNS, SCHEMA, clean_t
 from .sqlite import COMMON_TERM_SHARE
 
 _INSTALL_HINT = "install the PostgreSQL driver with `pip install 'amem[postgres]'`"
+#: a load of at least this many notes (and at least the table's size) builds the HNSW index at its end
+BULK_MIN = 50_000
+#: the advisory lock held by the one bulk load that may run at a time
+BULK_KEY = "amem:bulk"
+HNSW_INDEX = "CREATE INDEX IF NOT EXISTS notes_embedding ON notes USING hnsw (embedding vector_cosine_ops)"
 
 
 def redact(url: str) -> str:
@@ -66,7 +71,7 @@ def fresh_database(server_url: str, name: str) -> str:
 
 
 class PostgresStore:
-    def __init__(self, url: str, pool_size: int = 4) -> None:
+    def __init__(self, url: str, pool_size: int = 4, index_memory: str = "1GB") -> None:
         try:
             import psycopg
             from psycopg.rows import dict_row
@@ -74,6 +79,9 @@ class PostgresStore:
         except ImportError as exc:
             raise StoreError(f"the PostgreSQL store needs psycopg; {_INSTALL_HINT}") from exc
         self.url = redact(url)
+        self._dsn = url
+        self.index_memory = index_memory
+        self._deferred = False  # a bulk load of this process builds the HNSW index at its end
         self._psycopg = psycopg
         self._local = threading.local()
         self.common_term_share = COMMON_TERM_SHARE
@@ -81,7 +89,7 @@ class PostgresStore:
         self._inserted = 0  # notes this process added since its last ANALYZE
         self._analysed_at = 0  # table size then
         self._keyword = KeywordSearch(self._rows)
-        options = f"-c search_path={SCHEMA},public -c timezone=UTC"
+        options = self._options = f"-c search_path={SCHEMA},public -c timezone=UTC"
         try:
             with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
                 self._migrate(conn)
@@ -96,6 +104,7 @@ class PostgresStore:
             timeout=30,
             check=ConnectionPool.check_connection,  # a server restart costs no failed call
         )
+        self._ensure_index()
 
     # -- plumbing -----------------------------------------------------------------------------
     def _migrate(self, conn: Any) -> None:
@@ -149,6 +158,7 @@ class PostgresStore:
                         yield
                 finally:
                     local.conn = None
+                    local.dims = None
         except self._psycopg.Error as exc:
             raise StoreError(f"PostgreSQL error: {exc}") from exc
 
@@ -186,9 +196,13 @@ class PostgresStore:
         """The vector size, remembered once committed (it never changes afterwards)."""
         if self._dims is not None:
             return self._dims
+        if self._in_transaction() and getattr(self._local, "dims", None) is not None:
+            return str(self._local.dims)
         dims = self.get_meta("dimensions")
         if not self._in_transaction():  # inside one, the value may still be rolled back
             self._dims = dims
+        else:
+            self._local.dims = dims  # for the rest of this transaction
         return dims
 
     def _check_dims(self, vector: Vectors) -> None:
@@ -200,10 +214,8 @@ class PostgresStore:
             if dims is None:
                 n = int(vector.shape[0])
                 self._rows(f"ALTER TABLE notes ALTER COLUMN embedding TYPE vector({n})")
-                self._rows(
-                    "CREATE INDEX IF NOT EXISTS notes_embedding ON notes "
-                    "USING hnsw (embedding vector_cosine_ops)"
-                )
+                if not self._deferred:
+                    self._rows(HNSW_INDEX)
                 self.set_meta("dimensions", str(n))
                 return
         if int(dims) != vector.shape[0]:
@@ -211,6 +223,52 @@ class PostgresStore:
                 f"vector has {vector.shape[0]} dimensions but this memory holds {dims}-dimensional ones; "
                 "use the embedder the memory was built with"
             )
+
+    @contextmanager
+    def bulk(self, expected: int) -> Iterator[None]:
+        """A load that at least doubles a table of 50,000+ notes inserts without the HNSW index and builds
+        it at the end: pgvector builds a graph from all rows in minutes, while keeping it up row by row
+        takes hours at 10^6 (BENCHMARKS.md). Searches meanwhile scan exactly (slower, never wrong). One
+        bulk load at a time (an advisory lock); others insert normally. If the process dies mid-load, the
+        next open builds the index."""
+        if expected < BULK_MIN or self._total() > expected:
+            yield
+            return
+        with self._psycopg.connect(self._dsn, autocommit=True, options=self._options) as lock:
+            got = lock.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (BULK_KEY,)).fetchone()
+            if not got or not got[0]:
+                yield
+                return
+            lock.execute("DROP INDEX IF EXISTS notes_embedding")
+            self._deferred = True
+            try:
+                yield
+            finally:
+                self._deferred = False
+                self._build_index(lock)
+                lock.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (BULK_KEY,))
+
+    def _build_index(self, conn: Any) -> None:
+        if self.get_meta("dimensions") is None:
+            return  # no vector yet: the first insert creates the index
+        conn.execute("SELECT set_config('maintenance_work_mem', %s, false)", (self.index_memory,))
+        conn.execute(HNSW_INDEX)
+        conn.execute("ANALYZE notes")
+        with suppress(self._psycopg.Error):  # owner only; else the pending list waits for autovacuum
+            conn.execute("SELECT gin_clean_pending_list('notes_tsv'::regclass)")
+        self._keyword.forget_statistics()
+        self._inserted = 0
+
+    def _ensure_index(self) -> None:
+        """After a bulk load that did not finish, build the missing HNSW index (unless a load is running)."""
+        if self.get_meta("dimensions") is None or self._rows(
+            "SELECT 1 FROM pg_indexes WHERE schemaname = %s AND indexname = 'notes_embedding'", (SCHEMA,)
+        ):
+            return
+        with self._psycopg.connect(self._dsn, autocommit=True, options=self._options) as conn:
+            got = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (BULK_KEY,)).fetchone()
+            if got and got[0]:
+                self._build_index(conn)
 
     def insert_note(self, note: Note, vector: Vectors) -> None:
         vec = np.asarray(vector, dtype=np.float32)
@@ -442,6 +500,9 @@ class PostgresStore:
         using the HNSW index (dense p50 33 ms instead of 2 ms at 10^4 notes in `amem bench scale`)."""
         if self._inserted >= max(1000, self._analysed_at // 5):
             self._rows("ANALYZE notes")
+            # merge the GIN pending list too (until then keyword searches scan it); the owner only may
+            with suppress(StoreError):
+                self._rows("SELECT gin_clean_pending_list('notes_tsv'::regclass)")
             self._keyword.forget_statistics()
             self._analysed_at = self._total()
             self._inserted = 0

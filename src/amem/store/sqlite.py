@@ -11,7 +11,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,9 @@ class SQLiteStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def bulk(self, expected: int) -> AbstractContextManager[None]:
+        return nullcontext()  # exact search over a matrix and FTS5 need no deferred upkeep
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
