@@ -358,3 +358,42 @@ def test_an_interrupted_bulk_load_gets_its_index_on_the_next_open(
         conn.execute("SELECT pg_advisory_lock(hashtextextended('amem:bulk', 0))")
         open_store(pg_url).close()
         assert not _has_hnsw(pg_url)
+
+
+def test_rest_api_and_mcp_run_unchanged_on_postgres(pg_url: str, tmp_path: Path) -> None:
+    import os
+
+    import anyio
+    from fastapi.testclient import TestClient
+    from mcp import ClientSession, StdioServerParameters, stdio_client
+
+    from amem.server.api import create_app
+
+    memory = pg_memory(pg_url, tmp_path, FakeLLM(), link_floor=0.0)
+    with TestClient(create_app(memory)) as client:
+        first = client.post("/v1/notes", json={"content": "Maya signed up for the Berlin marathon"}).json()
+        second = client.post("/v1/notes", json={"content": "Maya will run the Berlin marathon in May"}).json()
+        hits = client.post("/v1/search", json={"query": "Berlin marathon", "k": 1}).json()["hits"]
+        assert hits[0]["note"]["id"] in {first["id"], second["id"]}
+        graph = client.get("/v1/graph").json()
+        assert len(graph["nodes"]) == 2 and graph["edges"]
+        assert client.delete(f"/v1/notes/{first['id']}").status_code == 204
+    memory.close()
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AMEM_")}
+    env |= {
+        "AMEM_HOME": str(tmp_path),
+        "AMEM_LLM": "fake",
+        "AMEM_EMBEDDER": "fake:64",
+        "AMEM_DATABASE_URL": pg_url,
+    }
+    params = StdioServerParameters(command=sys.executable, args=["-m", "amem", "mcp"], env=env)
+
+    async def main() -> None:
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            found = await session.call_tool("search_memory", {"query": "Berlin marathon"})
+            assert not found.is_error
+            assert [h["memory"]["id"] for h in found.structured_content["hits"]] == [second["id"]]  # type: ignore[index]
+
+    anyio.run(main)

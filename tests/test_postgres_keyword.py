@@ -27,7 +27,7 @@ def test_minimal_covers_are_exactly_the_minimal_sets_that_reach_the_bar(
     for size in range(1, len(weights) + 1):
         for combo in itertools.combinations(range(len(weights)), size):
             total = sum(weights[i] for i in combo)
-            if total >= bar and all(total - weights[i] < bar for i in combo):
+            if total >= bar and all(sum(weights[j] for j in combo if j != i) < bar for i in combo):
                 expected.add(combo)
     assert {tuple(c) for c in covers} == expected
 

@@ -20,6 +20,7 @@ from amem import Memory
 from amem.llm.fake import FakeLLM
 from amem.notes import Link
 from amem.server.api import create_app
+from amem.server.auth import KeyRing
 from tests.cdp import Browser, chromium_path
 from tests.conftest import make_memory
 
@@ -27,12 +28,12 @@ pytestmark = pytest.mark.skipif(chromium_path() is None, reason="apt-get install
 SHOTS = Path(os.environ.get("AMEM_TEST_SCREENSHOTS", "")) if os.environ.get("AMEM_TEST_SCREENSHOTS") else None
 
 
-def serve(memory: Memory) -> Iterator[str]:
+def serve(memory: Memory, keys: KeyRing | None = None) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(create_app(memory), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(create_app(memory, keys), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -155,4 +156,26 @@ def test_a_few_thousand_nodes_draw_and_the_page_stays_responsive(tmp_path: Path,
             f"slowest page answer {worst * 1000:.0f} ms"
         )
         save_shot(browser, tmp_path, "web-graph-3000.png")
+    memory.close()
+
+
+def test_with_api_keys_the_page_asks_for_a_key_and_shows_only_its_user(
+    tmp_path: Path, browser: Browser
+) -> None:
+    memory = make_memory(tmp_path / "keys.db", FakeLLM())
+    memory.scoped("alice").add("Alice keeps bees in the garden")
+    memory.scoped("bob").add("Bob's secret: the safe code is 4711")
+    keys = KeyRing({"alice-key-0123456789abcdef": "alice"})
+    for url in serve(memory, keys):
+        browser.navigate(url + "/")
+        browser.wait_for("document.getElementById('status').textContent.includes('API key')")
+        assert browser.evaluate("document.getElementById('user-field').hidden")
+        browser.evaluate("document.getElementById('key').value = 'alice-key-0123456789abcdef'")
+        browser.evaluate("document.getElementById('scope').requestSubmit()")
+        browser.wait_for("document.body.dataset.graphNodes === '1'")
+        labels = browser.evaluate("amem.state.data.nodes.map(n => n.label).join(' ')")
+        assert "bees" in labels and "safe" not in labels
+        browser.evaluate("document.getElementById('key').value = 'wrong-key-0123456789abcdef'")
+        browser.evaluate("document.getElementById('scope').requestSubmit()")
+        browser.wait_for("document.getElementById('status').textContent.includes('unknown API key')")
     memory.close()

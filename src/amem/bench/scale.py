@@ -104,7 +104,7 @@ def run_size(
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     if postgres:
-        from ..store.postgres import fresh_database
+        from ..store.postgres_schema import fresh_database
 
         url = fresh_database(postgres, f"amem_bench_{n}")
     else:

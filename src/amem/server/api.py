@@ -134,6 +134,8 @@ def create_app(memory: Memory, keys: KeyRing | None = None, *, web: bool = True)
 
     app = FastAPI(
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's docs pages load their scripts from a CDN: no third-party calls
+        redoc_url=None,
         title="amem",
         version=__version__,
         description="Agentic memory (A-MEM): notes that link and evolve. Errors are JSON: "

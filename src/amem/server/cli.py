@@ -31,7 +31,7 @@ def _loopback(host: str) -> bool:
 @click.option("--no-auth", is_flag=True, help="Allow serving without API keys on a non-loopback address.")
 @pass_ctx
 def serve(c: Ctx, host: str, port: int, api_keys: str | None, no_auth: bool) -> None:
-    """Serve the REST API (OpenAPI at /docs) and the memory-graph web page at /."""
+    """Serve the REST API (schema at /openapi.json) and the memory-graph web page at /."""
     try:
         import uvicorn
 

@@ -14,7 +14,6 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
@@ -23,7 +22,19 @@ from ..errors import StoreError
 from ..notes import Link, LLMCall, Note, NoteVersion, Scope, utcnow
 from .base import Filters, scope_clauses
 from .postgres_keyword import KeywordSearch
-from .postgres_schema import LOCK_KEY, MIGRATIONS, NOTE_COLUMNS, SCHEMA, clean_text, note_params, row_note
+from .postgres_schema import (
+    LOCK_KEY,
+    MIGRATIONS,
+    NOTE_COLUMNS,
+    SCHEMA,
+    clean_text,
+    migrate_schema,
+    note_params,
+    parse_vector,
+    redact,
+    row_note,
+    vector_literal,
+)
 from .sqlite import COMMON_TERM_SHARE
 
 _INSTALL_HINT = "install the PostgreSQL driver with `pip install 'amem[postgres]'`"
@@ -32,42 +43,6 @@ BULK_MIN = 50_000
 #: the advisory lock held by the one bulk load that may run at a time
 BULK_KEY = "amem:bulk"
 HNSW_INDEX = "CREATE INDEX IF NOT EXISTS notes_embedding ON notes USING hnsw (embedding vector_cosine_ops)"
-
-
-def redact(url: str) -> str:
-    """The URL without its password (in the user part or as a ``password=`` parameter)."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password:
-        user, _, host = netloc.rpartition("@")
-        netloc = f"{user.split(':', 1)[0]}:***@{host}"
-    query = urlencode(
-        [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)],
-        safe="/:",
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def vector_literal(vector: Vectors) -> str:
-    return "[" + ",".join(repr(float(x)) for x in np.asarray(vector, dtype=np.float32)) + "]"
-
-
-def parse_vector(text: str) -> Vectors:
-    return np.array([float(x) for x in text.strip("[]").split(",")], dtype=np.float32)
-
-
-def fresh_database(server_url: str, name: str) -> str:
-    """Create database ``name`` on the server (dropping an earlier one of that name); its URL.
-    For benchmarks and tests, which need an empty store per run."""
-    import psycopg
-
-    if not name.replace("_", "").isalnum():
-        raise StoreError(f"bad database name {name!r}: use letters, digits and '_'")
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {name}")
-    parts = urlsplit(server_url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
 
 class PostgresStore:
@@ -92,7 +67,7 @@ class PostgresStore:
         options = self._options = f"-c search_path={SCHEMA},public -c timezone=UTC"
         try:
             with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-                self._migrate(conn)
+                migrate_schema(conn, self.url, MIGRATIONS)
         except psycopg.Error as exc:
             raise StoreError(f"cannot open PostgreSQL database {self.url}: {exc}") from exc
         self._pool = ConnectionPool(
@@ -107,40 +82,6 @@ class PostgresStore:
         self._ensure_index()
 
     # -- plumbing -----------------------------------------------------------------------------
-    def _migrate(self, conn: Any) -> None:
-        newest = max(v for v, _ in MIGRATIONS)
-        if conn.execute(f"SELECT to_regclass('{SCHEMA}.schema_migrations') IS NOT NULL").fetchone()[0]:
-            done = conn.execute(f"SELECT max(version) FROM {SCHEMA}.schema_migrations").fetchone()[0]
-            if done == newest:
-                return  # up to date: no DDL, so a role with data privileges only can open the store
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (LOCK_KEY,))
-            present = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone()
-            if present is None:
-                try:
-                    with conn.transaction():
-                        conn.execute("CREATE EXTENSION vector SCHEMA public")
-                except self._psycopg.Error as exc:
-                    raise StoreError(
-                        f"pgvector is not enabled in {self.url} and this role cannot enable it ({exc}); "
-                        "ask an administrator to run CREATE EXTENSION vector"
-                    ) from exc
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
-            conn.execute(f"SET LOCAL search_path = {SCHEMA}, public")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations "
-                "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations").fetchall()}
-            if done and max(done) > newest:
-                raise StoreError(
-                    f"{self.url} was written by a newer amem (schema {max(done)} > {newest}); upgrade amem"
-                )
-            for version, sql in MIGRATIONS:
-                if version not in done:
-                    conn.execute(sql)
-                    conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
-
     def close(self) -> None:
         self._pool.close()
 

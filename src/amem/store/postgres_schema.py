@@ -1,4 +1,5 @@
-"""The PostgreSQL schema (versioned migrations, applied under an advisory lock) and row mapping.
+"""The PostgreSQL schema (versioned migrations, applied under an advisory lock), row and vector mapping,
+and URL helpers.
 
 Everything lives in the ``amem`` schema, so amem's tables never collide with an application's own in a
 shared database; connections put it first on the search path, pgvector's types come from ``public``.
@@ -8,7 +9,12 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import numpy as np
+
+from ..embed.base import Vectors
+from ..errors import StoreError
 from ..notes import Note
 
 SCHEMA = "amem"
@@ -163,3 +169,77 @@ def note_params(note: Note) -> list[Any]:
 def row_note(row: dict[str, Any]) -> Note:
     """psycopg already gives datetimes and decoded jsonb, so the row's note columns are the note."""
     return Note.model_validate({k: v for k, v in row.items() if k in Note.model_fields})
+
+
+def redact(url: str) -> str:
+    """The URL without its password (in the user part or as a ``password=`` parameter)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':', 1)[0]}:***@{host}"
+    query = urlencode(
+        [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)],
+        safe="/:",
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def vector_literal(vector: Vectors) -> str:
+    return "[" + ",".join(repr(float(x)) for x in np.asarray(vector, dtype=np.float32)) + "]"
+
+
+def parse_vector(text: str) -> Vectors:
+    return np.array([float(x) for x in text.strip("[]").split(",")], dtype=np.float32)
+
+
+def fresh_database(server_url: str, name: str) -> str:
+    """Create database ``name`` on the server (dropping an earlier one of that name); its URL.
+    For benchmarks and tests, which need an empty store per run."""
+    import psycopg
+
+    if not name.replace("_", "").isalnum():
+        raise StoreError(f"bad database name {name!r}: use letters, digits and '_'")
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    parts = urlsplit(server_url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+def migrate_schema(conn: Any, url: str, migrations: list[tuple[int, str]]) -> None:
+    """Apply the missing migrations under the advisory lock (two processes opening at once: one migrates)."""
+    import psycopg
+
+    newest = max(v for v, _ in migrations)
+    if conn.execute(f"SELECT to_regclass('{SCHEMA}.schema_migrations') IS NOT NULL").fetchone()[0]:
+        done = conn.execute(f"SELECT max(version) FROM {SCHEMA}.schema_migrations").fetchone()[0]
+        if done == newest:
+            return  # up to date: no DDL, so a role with data privileges only can open the store
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (LOCK_KEY,))
+        present = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone()
+        if present is None:
+            try:
+                with conn.transaction():
+                    conn.execute("CREATE EXTENSION vector SCHEMA public")
+            except psycopg.Error as exc:
+                raise StoreError(
+                    f"pgvector is not enabled in {url} and this role cannot enable it ({exc}); "
+                    "ask an administrator to run CREATE EXTENSION vector"
+                ) from exc
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+        conn.execute(f"SET LOCAL search_path = {SCHEMA}, public")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations").fetchall()}
+        if done and max(done) > newest:
+            raise StoreError(
+                f"{url} was written by a newer amem (schema {max(done)} > {newest}); upgrade amem"
+            )
+        for version, sql in migrations:
+            if version not in done:
+                conn.execute(sql)
+                conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
