@@ -376,3 +376,82 @@ def test_serve_refuses_a_public_address_without_keys(tmp_path: Path) -> None:
 
     result = CliRunner().invoke(cli, ["--home", str(tmp_path), "serve", "--host", "0.0.0.0"])
     assert result.exit_code != 0 and "AMEM_API_KEYS" in str(result.exception)
+
+
+def test_a_database_outage_is_503_and_a_concurrent_edit_409(
+    client: TestClient, mem: Memory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from amem.errors import StoreError, StoreUnavailable
+
+    nid = add(client, ALICE, "Maya likes tea")["id"]
+
+    def down(*_: object) -> None:
+        raise StoreUnavailable("PostgreSQL at postgresql://db/amem is unavailable; retry when it is back")
+
+    monkeypatch.setattr(mem.store, "get_note", down)
+    message = error(client.get(f"/v1/notes/{nid}", headers=auth(ALICE)), 503, "store_unavailable")
+    assert "retry" in message
+
+    def raced(*_: object) -> None:
+        raise StoreError(f"note {nid} changed while it was being updated; read it again and retry")
+
+    monkeypatch.setattr(mem.store, "get_note", raced)
+    error(client.get(f"/v1/notes/{nid}", headers=auth(ALICE)), 409, "store_conflict")
+
+
+@pytest.mark.parametrize(
+    "path", ["/static//etc/passwd", "/static/%2Fetc%2Fpasswd", "/static/../pyproject.toml"]
+)
+def test_static_files_are_only_the_page_s_own(client: TestClient, path: str) -> None:
+    r = client.get(path)
+    assert r.status_code == 404 and "root:" not in r.text
+    assert client.get("/static/app.js").status_code == 200
+
+
+def test_with_keys_keyword_scores_are_hidden(client: TestClient, mem: Memory) -> None:
+    add(client, ALICE, "Maya signed up for the Berlin marathon")
+    body = client.post("/v1/search", json={"query": "Berlin marathon"}, headers=auth(ALICE)).json()
+    why = body["hits"][0]["why"]
+    assert why["keyword_rank"] == 1 and why["keyword_score"] is None and "bm25" not in body["explanations"][0]
+    with TestClient(create_app(mem)) as open_client:  # no keys: one user's server, scores shown
+        body = open_client.post("/v1/search", json={"query": "Berlin marathon"}).json()
+        assert body["hits"][0]["why"]["keyword_score"] > 0
+
+
+def test_trusted_hosts_refuse_a_rebound_name(mem: Memory) -> None:
+    app = create_app(mem, trusted_hosts=["127.0.0.1", "localhost"])
+    with TestClient(app, base_url="http://attacker.example") as c:
+        assert c.get("/v1/notes").status_code == 400
+    with TestClient(app, base_url="http://127.0.0.1:8420") as c:
+        assert c.get("/v1/notes").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("post", "/v1/notes", b'{"content": "x", "event_time": "0001-01-01T00:00:00+01:00"}'),
+        ("post", "/v1/search", b'{"query": "x", "filters": {"after": "9999-12-31T23:30:00-01:00"}}'),
+        ("post", "/v1/search", b'{"query": "x", "filters": {"metadata": {"a": 100000000000000000000}}}'),
+        ("post", "/v1/search", b'{"query": "x", "filters": {"metadata": {"a": NaN}}}'),
+        ("get", "/v1/graph?after=0001-01-01T00:00:00%2B01:00", None),
+    ],
+)
+def test_edge_values_are_400_not_500(client: TestClient, method: str, path: str, body: bytes | None) -> None:
+    headers = {**auth(ALICE), "content-type": "application/json"}
+    r = client.request(method, path, content=body, headers=headers)
+    assert r.status_code in (400, 422), r.text
+    assert r.json()["error"]["message"]
+
+
+def test_a_nul_in_an_id_is_404(client: TestClient) -> None:
+    error(client.get("/v1/notes/a%00b", headers=auth(ALICE)), 404, "not_found")
+
+
+def test_links_never_show_another_scope(mem: Memory) -> None:
+    from amem.notes import Link
+
+    a = mem.scoped("alice").add("Alice's note")
+    b = mem.scoped("bob").add("Bob's note")
+    mem.store.upsert_links([Link(source_id=a.id, target_id=b.id, reason="imported from elsewhere")])
+    assert mem.scoped("alice").links(a.id) == []
+    assert len(mem.links(a.id)) == 1  # a view without a user sees both ends

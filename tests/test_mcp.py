@@ -127,3 +127,14 @@ def test_mcp_over_streamable_http(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_mcp_http_refuses_a_public_address_without_no_auth(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from amem.cli import cli
+
+    result = CliRunner().invoke(
+        cli, ["--home", str(tmp_path), "mcp", "--transport", "http", "--host", "0.0.0.0"]
+    )
+    assert result.exit_code != 0 and "--no-auth" in str(result.exception)

@@ -397,3 +397,20 @@ def test_rest_api_and_mcp_run_unchanged_on_postgres(pg_url: str, tmp_path: Path)
             assert [h["memory"]["id"] for h in found.structured_content["hits"]] == [second["id"]]  # type: ignore[index]
 
     anyio.run(main)
+
+
+def test_bulk_inside_a_caller_transaction_keeps_the_index(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import amem.store.postgres as pg
+
+    monkeypatch.setattr(pg, "BULK_MIN", 10)
+    settings = Settings.resolve(
+        {"home": tmp_path, "llm": "none", "embedder": "fake:64", "database_url": pg_url}
+    )
+    memory = Memory(settings=settings)
+    memory.add("first")
+    with memory.store.atomic():  # the index build would wait for this transaction forever
+        memory.add_many([f"note {i}" for i in range(50)])
+    assert _has_hnsw(pg_url) and memory.count() == 51
+    memory.close()

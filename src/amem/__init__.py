@@ -12,6 +12,7 @@ from .errors import (
     ModelNotAvailable,
     NotFound,
     StoreError,
+    StoreUnavailable,
 )
 from .memory import MAX_CONTENT_CHARS, EnrichReport, Memory, NoteInput
 from .notes import EnrichState, Link, LLMCall, Note, NoteVersion, Scope, SearchHit, VersionCause, Why
@@ -43,6 +44,7 @@ __all__ = [
     "SearchHit",
     "Settings",
     "StoreError",
+    "StoreUnavailable",
     "VersionCause",
     "Why",
 ]

@@ -44,3 +44,7 @@ class ModelNotAvailable(AmemError):
 
 class StoreError(AmemError):
     """The database refused an operation or is in a state amem cannot use."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached (down, restarting, out of connections); retrying later may work."""

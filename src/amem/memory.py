@@ -206,14 +206,16 @@ class Memory:
         *,
         batch_size: int | None = None,
         progress: Progress | None = None,
+        bulk: bool = True,
     ) -> list[Note]:
-        """Add notes in order, ``batch_size`` notes per LLM call (1 = one call per note)."""
+        """Add notes in order, ``batch_size`` notes per LLM call (1 = one call per note). Without an LLM,
+        a large load may let the store defer its index upkeep (``bulk=False`` keeps it up row by row)."""
         notes = [self._new_note(i) for i in self.check(items)]  # validate all before storing any
         self._check_embedder()
         size = max(1, batch_size or self.batch_size)
         out: list[Note] = []
         # without an LLM nothing is linked, so a large load may defer the store's index upkeep
-        with self.store.bulk(len(notes)) if not self.llm_enabled else nullcontext():
+        with self.store.bulk(len(notes)) if bulk and not self.llm_enabled else nullcontext():
             self._add_groups(notes, size, out, progress)
         return out
 
@@ -421,7 +423,10 @@ class Memory:
             if include_failed and note.state == EnrichState.failed:
                 note.enrich_attempts = 0
             base = self.embedder.embed_documents([note.embedding_text()])[0]
-            done = self._enrich(note, base, is_new=False)
+            try:
+                done = self._enrich(note, base, is_new=False)
+            except NotFound:
+                continue  # deleted meanwhile: nothing left to enrich
             if done.state == EnrichState.enriched:
                 report.enriched += 1
             elif done.state == EnrichState.failed:
@@ -434,7 +439,8 @@ class Memory:
 
     # -- reading ---------------------------------------------------------------------------------
     def get(self, note_id: str) -> Note:
-        note = self.store.get_note(note_id) if isinstance(note_id, str) else None
+        valid = isinstance(note_id, str) and "\x00" not in note_id
+        note = self.store.get_note(note_id) if valid else None
         if note is None or not self.scope.matches(note):
             raise NotFound(f"no note {note_id!r} in this scope; `amem list` shows the ids")
         return note
@@ -443,8 +449,19 @@ class Memory:
         return self.store.count_notes(self.scope, filters)
 
     def links(self, note_id: str) -> list[Link]:
+        """The note's links whose other end is in this scope too (writes never link across scopes; an
+        imported link might)."""
         self.get(note_id)
-        return self.store.links_for([note_id])
+        links = self.store.links_for([note_id])
+        others = self.store.get_notes(
+            [lk.target_id if lk.source_id == note_id else lk.source_id for lk in links]
+        )
+        return [
+            lk
+            for lk in links
+            if (other := others.get(lk.target_id if lk.source_id == note_id else lk.source_id)) is not None
+            and self.scope.matches(other)
+        ]
 
     def neighbours(self, note_id: str) -> list[graph.Neighbour]:
         """The notes linked to this one (either direction), strongest link first."""

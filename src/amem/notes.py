@@ -26,7 +26,12 @@ def to_utc(value: datetime) -> datetime:
     """Naive datetimes are taken as UTC (documented), aware ones converted."""
     if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        raise InvalidInput(
+            f"time {value.isoformat()} is out of range in UTC; give a time in years 1-9999"
+        ) from None
 
 
 def new_id() -> str:
@@ -216,7 +221,8 @@ class Why(BaseModel):
         if self.dense_rank is not None:
             parts.append(f"dense #{self.dense_rank} (cos {self.dense_score:.3f})")
         if self.keyword_rank is not None:
-            parts.append(f"keyword #{self.keyword_rank} (bm25 {self.keyword_score:.2f})")
+            score = f" (bm25 {self.keyword_score:.2f})" if self.keyword_score is not None else ""
+            parts.append(f"keyword #{self.keyword_rank}{score}")
         if self.via_link_from is not None:
             reason = f": {self.link_reason}" if self.link_reason else ""
             parts.append(f"linked from {self.via_link_from[:8]}{reason}")

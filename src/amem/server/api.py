@@ -8,11 +8,12 @@ note of another scope answers 404 exactly as a missing one does.
 # no `from __future__ import annotations`: FastAPI reads the local dependency aliases at definition time
 
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -20,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .. import __version__
 from ..errors import (
@@ -31,6 +33,7 @@ from ..errors import (
     ModelNotAvailable,
     NotFound,
     StoreError,
+    StoreUnavailable,
 )
 from ..memory import Memory
 from ..notes import EnrichReport, EnrichState, Link, LLMCall, Note, NoteInput, NoteVersion, SearchHit
@@ -49,6 +52,7 @@ STATUS = {
     InvalidInput: (400, "invalid_input"),
     ConfigError: (400, "invalid_input"),
     NotFound: (404, "not_found"),
+    StoreUnavailable: (503, "store_unavailable"),
     StoreError: (409, "store_conflict"),
     LLMError: (502, "llm_unavailable"),
     EmbedderError: (503, "embedder_unavailable"),
@@ -122,15 +126,23 @@ def _error(status: int, kind: str, message: str, headers: Mapping[str, str] | No
     return JSONResponse({"error": {"type": kind, "message": message}}, status_code=status, headers=headers)
 
 
-def create_app(memory: Memory, keys: KeyRing | None = None, *, web: bool = True) -> FastAPI:
-    """The app for one Memory. ``keys`` empty or None: no authentication (bind to 127.0.0.1 only)."""
+def create_app(
+    memory: Memory,
+    keys: KeyRing | None = None,
+    *,
+    web: bool = True,
+    trusted_hosts: Sequence[str] | None = None,
+) -> FastAPI:
+    """The app for one Memory. ``keys`` empty or None: no authentication (bind to 127.0.0.1 only).
+    ``trusted_hosts``: the Host headers accepted (`amem serve` without keys: loopback names only, so a web
+    page that rebinds its own name to 127.0.0.1 cannot reach the API)."""
     ring = keys or KeyRing({})
     jobs = Jobs()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        jobs.close()  # a running job finishes its current batch; queued ones are dropped
+        jobs.close()  # waits for the running job; queued ones are dropped (their notes were never stored)
 
     app = FastAPI(
         lifespan=lifespan,
@@ -142,6 +154,8 @@ def create_app(memory: Memory, keys: KeyRing | None = None, *, web: bool = True)
         '{"error": {"type", "message"}}.',
     )
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    if trusted_hosts:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(trusted_hosts))
     app.state.jobs = jobs
 
     @app.exception_handler(AmemError)
@@ -219,7 +233,8 @@ def create_app(memory: Memory, keys: KeyRing | None = None, *, web: bool = True)
         items = who.memory.check(body.items)  # a bad item refuses the whole batch, before anything is stored
 
         def work(progress: Any) -> dict[str, Any]:
-            notes = who.memory.add_many(items, batch_size=body.batch_size, progress=progress)
+            # bulk=False: a tenant's batch must not drop the index every tenant searches
+            notes = who.memory.add_many(items, batch_size=body.batch_size, progress=progress, bulk=False)
             return {"note_ids": [n.id for n in notes]}
 
         job = jobs.submit("add_many", who.owner, len(items), work)
@@ -284,6 +299,12 @@ def create_app(memory: Memory, keys: KeyRing | None = None, *, web: bool = True)
             expand=body.expand,
             token_budget=body.token_budget,
         )
+        if who.owner is not None:
+            # BM25 scores carry document frequencies counted over every user's notes: with keys, only
+            # the rank is shown, so no tenant learns how common a term is in another's memory
+            hits = [
+                h.model_copy(update={"why": h.why.model_copy(update={"keyword_score": None})}) for h in hits
+            ]
         return SearchResult(hits=hits, explanations=[h.why.describe() for h in hits])
 
     @app.post("/v1/enrich", status_code=202, response_model=Job, tags=["notes"])
@@ -342,9 +363,12 @@ def _mount_web(app: FastAPI) -> None:
     def page() -> FileResponse:
         return FileResponse(str(root / "index.html"), media_type="text/html")
 
+    base = Path(str(root)).resolve()
+    files = {p.relative_to(base).as_posix(): p for p in base.rglob("*") if p.is_file()}
+
     @app.get("/static/{name:path}", include_in_schema=False)
     def static(name: str) -> FileResponse:
-        target = root / name
-        if ".." in name.split("/") or not target.is_file():
+        target = files.get(name)  # only the page's own files, looked up by name: no path is ever built
+        if target is None:
             raise HTTPException(404, f"no file {name!r}")
         return FileResponse(str(target))

@@ -27,7 +27,10 @@ def _loopback(host: str) -> bool:
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8420, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--api-keys", help="KEY:USER pairs, comma-separated [env AMEM_API_KEYS].")
+@click.option(
+    "--api-keys",
+    help="KEY:USER pairs, comma-separated. Prefer env AMEM_API_KEYS (command lines are visible to others).",
+)
 @click.option("--no-auth", is_flag=True, help="Allow serving without API keys on a non-loopback address.")
 @pass_ctx
 def serve(c: Ctx, host: str, port: int, api_keys: str | None, no_auth: bool) -> None:
@@ -48,11 +51,12 @@ def serve(c: Ctx, host: str, port: int, api_keys: str | None, no_auth: bool) -> 
             f"refusing to serve every user's notes without API keys on {host}; set AMEM_API_KEYS="
             "'key:user,...' (or pass --no-auth if a proxy in front authenticates)"
         )
-    app = create_app(c.memory(), KeyRing(keys))
+    # without keys, only loopback Host names: a web page rebinding its own name to 127.0.0.1 gets 400
+    trusted = None if keys or not _loopback(host) else ["127.0.0.1", "localhost", "[::1]", "::1"]
+    memory = c.memory()
+    app = create_app(memory, KeyRing(keys), trusted_hosts=trusted)
     auth = f"{len(keys)} API key(s)" if keys else "no authentication"
-    click.echo(
-        f"amem {settings.store_url.split('?')[0]} on http://{host}:{port} ({auth}); Ctrl-C stops", err=True
-    )
+    click.echo(f"amem {memory.store.url} on http://{host}:{port} ({auth}); Ctrl-C stops", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 
@@ -66,9 +70,15 @@ def serve(c: Ctx, host: str, port: int, api_keys: str | None, no_auth: bool) -> 
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (http).")
 @click.option("--port", default=8421, show_default=True, type=click.IntRange(0, 65535), help="Port (http).")
+@click.option("--no-auth", is_flag=True, help="Allow http on a non-loopback address (a proxy authenticates).")
 @pass_ctx
-def mcp(c: Ctx, transport: str, host: str, port: int) -> None:
+def mcp(c: Ctx, transport: str, host: str, port: int, no_auth: bool) -> None:
     """Serve the memory as MCP tools (add, search, get, update, delete, history)."""
+    if transport == "http" and not _loopback(host) and not no_auth:
+        raise ConfigError(
+            f"refusing to serve MCP over http on {host} without authentication: anyone who reaches it can "
+            "read and change the memory; keep 127.0.0.1, or pass --no-auth behind an authenticating proxy"
+        )
     try:
         from .mcp_server import run
     except ImportError as exc:

@@ -62,6 +62,8 @@ class Jobs:
                 job.error, job.state = str(exc), "failed"
             except Exception as exc:  # a job must always end in a state its caller can read
                 job.error, job.state = f"{type(exc).__name__}: {exc}", "failed"
+            if job.state == "failed":  # items are stored in order: the first `done` are in the store
+                job.result = {"stored": job.done}
             job.finished_at = utcnow()
 
         self._pool.submit(run)

@@ -5,6 +5,7 @@ One contract test suite (tests/test_store_contract.py) runs against every implem
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -35,9 +36,15 @@ class Filters(BaseModel):
     @field_validator("metadata")
     @classmethod
     def _keys(cls, v: dict[str, Any]) -> dict[str, Any]:
-        for key in v:
+        for key, value in v.items():
             if not is_metadata_key(key):
                 raise InvalidInput(f"metadata filter key {key!r}: use 1-64 letters, digits, '_' or '-'")
+            bad_int = isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63
+            bad_float = isinstance(value, float) and not math.isfinite(value)
+            if bad_int or bad_float or (isinstance(value, str) and "\x00" in value):
+                raise InvalidInput(
+                    f"metadata filter {key!r}: the value {value!r} can never match; give plain JSON"
+                )
         return v
 
     @field_validator("event_after", "event_before")

@@ -10,6 +10,7 @@ instead of overwriting each other. psycopg is imported lazily (the ``postgres`` 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..embed.base import Vectors
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnavailable
 from ..notes import Link, LLMCall, Note, NoteVersion, Scope, utcnow
 from .base import Filters, scope_clauses
 from .postgres_keyword import KeywordSearch
@@ -37,6 +38,7 @@ from .postgres_schema import (
 )
 from .sqlite import COMMON_TERM_SHARE
 
+log = logging.getLogger("amem")
 _INSTALL_HINT = "install the PostgreSQL driver with `pip install 'amem[postgres]'`"
 #: a load of at least this many notes (and at least the table's size) builds the HNSW index at its end
 BULK_MIN = 50_000
@@ -50,7 +52,7 @@ class PostgresStore:
         try:
             import psycopg
             from psycopg.rows import dict_row
-            from psycopg_pool import ConnectionPool
+            from psycopg_pool import ConnectionPool, PoolTimeout
         except ImportError as exc:
             raise StoreError(f"the PostgreSQL store needs psycopg; {_INSTALL_HINT}") from exc
         self.url = redact(url)
@@ -58,6 +60,7 @@ class PostgresStore:
         self.index_memory = index_memory
         self._deferred = False  # a bulk load of this process builds the HNSW index at its end
         self._psycopg = psycopg
+        self._pool_timeout = PoolTimeout
         self._local = threading.local()
         self.common_term_share = COMMON_TERM_SHARE
         self._dims: str | None = None
@@ -101,7 +104,12 @@ class PostgresStore:
                     local.conn = None
                     local.dims = None
         except self._psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL error: {exc}") from exc
+            raise self._error(exc) from exc
+
+    def _error(self, exc: Exception) -> StoreError:
+        if isinstance(exc, self._psycopg.OperationalError | self._pool_timeout):
+            return StoreUnavailable(f"PostgreSQL at {self.url} is unavailable ({exc}); retry when it is back")
+        return StoreError(f"PostgreSQL error: {exc}")
 
     def _in_transaction(self) -> bool:
         return getattr(self._local, "conn", None) is not None
@@ -114,7 +122,7 @@ class PostgresStore:
             with self._pool.connection() as conn:
                 return self._fetch(conn, sql, params)
         except self._psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL error: {exc}") from exc
+            raise self._error(exc) from exc
 
     @staticmethod
     def _fetch(conn: Any, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
@@ -172,10 +180,16 @@ class PostgresStore:
         takes hours at 10^6 (BENCHMARKS.md). Searches meanwhile scan exactly (slower, never wrong). One
         bulk load at a time (an advisory lock); others insert normally. If the process dies mid-load, the
         next open builds the index."""
-        if expected < BULK_MIN or self._total() > expected:
-            yield
+        if expected < BULK_MIN or self._in_transaction() or self._total() > expected:
+            yield  # inside a caller's transaction the rows it wrote would block the index build forever
             return
-        with self._psycopg.connect(self._dsn, autocommit=True, options=self._options) as lock:
+        try:
+            lock = self._psycopg.connect(
+                self._dsn, autocommit=True, options=self._options, connect_timeout=10
+            )
+        except self._psycopg.Error as exc:
+            raise self._error(exc) from exc
+        with lock:
             got = lock.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (BULK_KEY,)).fetchone()
             if not got or not got[0]:
                 yield
@@ -186,8 +200,11 @@ class PostgresStore:
                 yield
             finally:
                 self._deferred = False
-                self._build_index(lock)
-                lock.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (BULK_KEY,))
+                try:
+                    self._build_index(lock)
+                    lock.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (BULK_KEY,))
+                except self._psycopg.Error as exc:  # the next open builds it
+                    raise self._error(exc) from exc
 
     def _build_index(self, conn: Any) -> None:
         if self.get_meta("dimensions") is None:
@@ -201,15 +218,25 @@ class PostgresStore:
         self._inserted = 0
 
     def _ensure_index(self) -> None:
-        """After a bulk load that did not finish, build the missing HNSW index (unless a load is running)."""
+        """After a bulk load that did not finish, build the missing HNSW index (unless a load is running,
+        or this role may not: then searches stay exact and the owner's next open builds it)."""
         if self.get_meta("dimensions") is None or self._rows(
             "SELECT 1 FROM pg_indexes WHERE schemaname = %s AND indexname = 'notes_embedding'", (SCHEMA,)
         ):
             return
-        with self._psycopg.connect(self._dsn, autocommit=True, options=self._options) as conn:
-            got = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (BULK_KEY,)).fetchone()
-            if got and got[0]:
-                self._build_index(conn)
+        try:
+            with self._psycopg.connect(self._dsn, autocommit=True, options=self._options) as conn:
+                got = conn.execute(
+                    "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (BULK_KEY,)
+                ).fetchone()
+                if got and got[0]:
+                    self._build_index(conn)
+        except self._psycopg.errors.InsufficientPrivilege:
+            log.warning(
+                "the HNSW index of %s is missing and this role cannot build it; ask its owner", self.url
+            )
+        except self._psycopg.Error as exc:
+            raise self._error(exc) from exc
 
     def insert_note(self, note: Note, vector: Vectors) -> None:
         vec = np.asarray(vector, dtype=np.float32)

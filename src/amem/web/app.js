@@ -261,7 +261,7 @@ async function openNote(id) {
         el("dt", {}, "id"), el("dd", {}, note.id)),
       el("h2", {}, `Links (${links.length})`),
       el("ul", { class: "links", id: "note-links" }, linkItems),
-      el("h2", {}, `History (${history.length} versions)`),
+      el("h2", {}, `History (${history.length} ${history.length === 1 ? "version" : "versions"})`),
       el("div", { id: "note-history" }, versions),
     );
     document.body.dataset.noteOpen = id;
