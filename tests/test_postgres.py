@@ -307,17 +307,23 @@ def _has_hnsw(url: str) -> bool:
     return found is not None
 
 
+def bulk_memory(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bulk_min: int) -> Memory:
+    """A memory without an LLM (so add_many may bulk-load) whose bulk threshold is ``bulk_min`` notes."""
+    import amem.store.postgres as pg
+
+    monkeypatch.setattr(pg, "BULK_MIN", bulk_min)
+    settings = Settings.resolve(
+        {"home": tmp_path, "llm": "none", "embedder": "fake:384", "database_url": pg_url}
+    )
+    return Memory(settings=settings)
+
+
 def test_bulk_load_builds_the_hnsw_index_at_the_end_and_stays_searchable(
     pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import amem.store.postgres as pg
     from amem.notes import Scope
 
-    monkeypatch.setattr(pg, "BULK_MIN", 100)
-    settings = Settings.resolve(
-        {"home": tmp_path, "llm": "none", "embedder": "fake:32", "database_url": pg_url}
-    )
-    memory = Memory(settings=settings)
+    memory = bulk_memory(pg_url, tmp_path, monkeypatch, 100)
     seen: list[tuple[bool, int]] = []
 
     def progress(done: int, total: int) -> None:
@@ -402,13 +408,7 @@ def test_rest_api_and_mcp_run_unchanged_on_postgres(pg_url: str, tmp_path: Path)
 def test_bulk_inside_a_caller_transaction_keeps_the_index(
     pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import amem.store.postgres as pg
-
-    monkeypatch.setattr(pg, "BULK_MIN", 10)
-    settings = Settings.resolve(
-        {"home": tmp_path, "llm": "none", "embedder": "fake:64", "database_url": pg_url}
-    )
-    memory = Memory(settings=settings)
+    memory = bulk_memory(pg_url, tmp_path, monkeypatch, 10)
     memory.add("first")
     with memory.store.atomic():  # the index build would wait for this transaction forever
         memory.add_many([f"note {i}" for i in range(50)])

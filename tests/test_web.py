@@ -118,7 +118,6 @@ def test_search_open_a_note_and_click_the_graph(tmp_path: Path, browser: Browser
 
 def test_a_few_thousand_nodes_draw_and_the_page_stays_responsive(tmp_path: Path, browser: Browser) -> None:
     memory = make_memory(tmp_path / "big.db", FakeLLM())
-    memory.llm_enabled  # noqa: B018 - the fake LLM is not used below: notes go in without enrichment
     rng = np.random.default_rng(1)
     notes = [f"note {i} about topic {rng.integers(0, 50)}" for i in range(3000)]
     stored = Memory(

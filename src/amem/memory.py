@@ -210,7 +210,7 @@ class Memory:
     ) -> list[Note]:
         """Add notes in order, ``batch_size`` notes per LLM call (1 = one call per note). Without an LLM,
         a large load may let the store defer its index upkeep (``bulk=False`` keeps it up row by row)."""
-        notes = [self._new_note(i) for i in self.check(items)]  # validate all before storing any
+        notes = [note for _, note in self._validated(items)]  # validate all before storing any
         self._check_embedder()
         size = max(1, batch_size or self.batch_size)
         out: list[Note] = []
@@ -238,14 +238,17 @@ class Memory:
     def check(self, items: Iterable[NoteInput | str | dict[str, Any]]) -> list[NoteInput]:
         """The items as inputs, each checked as ``add`` would check it; raises InvalidInput naming the first
         bad one. Lets a caller refuse a whole batch before it queues any of it."""
-        inputs = []
+        return [item for item, _ in self._validated(items)]
+
+    def _validated(self, items: Iterable[NoteInput | str | dict[str, Any]]) -> list[tuple[NoteInput, Note]]:
+        out = []
         for n, item in enumerate(items, start=1):
             try:
-                inputs.append(self._coerce(item))
-                self._new_note(inputs[-1])
+                given = self._coerce(item)
+                out.append((given, self._new_note(given)))
             except InvalidInput as exc:
                 raise InvalidInput(f"item {n}: {exc}") from None
-        return inputs
+        return out
 
     @staticmethod
     def _coerce(item: NoteInput | str | dict[str, Any]) -> NoteInput:
@@ -449,19 +452,9 @@ class Memory:
         return self.store.count_notes(self.scope, filters)
 
     def links(self, note_id: str) -> list[Link]:
-        """The note's links whose other end is in this scope too (writes never link across scopes; an
-        imported link might)."""
+        """The note's links whose other end is in this scope too."""
         self.get(note_id)
-        links = self.store.links_for([note_id])
-        others = self.store.get_notes(
-            [lk.target_id if lk.source_id == note_id else lk.source_id for lk in links]
-        )
-        return [
-            lk
-            for lk in links
-            if (other := others.get(lk.target_id if lk.source_id == note_id else lk.source_id)) is not None
-            and self.scope.matches(other)
-        ]
+        return [lk for lk, _ in graph.linked(self.store, self.scope, note_id)]
 
     def neighbours(self, note_id: str) -> list[graph.Neighbour]:
         """The notes linked to this one (either direction), strongest link first."""

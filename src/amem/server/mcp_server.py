@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import AmemError
 from ..memory import Memory
-from ..notes import Note, NoteVersion, SearchHit
+from ..notes import EnrichState, Note, NoteVersion, SearchHit, VersionCause
 from ..store import Filters
 
 log = logging.getLogger("amem.mcp")
@@ -36,21 +36,14 @@ class MemoryView(BaseModel):
     keywords: list[str]
     tags: list[str]
     event_time: datetime
-    state: str = Field(description="enriched, or pending/failed when the LLM has not described it yet")
+    state: EnrichState = Field(
+        description="enriched, or pending/failed when the LLM has not described it yet"
+    )
     metadata: dict[str, Any]
 
     @classmethod
     def of(cls, note: Note) -> MemoryView:
-        return cls(
-            id=note.id,
-            content=note.content,
-            context=note.context,
-            keywords=note.keywords,
-            tags=note.tags,
-            event_time=note.event_time,
-            state=note.state.value,
-            metadata=note.metadata,
-        )
+        return cls.model_validate(note.model_dump(include=set(cls.model_fields)))
 
 
 class Hit(BaseModel):
@@ -78,7 +71,7 @@ class MemoryWithLinks(BaseModel):
 
 class VersionView(BaseModel):
     version: int
-    cause: str = Field(description="create, enrich, evolve (rewritten by a newer memory) or update")
+    cause: VersionCause = Field(description="create, enrich, evolve (rewritten by a newer memory) or update")
     detail: str
     created_at: datetime
     llm_call_id: str | None
@@ -105,16 +98,7 @@ def _hit(hit: SearchHit) -> Hit:
 
 
 def _version(v: NoteVersion) -> VersionView:
-    return VersionView(
-        version=v.version,
-        cause=v.cause.value,
-        detail=v.detail,
-        created_at=v.created_at,
-        llm_call_id=v.llm_call_id,
-        context=v.context,
-        keywords=v.keywords,
-        tags=v.tags,
-    )
+    return VersionView.model_validate(v.model_dump(include=set(VersionView.model_fields)))
 
 
 def build_server(memory: Memory) -> Any:

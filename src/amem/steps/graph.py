@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from ..notes import EnrichState, Note, Scope
+from ..notes import EnrichState, Link, Note, Scope
 from ..store.base import Filters, Store
 
 LABEL_CHARS = 80
@@ -53,22 +53,8 @@ def label(content: str) -> str:
 def build(store: Store, scope: Scope, filters: Filters | None, limit: int) -> Graph:
     notes = store.list_notes(scope, filters, limit=limit)
     ids = {n.id for n in notes}
-    nodes = [
-        GraphNode(
-            id=n.id,
-            label=label(n.content),
-            keywords=n.keywords,
-            tags=n.tags,
-            context=n.context,
-            state=n.state,
-            event_time=n.event_time,
-            user_id=n.user_id,
-            agent_id=n.agent_id,
-            run_id=n.run_id,
-            version=n.version,
-        )
-        for n in notes
-    ]
+    fields = set(GraphNode.model_fields) - {"label"}
+    nodes = [GraphNode(label=label(n.content), **n.model_dump(include=fields)) for n in notes]
     edges = [
         GraphEdge(source=link.source_id, target=link.target_id, weight=link.weight, reason=link.reason)
         for link in store.links_for(list(ids))
@@ -87,14 +73,22 @@ class Neighbour(BaseModel):
     weight: float
 
 
-def neighbours(store: Store, scope: Scope, note_id: str) -> list[Neighbour]:
+def linked(store: Store, scope: Scope, note_id: str) -> list[tuple[Link, Note]]:
+    """The note's links with the note at their other end, where that note is in ``scope`` (writes never
+    link across scopes; an imported link might)."""
     links = store.links_for([note_id])
-    other_ids = [lk.target_id if lk.source_id == note_id else lk.source_id for lk in links]
-    others = store.get_notes(other_ids)
-    out = []
-    for lk, other in zip(links, other_ids, strict=True):
-        note = others.get(other)
-        if note is not None and scope.matches(note):
-            direction: Literal["out", "in"] = "out" if lk.source_id == note_id else "in"
-            out.append(Neighbour(note=note, direction=direction, reason=lk.reason, weight=lk.weight))
-    return out
+    others = store.get_notes([lk.target_id if lk.source_id == note_id else lk.source_id for lk in links])
+    pairs = [(lk, others.get(lk.target_id if lk.source_id == note_id else lk.source_id)) for lk in links]
+    return [(lk, note) for lk, note in pairs if note is not None and scope.matches(note)]
+
+
+def neighbours(store: Store, scope: Scope, note_id: str) -> list[Neighbour]:
+    return [
+        Neighbour(
+            note=note,
+            direction="out" if lk.source_id == note_id else "in",
+            reason=lk.reason,
+            weight=lk.weight,
+        )
+        for lk, note in linked(store, scope, note_id)
+    ]

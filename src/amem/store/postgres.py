@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -190,8 +190,7 @@ class PostgresStore:
         except self._psycopg.Error as exc:
             raise self._error(exc) from exc
         with lock:
-            got = lock.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (BULK_KEY,)).fetchone()
-            if not got or not got[0]:
+            if not self._try_bulk_lock(lock):
                 yield
                 return
             lock.execute("DROP INDEX IF EXISTS notes_embedding")
@@ -211,11 +210,12 @@ class PostgresStore:
             return  # no vector yet: the first insert creates the index
         conn.execute("SELECT set_config('maintenance_work_mem', %s, false)", (self.index_memory,))
         conn.execute(HNSW_INDEX)
-        conn.execute("ANALYZE notes")
-        with suppress(self._psycopg.Error):  # owner only; else the pending list waits for autovacuum
-            conn.execute("SELECT gin_clean_pending_list('notes_tsv'::regclass)")
-        self._keyword.forget_statistics()
-        self._inserted = 0
+        self._analyse(conn.execute)
+
+    @staticmethod
+    def _try_bulk_lock(conn: Any) -> bool:
+        got = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (BULK_KEY,)).fetchone()
+        return bool(got and got[0])
 
     def _ensure_index(self) -> None:
         """After a bulk load that did not finish, build the missing HNSW index (unless a load is running,
@@ -226,10 +226,7 @@ class PostgresStore:
             return
         try:
             with self._psycopg.connect(self._dsn, autocommit=True, options=self._options) as conn:
-                got = conn.execute(
-                    "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (BULK_KEY,)
-                ).fetchone()
-                if got and got[0]:
+                if self._try_bulk_lock(conn):
                     self._build_index(conn)
         except self._psycopg.errors.InsufficientPrivilege:
             log.warning(
@@ -467,13 +464,16 @@ class PostgresStore:
         has not seen yet) the planner estimates a scope at a few rows and sorts every vector instead of
         using the HNSW index (dense p50 33 ms instead of 2 ms at 10^4 notes in `amem bench scale`)."""
         if self._inserted >= max(1000, self._analysed_at // 5):
-            self._rows("ANALYZE notes")
-            # merge the GIN pending list too (until then keyword searches scan it); the owner only may
-            with suppress(StoreError):
-                self._rows("SELECT gin_clean_pending_list('notes_tsv'::regclass)")
-            self._keyword.forget_statistics()
-            self._analysed_at = self._total()
-            self._inserted = 0
+            self._analyse(lambda sql: self._rows(sql))
+
+    def _analyse(self, run: Callable[[str], object]) -> None:
+        """ANALYZE, and merge the GIN pending list (until then every keyword search scans it)."""
+        run("ANALYZE notes")
+        with suppress(StoreError, self._psycopg.Error):  # the owner only may; else autovacuum will
+            run("SELECT gin_clean_pending_list('notes_tsv'::regclass)")
+        self._keyword.forget_statistics()
+        self._analysed_at = self._total()
+        self._inserted = 0
 
     def nearest(
         self,
