@@ -11,7 +11,7 @@ import unicodedata
 import uuid
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -50,6 +50,15 @@ class EnrichState(str, Enum):
     enriched = "enriched"
     pending = "pending"
     failed = "failed"
+
+
+class NoteStatus(str, Enum):
+    """active: searchable; archived: out of search, kept and restorable; merged: folded into another note
+    (``merged_into``), kept for its history."""
+
+    active = "active"
+    archived = "archived"
+    merged = "merged"
 
 
 class Scope(BaseModel):
@@ -96,11 +105,31 @@ class Note(BaseModel):
     version: int = 1
     enrich_attempts: int = 0
     last_error: str | None = None
+    status: NoteStatus = NoteStatus.active
+    pinned: bool = False
+    expires_at: datetime | None = None
+    superseded_by: str | None = None
+    merged_into: str | None = None
+    #: Where else this note's fact came from: exact duplicates and merged notes (their metadata, event time
+    #: and, for a merge, the absorbed note's id and content), so nothing a merge folds in is lost.
+    sources: list[dict[str, Any]] = Field(default_factory=list)
+    #: Usage counters (not versioned): how often search returned the note, and when last.
+    retrievals: int = 0
+    last_retrieved_at: datetime | None = None
 
     @field_validator("event_time", "ingest_time", "updated_at")
     @classmethod
     def _utc(cls, v: datetime) -> datetime:
         return to_utc(v)
+
+    @field_validator("expires_at", "last_retrieved_at")
+    @classmethod
+    def _utc_opt(cls, v: datetime | None) -> datetime | None:
+        return None if v is None else to_utc(v)
+
+    def all_metadata(self) -> list[dict[str, Any]]:
+        """The note's own metadata followed by that of every source folded into it."""
+        return [self.metadata, *(s.get("metadata") or {} for s in self.sources)]
 
     @property
     def scope(self) -> Scope:
@@ -140,6 +169,15 @@ class Link(BaseModel):
     def _utc(cls, v: datetime) -> datetime:
         return to_utc(v)
 
+    def effective_weight(self, now: datetime, half_life_days: float) -> float:
+        """The weight decayed by disuse: it halves every ``half_life_days`` since the link was last
+        created, confirmed or used (``updated_at``). Stored weights change only on use, so decay costs
+        no writes."""
+        if half_life_days <= 0:
+            return self.weight
+        idle = max(0.0, (now - self.updated_at).total_seconds()) / 86400.0
+        return float(self.weight * 0.5 ** (idle / half_life_days))
+
 
 class VersionCause(str, Enum):
     create = "create"
@@ -147,6 +185,24 @@ class VersionCause(str, Enum):
     evolve = "evolve"
     update = "update"
     imported = "import"
+    duplicate = "duplicate"  # an exact duplicate was written: its provenance joined this note
+    merge = "merge"  # a near duplicate folded in, or folded into another, or a link re-pointed by a merge
+    supersede = "supersede"  # a newer note replaced this fact
+    archive = "archive"  # out of search (forgotten, expired or by hand)
+    unarchive = "unarchive"
+    pin = "pin"
+    prune = "prune"  # a link that decayed under the floor was removed
+    restore = "restore"  # put back as it was at an earlier version
+
+
+class LinkSnapshot(BaseModel):
+    """An outgoing link as it stood when a version was written (restoring the version restores it)."""
+
+    target_id: str
+    weight: float
+    reason: str = ""
+    created_at: datetime
+    llm_call_id: str | None = None
 
 
 class NoteVersion(BaseModel):
@@ -165,10 +221,32 @@ class NoteVersion(BaseModel):
     metadata: dict[str, Any]
     event_time: datetime
     state: EnrichState
+    status: NoteStatus = NoteStatus.active
+    pinned: bool = False
+    expires_at: datetime | None = None
+    superseded_by: str | None = None
+    merged_into: str | None = None
+    sources: list[dict[str, Any]] = Field(default_factory=list)
+    #: the note's outgoing links at this version; None for versions written before links were recorded
+    links: list[LinkSnapshot] | None = None
+    #: the consolidation run (or other batch of changes) that wrote this version, to undo it as a whole
+    batch: str | None = None
+
+    #: the fields a version stores beyond its bookkeeping (note_id, version, cause, time, call, detail)
+    SNAPSHOT_FIELDS: ClassVar[set[str]] = {
+        "content", "keywords", "tags", "context", "metadata", "event_time", "state", "status", "pinned",
+        "expires_at", "superseded_by", "merged_into", "sources", "links",
+    }  # fmt: skip
 
     @classmethod
     def snapshot(
-        cls, note: Note, cause: VersionCause, llm_call_id: str | None = None, detail: str = ""
+        cls,
+        note: Note,
+        cause: VersionCause,
+        llm_call_id: str | None = None,
+        detail: str = "",
+        links: list[Link] | None = None,
+        batch: str | None = None,
     ) -> NoteVersion:
         return cls(
             note_id=note.id,
@@ -184,6 +262,26 @@ class NoteVersion(BaseModel):
             metadata=dict(note.metadata),
             event_time=note.event_time,
             state=note.state,
+            status=note.status,
+            pinned=note.pinned,
+            expires_at=note.expires_at,
+            superseded_by=note.superseded_by,
+            merged_into=note.merged_into,
+            sources=[dict(s) for s in note.sources],
+            links=None
+            if links is None
+            else [
+                LinkSnapshot(
+                    target_id=lk.target_id,
+                    weight=lk.weight,
+                    reason=lk.reason,
+                    created_at=lk.created_at,
+                    llm_call_id=lk.llm_call_id,
+                )
+                for lk in links
+                if lk.source_id == note.id
+            ],
+            batch=batch,
         )
 
 
@@ -267,6 +365,9 @@ class NoteInput(BaseModel):
     content: str
     event_time: datetime | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    pinned: bool = False
+    #: after this time the note is archived by the next consolidation (kept, out of search)
+    expires_at: datetime | None = None
 
 
 class EnrichReport(BaseModel):

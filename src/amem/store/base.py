@@ -15,7 +15,17 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from ..embed.base import Vectors
 from ..errors import InvalidInput
-from ..notes import EnrichState, Link, LLMCall, Note, NoteVersion, Scope, is_metadata_key, to_utc
+from ..notes import (
+    EnrichState,
+    Link,
+    LLMCall,
+    Note,
+    NoteStatus,
+    NoteVersion,
+    Scope,
+    is_metadata_key,
+    to_utc,
+)
 
 
 class Filters(BaseModel):
@@ -25,6 +35,8 @@ class Filters(BaseModel):
     event_after: datetime | None = None
     event_before: datetime | None = None
     states: list[EnrichState] | None = None
+    #: None: any status. Search asks for active notes only (archived and merged ones are out of search).
+    statuses: list[NoteStatus] | None = None
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -53,9 +65,16 @@ class Filters(BaseModel):
         return None if v is None else to_utc(v)
 
     def is_empty(self) -> bool:
+        return self.only_statuses() and not self.statuses
+
+    def only_statuses(self) -> bool:
+        """Nothing but (perhaps) a status filter, which the stores' indexes answer without a scan."""
         return (
             not self.metadata and self.event_after is None and self.event_before is None and not self.states
         )
+
+    def with_statuses(self, statuses: list[NoteStatus] | None) -> Filters:
+        return self.model_copy(update={"statuses": statuses})
 
 
 def scope_clauses(scope: Scope, mark: str) -> tuple[list[str], list[Any]]:
@@ -146,5 +165,29 @@ class Store(Protocol):
     # LLM response cache
     def cache_get(self, key: str) -> str | None: ...
     def cache_put(self, key: str, value: str) -> None: ...
+
+    # upkeep (consolidation and usage)
+    def record_retrievals(self, counts: dict[str, int], at: datetime) -> None:
+        """Add to the notes' retrieval counters and set their last retrieval time (no version)."""
+        ...
+
+    def iter_links(self, scope: Scope, batch: int = 2000) -> Iterator[Link]:
+        """Every link whose source note is in the scope."""
+        ...
+
+    def duplicate_groups(self, scope: Scope) -> list[list[str]]:
+        """Active notes sharing a content hash within one exact scope, each group oldest first."""
+        ...
+
+    def similar_pairs(
+        self, scope: Scope, threshold: float, since: datetime | None = None, limit: int = 10_000
+    ) -> list[tuple[str, str, float]]:
+        """(older id, newer id, cosine) for active notes of one exact scope at or above ``threshold``,
+        best first; with ``since``, only pairs where a note was updated at or after it."""
+        ...
+
+    def versions_in_batch(self, batch: str) -> list[NoteVersion]:
+        """The versions a batch of changes (a consolidation run) wrote, in the order written."""
+        ...
 
     def stats(self) -> dict[str, Any]: ...

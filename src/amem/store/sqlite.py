@@ -12,6 +12,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,18 @@ import numpy as np
 
 from ..embed.base import Vectors
 from ..errors import StoreError
-from ..notes import Link, LLMCall, Note, NoteVersion, Scope, VersionCause
+from ..notes import Link, LLMCall, Note, NoteStatus, NoteVersion, Scope, VersionCause
 from ..text import query_words
 from .base import Filters, scope_clauses
-from .sqlite_schema import MIGRATIONS, fmt_time, note_row, parse_time, row_note
+from .sqlite_schema import (
+    MIGRATIONS,
+    NOTE_COLUMNS,
+    fmt_time,
+    note_row,
+    opt_time,
+    parse_time,
+    row_note,
+)
 from .vector_index import VectorIndex
 
 #: A query term found in more than this share of all notes is left out of a keyword search when rarer
@@ -145,10 +154,11 @@ class SQLiteStore:
                 return None
             index = VectorIndex(int(dims))
             for row in self._db.execute(
-                "SELECT id, embedding, user_id, agent_id, run_id FROM notes ORDER BY rid"
+                "SELECT id, embedding, user_id, agent_id, run_id, status FROM notes ORDER BY rid"
             ):
                 vec = np.frombuffer(row["embedding"], dtype=np.float32)
-                index.upsert(row["id"], vec, Scope(user_id=row[2], agent_id=row[3], run_id=row[4]))
+                scope = Scope(user_id=row[2], agent_id=row[3], run_id=row[4])
+                index.upsert(row["id"], vec, scope, active=row[5] == NoteStatus.active.value)
             self._index = index
             self._data_version = current
             return index
@@ -182,12 +192,11 @@ class SQLiteStore:
 
         def run() -> None:
             self._check_dims(vec)
+            row = note_row(note)
             cur = self._exec(
-                """INSERT INTO notes (id, content, event_time, ingest_time, updated_at, keywords, tags,
-                   context, user_id, agent_id, run_id, metadata, embedding_model, content_hash, state,
-                   version, enrich_attempts, last_error, embedding)
-                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
-                (*note_row(note), vec.tobytes()),
+                f"""INSERT INTO notes ({NOTE_COLUMNS}, retrievals, last_retrieved_at, embedding)
+                   VALUES ({",".join("?" * (len(row) + 3))})""",
+                (*row, note.retrievals, opt_time(note.last_retrieved_at), vec.tobytes()),
             )
             self._exec(
                 "INSERT INTO notes_fts(rowid, text) VALUES (?, ?)", (cur.lastrowid, note.keyword_text())
@@ -198,7 +207,7 @@ class SQLiteStore:
 
     def _index_upsert(self, note: Note, vec: Vectors) -> None:
         if self._index is not None:
-            self._index.upsert(note.id, vec, note.scope)
+            self._index.upsert(note.id, vec, note.scope, active=note.status == NoteStatus.active)
 
     def update_note(self, note: Note, vector: Vectors | None = None) -> None:
         def run() -> None:
@@ -206,12 +215,8 @@ class SQLiteStore:
             if row is None:
                 raise StoreError(f"note {note.id} vanished during the update; nothing was changed")
             values = note_row(note)[1:]
-            self._exec(
-                """UPDATE notes SET content=?, event_time=?, ingest_time=?, updated_at=?, keywords=?, tags=?,
-                   context=?, user_id=?, agent_id=?, run_id=?, metadata=?, embedding_model=?, content_hash=?,
-                   state=?, version=?, enrich_attempts=?, last_error=? WHERE id=?""",
-                (*values, note.id),
-            )
+            sets = ", ".join(f"{c.strip()}=?" for c in NOTE_COLUMNS.split(",")[1:])
+            self._exec(f"UPDATE notes SET {sets} WHERE id=?", (*values, note.id))
             if vector is not None:
                 vec = np.asarray(vector, dtype=np.float32)
                 self._check_dims(vec)
@@ -276,6 +281,9 @@ class SQLiteStore:
             if filters.states:
                 clauses.append(f"n.state IN ({','.join('?' * len(filters.states))})")
                 params.extend(s.value for s in filters.states)
+            if filters.statuses:
+                clauses.append(f"n.status IN ({','.join('?' * len(filters.statuses))})")
+                params.extend(s.value for s in filters.statuses)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     def list_notes(
@@ -348,25 +356,15 @@ class SQLiteStore:
                 f"SELECT * FROM links WHERE source_id IN ({marks}) OR target_id IN ({marks})", chunk + chunk
             )
             for r in rows:
-                out[(r["source_id"], r["target_id"])] = Link(
-                    source_id=r["source_id"],
-                    target_id=r["target_id"],
-                    weight=r["weight"],
-                    reason=r["reason"],
-                    created_at=parse_time(r["created_at"]),
-                    updated_at=parse_time(r["updated_at"]),
-                    llm_call_id=r["llm_call_id"],
-                )
+                out[(r["source_id"], r["target_id"])] = _link(r)
         return sorted(out.values(), key=lambda link: (-link.weight, link.created_at))
 
     # -- versions and calls -------------------------------------------------------------------
     def add_version(self, version: NoteVersion) -> None:
-        snapshot = version.model_dump_json(
-            include={"content", "keywords", "tags", "context", "metadata", "event_time", "state"}
-        )
+        snapshot = version.model_dump_json(include=NoteVersion.SNAPSHOT_FIELDS)
         self._write(
             lambda: self._exec(
-                "INSERT INTO versions VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO versions VALUES (?,?,?,?,?,?,?,?)",
                 (
                     version.note_id,
                     version.version,
@@ -375,24 +373,18 @@ class SQLiteStore:
                     version.llm_call_id,
                     version.detail,
                     snapshot,
+                    version.batch,
                 ),
             )
         )
 
     def versions(self, note_id: str) -> list[NoteVersion]:
         rows = self._exec("SELECT * FROM versions WHERE note_id = ? ORDER BY version", (note_id,))
-        return [
-            NoteVersion(
-                note_id=r["note_id"],
-                version=r["version"],
-                cause=VersionCause(r["cause"]),
-                created_at=parse_time(r["created_at"]),
-                llm_call_id=r["llm_call_id"],
-                detail=r["detail"],
-                **json.loads(r["snapshot"]),
-            )
-            for r in rows
-        ]
+        return [_version(r) for r in rows]
+
+    def versions_in_batch(self, batch: str) -> list[NoteVersion]:
+        rows = self._exec("SELECT * FROM versions WHERE batch = ? ORDER BY created_at, rowid", (batch,))
+        return [_version(r) for r in rows]
 
     def record_llm_call(self, call: LLMCall) -> None:
         def run() -> None:
@@ -448,11 +440,18 @@ class SQLiteStore:
         ]
 
     # -- search -------------------------------------------------------------------------------
-    def _allowed(self, scope: Scope, filters: Filters | None) -> set[str] | None:
+    def _allowed(self, scope: Scope, filters: Filters | None) -> tuple[set[str] | None, bool]:
+        """The ids a filter admits (None: all), and whether the index's active mask applies instead of
+        a status condition (the common case: search asks for active notes)."""
         if filters is None or filters.is_empty():
-            return None
+            return None, False
+        active_only = filters.statuses == [NoteStatus.active]
+        if active_only:
+            filters = filters.with_statuses(None)
+            if filters.is_empty():
+                return None, True
         where, params = self._where(scope, filters)
-        return {r[0] for r in self._exec(f"SELECT n.id FROM notes n{where}", params)}
+        return {r[0] for r in self._exec(f"SELECT n.id FROM notes n{where}", params)}, active_only
 
     def nearest(
         self,
@@ -471,7 +470,8 @@ class SQLiteStore:
                 raise StoreError(
                     f"query vector has {query.shape[0]} dimensions, memory holds {index.dimensions}"
                 )
-            return index.search(query, k, scope, self._allowed(scope, filters), exclude)
+            allowed, active_only = self._allowed(scope, filters)
+            return index.search(query, k, scope, allowed, exclude, active_only)
 
     def keyword(
         self, query: str, k: int, scope: Scope, filters: Filters | None = None
@@ -509,6 +509,59 @@ class SQLiteStore:
         ]
         return rare or terms
 
+    # -- upkeep -----------------------------------------------------------------------------
+    def record_retrievals(self, counts: dict[str, int], at: datetime) -> None:
+        def run() -> None:
+            for note_id, n in counts.items():
+                self._exec(
+                    "UPDATE notes SET retrievals = retrievals + ?, last_retrieved_at = ? WHERE id = ?",
+                    (n, fmt_time(at), note_id),
+                )
+
+        self._write(run)
+
+    def iter_links(self, scope: Scope, batch: int = 2000) -> Iterator[Link]:
+        where, params = self._where(scope, None)
+        last = ("", "")
+        while True:
+            cond = "(l.source_id, l.target_id) > (?, ?)"
+            rows = self._exec(
+                f"""SELECT l.* FROM links l JOIN notes n ON n.id = l.source_id
+                    {where + " AND " + cond if where else " WHERE " + cond}
+                    ORDER BY l.source_id, l.target_id LIMIT ?""",
+                [*params, *last, batch],
+            ).fetchall()
+            if not rows:
+                return
+            yield from (_link(r) for r in rows)
+            last = (rows[-1]["source_id"], rows[-1]["target_id"])
+
+    def duplicate_groups(self, scope: Scope) -> list[list[str]]:
+        where, params = self._where(scope, Filters(statuses=[NoteStatus.active]))
+        rows = self._exec(
+            f"""SELECT group_concat(id, ' ') FROM (SELECT n.id, n.content_hash, n.user_id, n.agent_id,
+                n.run_id FROM notes n{where} ORDER BY n.rid)
+                GROUP BY content_hash, user_id, agent_id, run_id HAVING count(*) > 1""",
+            params,
+        )
+        return [str(r[0]).split(" ") for r in rows]
+
+    def similar_pairs(
+        self, scope: Scope, threshold: float, since: datetime | None = None, limit: int = 10_000
+    ) -> list[tuple[str, str, float]]:
+        with self._lock:
+            index = self._vectors()
+            if index is None:
+                return []
+            changed = None
+            if since is not None:
+                where, params = self._where(scope, None)
+                cond = f"{where} AND n.updated_at >= ?" if where else " WHERE n.updated_at >= ?"
+                changed = {
+                    r[0] for r in self._exec(f"SELECT n.id FROM notes n{cond}", [*params, fmt_time(since)])
+                }
+            return index.similar_pairs(scope, threshold, changed, limit)
+
     # -- cache and stats ----------------------------------------------------------------------
     def cache_get(self, key: str) -> str | None:
         row = self._exec("SELECT value FROM llm_cache WHERE key = ?", (key,)).fetchone()
@@ -534,6 +587,31 @@ class SQLiteStore:
 
     def integrity_check(self) -> str:
         return str(self._exec("PRAGMA integrity_check").fetchone()[0])
+
+
+def _link(r: sqlite3.Row) -> Link:
+    return Link(
+        source_id=r["source_id"],
+        target_id=r["target_id"],
+        weight=r["weight"],
+        reason=r["reason"],
+        created_at=parse_time(r["created_at"]),
+        updated_at=parse_time(r["updated_at"]),
+        llm_call_id=r["llm_call_id"],
+    )
+
+
+def _version(r: sqlite3.Row) -> NoteVersion:
+    return NoteVersion(
+        note_id=r["note_id"],
+        version=r["version"],
+        cause=VersionCause(r["cause"]),
+        created_at=parse_time(r["created_at"]),
+        llm_call_id=r["llm_call_id"],
+        detail=r["detail"],
+        batch=r["batch"],
+        **json.loads(r["snapshot"]),
+    )
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:

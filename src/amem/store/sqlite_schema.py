@@ -7,7 +7,7 @@ import sqlite3
 from datetime import datetime, timezone
 from typing import Any
 
-from ..notes import EnrichState, Note
+from ..notes import EnrichState, Note, NoteStatus
 
 #: Fixed-width UTC timestamps, so that text comparison in SQL is time comparison.
 TIME_FMT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -86,7 +86,32 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE TABLE llm_cache (key TEXT PRIMARY KEY, value TEXT NOT NULL, created_at TEXT NOT NULL);
         """,
     ),
+    (
+        # upkeep: status (archived and merged notes leave search), pin, expiry, supersession, provenance,
+        # usage counters; versions remember the consolidation run that wrote them
+        2,
+        """
+        ALTER TABLE notes ADD COLUMN status TEXT NOT NULL DEFAULT 'active';
+        ALTER TABLE notes ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE notes ADD COLUMN expires_at TEXT;
+        ALTER TABLE notes ADD COLUMN superseded_by TEXT;
+        ALTER TABLE notes ADD COLUMN merged_into TEXT;
+        ALTER TABLE notes ADD COLUMN sources TEXT NOT NULL DEFAULT '[]';
+        ALTER TABLE notes ADD COLUMN retrievals INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE notes ADD COLUMN last_retrieved_at TEXT;
+        CREATE INDEX notes_status ON notes(status);
+        ALTER TABLE versions ADD COLUMN batch TEXT;
+        CREATE INDEX versions_batch ON versions(batch) WHERE batch IS NOT NULL;
+        """,
+    ),
 ]
+
+#: the note columns in the order of ``note_row`` (the usage counters are written by their own statement)
+NOTE_COLUMNS = (
+    "id, content, event_time, ingest_time, updated_at, keywords, tags, context, user_id, agent_id, run_id, "
+    "metadata, embedding_model, content_hash, state, version, enrich_attempts, last_error, status, pinned, "
+    "expires_at, superseded_by, merged_into, sources"
+)
 
 
 def fmt_time(value: datetime) -> str:
@@ -95,6 +120,14 @@ def fmt_time(value: datetime) -> str:
 
 def parse_time(value: str) -> datetime:
     return datetime.strptime(value, TIME_FMT).replace(tzinfo=timezone.utc)
+
+
+def opt_time(value: datetime | None) -> str | None:
+    return None if value is None else fmt_time(value)
+
+
+def parse_opt_time(value: str | None) -> datetime | None:
+    return None if value is None else parse_time(value)
 
 
 def note_row(note: Note) -> tuple[Any, ...]:
@@ -117,6 +150,12 @@ def note_row(note: Note) -> tuple[Any, ...]:
         note.version,
         note.enrich_attempts,
         note.last_error,
+        note.status.value,
+        int(note.pinned),
+        opt_time(note.expires_at),
+        note.superseded_by,
+        note.merged_into,
+        json.dumps(note.sources, default=str),
     )
 
 
@@ -140,4 +179,12 @@ def row_note(row: sqlite3.Row) -> Note:
         version=row["version"],
         enrich_attempts=row["enrich_attempts"],
         last_error=row["last_error"],
+        status=NoteStatus(row["status"]),
+        pinned=bool(row["pinned"]),
+        expires_at=parse_opt_time(row["expires_at"]),
+        superseded_by=row["superseded_by"],
+        merged_into=row["merged_into"],
+        sources=json.loads(row["sources"]),
+        retrievals=row["retrievals"],
+        last_retrieved_at=parse_opt_time(row["last_retrieved_at"]),
     )
