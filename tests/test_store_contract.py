@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 
 from amem.errors import InvalidInput, StoreError
-from amem.notes import EnrichState, Link, LLMCall, Note, NoteVersion, Scope, VersionCause
+from amem.notes import (
+    EnrichState,
+    Link,
+    LLMCall,
+    Note,
+    NoteStatus,
+    NoteVersion,
+    Scope,
+    VersionCause,
+)
 from amem.store import Filters, Store, open_store
 
 DIMS = 8
@@ -315,3 +324,296 @@ def test_keyword_search_with_stop_words_only_still_finds_notes(store: Store) -> 
     assert [i for i, _ in store.keyword("Who was she with?", 5, Scope())] == [a.id]
     # with a content word present the stop words are left out
     assert [i for i, _ in store.keyword("who was on the kayak", 5, Scope())] == [b.id]
+
+
+# -- upkeep: status, pin, expiry, provenance, usage counters, versions with links and batch ---------------
+
+ACTIVE = Filters(statuses=[NoteStatus.active])
+T0 = datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+
+
+def test_upkeep_fields_roundtrip_and_update_keeps_usage_counters(reopen: StoreFactory) -> None:
+    s = reopen()
+    n = note(
+        "merged away",
+        status=NoteStatus.merged,
+        pinned=True,
+        expires_at=T0 + timedelta(days=30),
+        superseded_by="newer-id",
+        merged_into="keeper-id",
+        sources=[{"id": "dup-1", "content": "merged away", "metadata": {"k": 1, "flag": True}}],
+        retrievals=3,
+        last_retrieved_at=T0,
+    )
+    s.insert_note(n, vec(0))
+    assert s.get_note(n.id) == n
+    changed = n.model_copy(
+        update={
+            "status": NoteStatus.archived,
+            "pinned": False,
+            "expires_at": None,
+            "superseded_by": None,
+            "sources": [*n.sources, {"id": "dup-2", "metadata": {}}],
+            "version": 2,
+            "retrievals": 0,  # a stale copy: the stored counters win
+            "last_retrieved_at": None,
+        }
+    )
+    s.update_note(changed)
+    expected = changed.model_copy(update={"retrievals": 3, "last_retrieved_at": T0})
+    assert s.get_note(n.id) == expected
+    assert s.list_notes(Scope()) == [expected]
+    assert list(s.iter_notes(Scope())) == [expected]
+    s.close()
+    s2 = reopen()
+    try:
+        assert s2.get_note(n.id) == expected
+    finally:
+        s2.close()
+
+
+def test_status_filter_keeps_archived_and_merged_notes_out(store: Store) -> None:
+    a = note("kayak on the river", metadata={"speaker": "A"})
+    b = note("kayak on the lake", metadata={"speaker": "B"})
+    archived = note("kayak archived", metadata={"speaker": "A"}, status=NoteStatus.archived)
+    merged = note("kayak merged", metadata={"speaker": "A"}, status=NoteStatus.merged)
+    for n in (a, b, archived, merged):
+        store.insert_note(n, vec(0))
+    both = Filters(statuses=[NoteStatus.active], metadata={"speaker": "A"})
+    for filters, expected in ((ACTIVE, {a.id, b.id}), (both, {a.id})):
+        assert {i for i, _ in store.nearest(vec(0), 10, Scope(), filters)} == expected
+        assert {i for i, _ in store.keyword("kayak", 10, Scope(), filters)} == expected
+        assert {n.id for n in store.list_notes(Scope(), filters)} == expected
+        assert store.count_notes(Scope(), filters) == len(expected)
+    out = Filters(statuses=[NoteStatus.archived, NoteStatus.merged])
+    assert {i for i, _ in store.nearest(vec(0), 10, Scope(), out)} == {archived.id, merged.id}
+    assert len(store.nearest(vec(0), 10, Scope())) == 4  # no filter: every status
+    # archiving by an update takes the note out of search at once, and restoring brings it back
+    store.update_note(a.model_copy(update={"status": NoteStatus.archived, "version": 2}))
+    assert [i for i, _ in store.nearest(vec(0), 10, Scope(), ACTIVE)] == [b.id]
+    assert [i for i, _ in store.keyword("river", 10, Scope(), ACTIVE)] == []
+    store.update_note(a.model_copy(update={"version": 3}))
+    assert {i for i, _ in store.nearest(vec(0), 10, Scope(), both)} == {a.id}
+
+
+def test_record_retrievals_adds_up_without_a_version(store: Store) -> None:
+    a, b = note("one"), note("two")
+    store.insert_note(a, vec(0))
+    store.insert_note(b, vec(1))
+    store.record_retrievals({a.id: 2, b.id: 1}, T0)
+    store.record_retrievals({a.id: 1, "no-such-note": 5}, T0 + timedelta(hours=1))
+    store.record_retrievals({}, T0)
+    got = store.get_notes([a.id, b.id])
+    assert (got[a.id].retrievals, got[a.id].last_retrieved_at) == (3, T0 + timedelta(hours=1))
+    assert (got[b.id].retrievals, got[b.id].last_retrieved_at) == (1, T0)
+    assert got[a.id].version == 1 and store.versions(a.id) == []
+    with store.atomic():  # inside a caller's transaction too
+        store.record_retrievals({b.id: 4}, T0)
+    assert store.get_note(b.id).retrievals == 5  # type: ignore[union-attr]
+
+
+def test_iter_links_follows_the_source_scope_across_pages(store: Store) -> None:
+    alice = [note(f"alice {i}", user="alice") for i in range(4)]
+    bob = note("bob", user="bob")
+    for i, n in enumerate([*alice, bob]):
+        store.insert_note(n, vec(i))
+    pairs = [(x.id, y.id) for x in alice for y in alice if x is not y][:7]
+    pairs += [(alice[0].id, bob.id), (bob.id, alice[1].id)]  # into bob (kept) and from bob (not alice's)
+    store.upsert_links([Link(source_id=s, target_id=t, reason=f"{s}>{t}") for s, t in pairs])
+    found = list(store.iter_links(Scope(user_id="alice"), batch=2))
+    assert len(found) == 8
+    assert {(lk.source_id, lk.target_id) for lk in found} == set(pairs[:-1])
+    assert all(lk.reason == f"{lk.source_id}>{lk.target_id}" for lk in found)
+    assert [(lk.source_id, lk.target_id) for lk in store.iter_links(Scope(user_id="bob"))] == [pairs[-1]]
+    assert len(list(store.iter_links(Scope(), batch=3))) == 9
+    assert list(store.iter_links(Scope(user_id="nobody"))) == []
+
+
+def test_duplicate_groups_within_exact_scopes_only(store: Store) -> None:
+    first = note("same", user="alice", content_hash="h")
+    second = note("same", user="alice", content_hash="h")
+    archived = note("same", user="alice", content_hash="h", status=NoteStatus.archived)
+    other_user = note("same", user="bob", content_hash="h")
+    in_run = note("same", user="alice", run_id="r1", content_hash="h")
+    in_run_too = note("same", user="alice", run_id="r1", content_hash="h")
+    unowned = [note("same", user=None, content_hash="h") for _ in range(2)]
+    single = note("other", user="alice", content_hash="g")
+    for n in (second, first, archived, other_user, in_run, single, in_run_too, *unowned):
+        store.insert_note(n, vec(0))
+    groups = store.duplicate_groups(Scope())
+    assert sorted(groups) == sorted(
+        [[second.id, first.id], [in_run.id, in_run_too.id], [unowned[0].id, unowned[1].id]]
+    )
+    assert sorted(store.duplicate_groups(Scope(user_id="alice"))) == sorted(
+        [[second.id, first.id], [in_run.id, in_run_too.id]]
+    )
+    assert store.duplicate_groups(Scope(user_id="alice", exact=True)) == [[second.id, first.id]]
+    assert store.duplicate_groups(Scope(user_id="bob")) == []
+
+
+def _unit(*values: float) -> np.ndarray:
+    v = np.zeros(DIMS, dtype=np.float32)
+    v[: len(values)] = values
+    return v / np.linalg.norm(v)
+
+
+@pytest.mark.parametrize("graph_walk", [False, True])
+def test_similar_pairs_in_one_exact_scope_older_first_best_first(
+    store: Store, graph_walk: bool, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if graph_walk:  # PostgreSQL compares a small scope exactly; here every scope walks the HNSW index
+        if request.node.callspec.params["reopen"] != "postgres":
+            pytest.skip("only PostgreSQL walks a graph")
+        monkeypatch.setattr("amem.store.postgres_upkeep.EXACT_SCOPE_MAX", 0)
+    later = T0 + timedelta(days=1)
+    newer_close = note("close b", user="alice", updated_at=T0)
+    older_close = note("close a", user="alice", updated_at=T0)
+    near_1 = note("near 1", user="alice", updated_at=T0)
+    near_2 = note("near 2", user="alice", updated_at=later)
+    far = note("far", user="alice", updated_at=later)
+    bob_twin = note("bob's copy", user="bob", updated_at=later)
+    run_twin = note("in a run", user="alice", run_id="r1", updated_at=later)
+    archived_twin = note("archived", user="alice", status=NoteStatus.archived, updated_at=later)
+    store.insert_note(older_close, _unit(1, 0.05))
+    store.insert_note(newer_close, _unit(1, 0.0))  # cosine ~0.9988 with older_close
+    store.insert_note(near_1, _unit(0, 0, 1, 0.0))
+    store.insert_note(near_2, _unit(0, 0, 1, 0.4))  # cosine ~0.928 with near_1
+    store.insert_note(far, _unit(0, 0, 0, 0, 1))
+    for twin in (bob_twin, run_twin, archived_twin):
+        store.insert_note(twin, _unit(1, 0.0))
+    close = (older_close.id, newer_close.id, float(_unit(1, 0.05) @ _unit(1, 0.0)))
+    near = (near_1.id, near_2.id, float(_unit(0, 0, 1) @ _unit(0, 0, 1, 0.4)))
+
+    def pairs(scope: Scope, threshold: float, **kw: object) -> list[tuple[str, str, float]]:
+        found = store.similar_pairs(scope, threshold, **kw)  # type: ignore[arg-type]
+        return [(a, b, pytest.approx(sim, abs=1e-5)) for a, b, sim in found]
+
+    assert pairs(Scope(), 0.9) == [close, near]  # best first, the older note first in each pair
+    assert pairs(Scope(), 0.95) == [close]
+    assert pairs(Scope(), 0.9, limit=1) == [close]
+    assert pairs(Scope(), 0.9999) == []
+    assert pairs(Scope(user_id="alice", exact=True), 0.9) == [close, near]
+    assert pairs(Scope(user_id="bob"), 0.5) == []  # bob's twin of the close pair has no partner in bob
+    # since: only pairs with a note updated at or after it (near_2 was, the close pair was not)
+    assert pairs(Scope(), 0.9, since=later) == [near]
+    assert pairs(Scope(), 0.9, since=later + timedelta(seconds=1)) == []
+    # a note that leaves search leaves its pairs
+    store.update_note(newer_close.model_copy(update={"status": NoteStatus.merged, "version": 2}))
+    assert pairs(Scope(), 0.9) == [near]
+
+
+def test_versions_keep_links_snapshot_and_batch(reopen: StoreFactory) -> None:
+    s = reopen()
+    a = note(
+        "a",
+        pinned=True,
+        expires_at=T0,
+        sources=[{"id": "x", "metadata": {"k": "v"}}],
+        updated_at=T0,
+    )
+    b = note("b", updated_at=T0)
+    s.insert_note(a, vec(0))
+    s.insert_note(b, vec(1))
+    links = [
+        Link(source_id=a.id, target_id=b.id, weight=0.75, reason="why", created_at=T0, llm_call_id="c1"),
+        Link(source_id=b.id, target_id=a.id),  # incoming: not part of a's snapshot
+    ]
+    s.upsert_links(links)
+    a3 = a.model_copy(update={"version": 3, "status": NoteStatus.archived})
+    first = NoteVersion.snapshot(a3, VersionCause.archive, detail="forgotten", links=links, batch="run-1")
+    second = NoteVersion.snapshot(b, VersionCause.merge, links=[], batch="run-1")  # same time, later
+    alone = NoteVersion.snapshot(a, VersionCause.create)
+    b_later = b.model_copy(update={"version": 2, "updated_at": T0 - timedelta(seconds=1)})
+    earlier = NoteVersion.snapshot(b_later, VersionCause.pin, batch="run-1")  # written last, dated first
+    for v in (alone, first, second, earlier):
+        s.add_version(v)
+    assert first.links is not None and [lk.target_id for lk in first.links] == [b.id]
+    assert alone.links is None
+    s.close()
+    s2 = reopen()
+    try:
+        assert s2.versions(a.id) == [alone, first]
+        assert s2.versions(b.id) == [second, earlier]
+        assert s2.versions_in_batch("run-1") == [earlier, first, second]
+        assert s2.versions_in_batch("run-2") == []
+    finally:
+        s2.close()
+
+
+def _downgrade(backend: str, request: pytest.FixtureRequest, tmp_path: Path, note_id: str) -> None:
+    """Turn the store's database back into the schema before upkeep (what an older amem wrote), with a
+    version in the old snapshot format."""
+    old_snapshot = {
+        "content": "old",
+        "keywords": ["k"],
+        "tags": [],
+        "context": "",
+        "metadata": {},
+        "event_time": "2023-05-08T13:56:00Z",
+        "state": "enriched",
+    }
+    if backend == "sqlite":
+        import json
+        import sqlite3
+
+        db = sqlite3.connect(tmp_path / "contract.db", isolation_level=None)
+        db.executescript(
+            """DROP INDEX notes_status; DROP INDEX versions_batch;
+            ALTER TABLE notes DROP COLUMN status; ALTER TABLE notes DROP COLUMN pinned;
+            ALTER TABLE notes DROP COLUMN expires_at; ALTER TABLE notes DROP COLUMN superseded_by;
+            ALTER TABLE notes DROP COLUMN merged_into; ALTER TABLE notes DROP COLUMN sources;
+            ALTER TABLE notes DROP COLUMN retrievals; ALTER TABLE notes DROP COLUMN last_retrieved_at;
+            ALTER TABLE versions DROP COLUMN batch; DELETE FROM schema_migrations WHERE version = 2;"""
+        )
+        db.execute(
+            "INSERT INTO versions VALUES (?, 1, 'create', '2023-05-08T13:56:00.000000Z', NULL, '', ?)",
+            (note_id, json.dumps(old_snapshot)),
+        )
+        db.close()
+        return
+    import psycopg
+    from psycopg.types.json import Jsonb
+
+    with psycopg.connect(request.getfixturevalue("pg_url"), autocommit=True) as conn:
+        conn.execute(
+            """ALTER TABLE amem.notes DROP COLUMN status, DROP COLUMN pinned, DROP COLUMN expires_at,
+               DROP COLUMN superseded_by, DROP COLUMN merged_into, DROP COLUMN sources,
+               DROP COLUMN retrievals, DROP COLUMN last_retrieved_at"""
+        )
+        conn.execute("ALTER TABLE amem.versions DROP COLUMN batch, DROP COLUMN seq")
+        conn.execute("DELETE FROM amem.schema_migrations WHERE version = 3")
+        conn.execute(
+            "INSERT INTO amem.versions VALUES (%s, 1, 'create', %s, NULL, '', %s)",
+            (note_id, datetime(2023, 5, 8, 13, 56, tzinfo=timezone.utc), Jsonb(old_snapshot)),
+        )
+
+
+def test_a_database_from_before_upkeep_migrates_and_old_versions_read(
+    reopen: StoreFactory, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    s = reopen()
+    old = note("written by an older amem", context="old")
+    s.insert_note(old, vec(0))
+    s.close()
+    _downgrade(request.node.callspec.params["reopen"], request, tmp_path, old.id)
+    s2 = reopen()
+    try:
+        got = s2.get_note(old.id)
+        assert got is not None and got.content == old.content
+        assert (got.status, got.pinned, got.sources, got.retrievals) == (NoteStatus.active, False, [], 0)
+        assert got.expires_at is None and got.last_retrieved_at is None and got.merged_into is None
+        [version] = s2.versions(old.id)
+        assert (version.content, version.status, version.links, version.batch) == (
+            "old",
+            NoteStatus.active,
+            None,
+            None,
+        )
+        assert [i for i, _ in s2.nearest(vec(0), 5, Scope(), ACTIVE)] == [old.id]
+        s2.record_retrievals({old.id: 2}, T0)
+        archived = got.model_copy(update={"status": NoteStatus.archived, "version": 2})
+        s2.add_version(NoteVersion.snapshot(archived, VersionCause.archive, links=[], batch="b"))
+        assert s2.get_note(old.id).retrievals == 2  # type: ignore[union-attr]
+        assert [v.cause for v in s2.versions_in_batch("b")] == [VersionCause.archive]
+    finally:
+        s2.close()

@@ -1,6 +1,7 @@
 """amem: agentic memory for LLM agents (A-MEM), offline by default."""
 
 from .config import Settings
+from .consolidate import ConsolidationReport, UndoReport
 from .errors import (
     AmemError,
     ConfigError,
@@ -15,7 +16,18 @@ from .errors import (
     StoreUnavailable,
 )
 from .memory import MAX_CONTENT_CHARS, EnrichReport, Memory, NoteInput
-from .notes import EnrichState, Link, LLMCall, Note, NoteVersion, Scope, SearchHit, VersionCause, Why
+from .notes import (
+    EnrichState,
+    Link,
+    LLMCall,
+    Note,
+    NoteStatus,
+    NoteVersion,
+    Scope,
+    SearchHit,
+    VersionCause,
+    Why,
+)
 from .store import Filters
 
 __version__ = "0.1.0"
@@ -24,6 +36,7 @@ __all__ = [
     "MAX_CONTENT_CHARS",
     "AmemError",
     "ConfigError",
+    "ConsolidationReport",
     "EmbedderError",
     "EnrichReport",
     "EnrichState",
@@ -39,12 +52,14 @@ __all__ = [
     "NotFound",
     "Note",
     "NoteInput",
+    "NoteStatus",
     "NoteVersion",
     "Scope",
     "SearchHit",
     "Settings",
     "StoreError",
     "StoreUnavailable",
+    "UndoReport",
     "VersionCause",
     "Why",
 ]

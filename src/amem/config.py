@@ -47,6 +47,15 @@ class Settings:
     pool_size: int = 4  # PostgreSQL: connections per process (SQLite uses one)
     index_memory: str = "1GB"  # PostgreSQL: maintenance_work_mem for the HNSW build after a bulk load
     api_keys: str = ""  # `amem serve`: "key1:alice,key2:bob", each key bound to one user
+    # upkeep (`amem consolidate`); see docs/design.md "Upkeep"
+    dedupe: bool = True  # an exact duplicate written into a scope joins the existing note
+    link_half_life_days: float = 90.0  # an unused link's weight halves this often (0: no decay)
+    prune_below: float = 0.1  # consolidation removes links whose decayed weight is under this
+    note_half_life_days: float = 90.0  # recency part of a note's importance halves this often
+    archive_below: float = 0.05  # consolidation archives unpinned notes whose importance is under this
+    archive_after_days: float = 30.0  # ... and only notes at least this old (0 with archive_below 0: never)
+    merge_similarity: float = 0.92  # near duplicates: cosine at or above this go to the LLM to confirm
+    consolidate_every: float = 0.0  # `amem serve`: hours between scheduled consolidations (0: never)
 
     @property
     def db_path(self) -> Path:
@@ -113,6 +122,12 @@ class Settings:
         settings = replace(cls(), **values)
         if settings.pipeline not in ("amem", "paper"):
             raise ConfigError(f"pipeline must be 'amem' or 'paper', not {settings.pipeline!r}")
+        for name in ("prune_below", "archive_below", "merge_similarity"):
+            if not 0.0 <= getattr(settings, name) <= 1.0:
+                raise ConfigError(f"{name} must be between 0 and 1, not {getattr(settings, name)}")
+        for name in ("link_half_life_days", "note_half_life_days", "archive_after_days", "consolidate_every"):
+            if getattr(settings, name) < 0:
+                raise ConfigError(f"{name} must be 0 or more, not {getattr(settings, name)}")
         if settings.retrieval not in ("hybrid", "paper"):
             raise ConfigError(f"retrieval must be 'hybrid' or 'paper', not {settings.retrieval!r}")
         return settings

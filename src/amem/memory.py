@@ -9,6 +9,8 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from . import consolidate as consolidation
+from . import upkeep
 from .config import Settings
 from .embed.base import Embedder, Vectors
 from .errors import ConfigError, InvalidInput, NotFound, StoreError
@@ -21,6 +23,7 @@ from .notes import (
     LLMCall,
     Note,
     NoteInput,
+    NoteStatus,
     NoteVersion,
     Scope,
     SearchHit,
@@ -30,7 +33,7 @@ from .notes import (
     to_utc,
     utcnow,
 )
-from .steps import graph, write
+from .steps import graph, lifecycle, write
 from .steps.retrieve import SearchOptions
 from .steps.retrieve import search as run_search
 from .store import Filters, Store, open_store
@@ -91,6 +94,7 @@ class Memory:
         self.link_k, self.link_floor, self.evolve_floor = link_k, link_floor, evolve_floor
         self.batch_size = batch_size
         self._runner: LLMRunner | None = None
+        self._usage = upkeep.Usage()  # shared with scoped views (they copy this object's fields)
 
     # -- components, created on first use ------------------------------------------------------
     @property
@@ -137,7 +141,10 @@ class Memory:
         return other
 
     def close(self) -> None:
-        self.store.close()
+        try:
+            self.flush_usage()
+        finally:
+            self.store.close()
 
     def __enter__(self) -> Memory:
         return self
@@ -169,6 +176,8 @@ class Memory:
             metadata=dict(item.metadata),
             embedding_model=self.embedder.model_id,
             content_hash=content_hash(content),
+            pinned=item.pinned,
+            expires_at=to_utc(item.expires_at) if item.expires_at else None,
         )
 
     def _check_embedder(self) -> None:
@@ -187,12 +196,16 @@ class Memory:
         *,
         event_time: datetime | str | None = None,
         metadata: dict[str, Any] | None = None,
+        pinned: bool = False,
+        expires_at: datetime | str | None = None,
     ) -> Note:
         """Store one note and enrich it (attributes, links, evolution). On LLM failure the note is kept
-        as ``pending`` with a content embedding, searchable at once; ``enrich()`` finishes it later."""
-        note = self._new_note(
-            self._coerce({"content": content, "event_time": event_time, "metadata": metadata or {}})
-        )
+        as ``pending`` with a content embedding, searchable at once; ``enrich()`` finishes it later.
+        An exact duplicate in this scope returns the existing note instead (its provenance recorded)."""
+        given = {"content": content, "event_time": event_time, "metadata": metadata or {}}
+        note = self._new_note(self._coerce({**given, "pinned": pinned, "expires_at": expires_at}))
+        if self.settings.dedupe and (existing := upkeep.find_duplicate(self, note)) is not None:
+            return upkeep.fold_duplicate(self, existing, note)
         self._check_embedder()
         base = self.embedder.embed_documents([note.embedding_text()])[0]
         if not self.llm_enabled:
@@ -213,11 +226,30 @@ class Memory:
         notes = [note for _, note in self._validated(items)]  # validate all before storing any
         self._check_embedder()
         size = max(1, batch_size or self.batch_size)
+        results: list[Note | None] = [None] * len(notes)
+        fresh: list[int] = []
+        first_of: dict[str, int] = {}
+        later: list[tuple[int, int]] = []  # (duplicate, first of its content in this call)
+        for i, note in enumerate(notes):
+            if not self.settings.dedupe:
+                fresh.append(i)
+            elif (existing := upkeep.find_duplicate(self, note)) is not None:
+                results[i] = upkeep.fold_duplicate(self, existing, note)
+            elif note.content_hash in first_of:
+                later.append((i, first_of[note.content_hash]))
+            else:
+                first_of[note.content_hash] = i
+                fresh.append(i)
         out: list[Note] = []
         # without an LLM nothing is linked, so a large load may defer the store's index upkeep
-        with self.store.bulk(len(notes)) if bulk and not self.llm_enabled else nullcontext():
-            self._add_groups(notes, size, out, progress)
-        return out
+        with self.store.bulk(len(fresh)) if bulk and not self.llm_enabled else nullcontext():
+            self._add_groups([notes[i] for i in fresh], size, out, progress)
+        for i, stored in zip(fresh, out, strict=True):
+            results[i] = stored
+        for i, j in later:
+            first = self.store.get_note(notes[j].id) or notes[j]
+            results[i] = upkeep.fold_duplicate(self, first, notes[i])
+        return [r for r in results if r is not None]
 
     def _add_groups(self, notes: list[Note], size: int, out: list[Note], progress: Progress | None) -> None:
         for start in range(0, len(notes), size):
@@ -314,9 +346,8 @@ class Memory:
             )
             decision.links = [(t, r) for t, r in decision.links if t not in group_ids]
             out.append(self._apply(note, decision, True))
-        stored = self.store.get_notes(list({lk.target_id for lk in later}))
         if later:
-            self.store.upsert_links([lk for lk in later if lk.target_id in stored])
+            upkeep.add_links(self, later, VersionCause.enrich, "linked to notes of its batch")
         return out
 
     def _store_pending(self, note: Note, base: Vectors, call: LLMCall | None, is_new: bool = True) -> Note:
@@ -331,10 +362,8 @@ class Memory:
         with self.store.atomic():
             if is_new:
                 self.store.insert_note(note, base)
-                self.store.add_version(
-                    NoteVersion.snapshot(
-                        note, VersionCause.create, call.id if call else None, "stored pending"
-                    )
+                upkeep.write_version(
+                    self.store, note, VersionCause.create, call.id if call else None, "stored pending"
                 )
             else:
                 current = self.store.get_note(note.id)
@@ -378,10 +407,11 @@ class Memory:
         with self.store.atomic():
             # one read takes every lock this write needs, in id order (no deadlock between writers)
             own = [] if is_new else [note.id]
-            live = self.store.get_notes(own + [t for t, _ in decision.links] + [n.id for n in changed])
+            live = self.store.get_notes(
+                own + [t for t, _ in decision.links] + [n.id for n in changed] + decision.supersedes
+            )
             if is_new:
                 self.store.insert_note(note, vectors[0])
-                self.store.add_version(NoteVersion.snapshot(note, VersionCause.create, call_id))
             else:
                 current = live.get(note.id)
                 if current is None:
@@ -392,24 +422,44 @@ class Memory:
                     return current
                 note.version = current.version + 1
                 self.store.update_note(note, vectors[0])
-                self.store.add_version(NoteVersion.snapshot(note, VersionCause.enrich, call_id))
-            self.store.upsert_links(
-                [
-                    Link(source_id=note.id, target_id=target, reason=reason, llm_call_id=call_id)
-                    for target, reason in decision.links
-                    if target in live and target != note.id
-                ]
-            )
+            self._link(note, decision, live, call_id, is_new)
+            cause = VersionCause.create if is_new else VersionCause.enrich
+            upkeep.write_version(self.store, note, cause, call_id)
             for nb, vec in zip(changed, vectors[1:], strict=True):
                 current = live.get(nb.id)
                 if current is None or current.version != nb.version:
                     continue  # changed or deleted meanwhile: never overwrite a newer version
                 nb.version += 1
                 self.store.update_note(nb, vec)
-                self.store.add_version(
-                    NoteVersion.snapshot(nb, VersionCause.evolve, call_id, f"evolved by note {note.id}")
+                upkeep.write_version(
+                    self.store, nb, VersionCause.evolve, call_id, f"evolved by note {note.id}"
                 )
+            for old_id in decision.supersedes:
+                old = live.get(old_id)
+                if old is not None and old.scope == note.scope and old.status == NoteStatus.active:
+                    upkeep.supersede(self, old, note.id, "the LLM found it replaced", call_id)
         return note
+
+    def _link(
+        self, note: Note, decision: write.Decision, live: dict[str, Note], call_id: str | None, is_new: bool
+    ) -> None:
+        """The decision's links; one that exists already was re-confirmed by the LLM and grows stronger."""
+        existing = (
+            {}
+            if is_new
+            else {lk.target_id: lk for lk in self.store.links_for([note.id]) if lk.source_id == note.id}
+        )
+        policy = lifecycle.Policy.from_settings(self.settings)
+        now = utcnow()
+        self.store.upsert_links(
+            [
+                lifecycle.strengthened(existing[target], 1, now, policy, lifecycle.CONFIRM_STEP)
+                if target in existing
+                else Link(source_id=note.id, target_id=target, reason=reason, llm_call_id=call_id)
+                for target, reason in decision.links
+                if target in live and target != note.id
+            ]
+        )
 
     def enrich(
         self, limit: int | None = None, include_failed: bool = False, progress: Progress | None = None
@@ -456,6 +506,17 @@ class Memory:
         self.get(note_id)
         return [lk for lk, _ in graph.linked(self.store, self.scope, note_id)]
 
+    def link(self, source_id: str, target_id: str, reason: str = "", weight: float = 1.0) -> Link:
+        """Link two notes of the same scope by hand (a version of the source records it)."""
+        source, target = self.get(source_id), self.get(target_id)
+        if source.scope != target.scope or source.id == target.id:
+            raise InvalidInput("links join two different notes of the same scope")
+        if not 0 < weight <= lifecycle.MAX_LINK_WEIGHT:
+            raise InvalidInput(f"weight must be above 0 and at most {lifecycle.MAX_LINK_WEIGHT}")
+        link = Link(source_id=source_id, target_id=target_id, reason=reason.strip(), weight=weight)
+        upkeep.add_links(self, [link], VersionCause.update, "linked by hand")
+        return link
+
     def neighbours(self, note_id: str) -> list[graph.Neighbour]:
         """The notes linked to this one (either direction), strongest link first."""
         self.get(note_id)
@@ -479,8 +540,13 @@ class Memory:
         preset: str | None = None,
         expand: bool = True,
         token_budget: int | None = 1200,
+        include_archived: bool = False,
+        track: bool = True,
     ) -> list[SearchHit]:
-        """Top-k notes (hybrid dense + keyword by default) plus linked neighbours within the budget."""
+        """Top-k notes (hybrid dense + keyword by default) plus linked neighbours within the budget.
+        Archived and merged notes are left out unless ``include_archived``; a superseded note comes
+        after the note that replaced it. ``track`` feeds the hits back (retrieval counts, and links
+        whose both ends came back grow stronger); benchmarks turn it off."""
         if not isinstance(query, str) or not query.strip():
             raise InvalidInput("query is empty; give the text to search for")
         if k < 1 or k > 1000:
@@ -488,8 +554,23 @@ class Memory:
         preset = preset or self.settings.retrieval
         if preset not in ("hybrid", "paper", "keyword"):
             raise InvalidInput(f"unknown retrieval preset {preset!r}: use 'hybrid', 'paper' or 'keyword'")
-        opts = SearchOptions(k=k, preset=preset, expand=expand, token_budget=token_budget)
-        return run_search(self.store, self.embedder, query, self.scope, filters, opts)
+        opts = SearchOptions(
+            k=k,
+            preset=preset,
+            expand=expand,
+            token_budget=token_budget,
+            include_archived=include_archived,
+            link_half_life_days=self.settings.link_half_life_days,
+        )
+        seen: list[Link] = []
+        hits = run_search(self.store, self.embedder, query, self.scope, filters, opts, seen)
+        if track and hits and self._usage.record(hits, seen):
+            self.flush_usage()
+        return hits
+
+    def flush_usage(self) -> None:
+        """Write the buffered search feedback now (also done every 64 searches, 30 s, and on close)."""
+        self._usage.flush(self)
 
     # -- editing ---------------------------------------------------------------------------------
     def update(
@@ -537,10 +618,61 @@ class Memory:
                     f"note {note_id} changed while it was being updated; read it again and retry"
                 )
             self.store.update_note(new, vector)
-            self.store.add_version(
-                NoteVersion.snapshot(new, VersionCause.update, None, "edited through the API")
-            )
+            upkeep.write_version(self.store, new, VersionCause.update, None, "edited through the API")
         return new
+
+    # -- upkeep ----------------------------------------------------------------------------------
+    def pin(self, note_id: str, pinned: bool = True) -> Note:
+        """A pinned note is never archived by consolidation (neither by importance nor by expiry)."""
+        note = self.get(note_id)
+        if note.pinned == pinned:
+            return note
+        return upkeep.change(self, note, VersionCause.pin, "pinned" if pinned else "unpinned", pinned=pinned)
+
+    def archive(self, note_id: str) -> Note:
+        """Take a note out of search; it stays readable and ``unarchive`` brings it back."""
+        note = self.get(note_id)
+        if note.pinned:
+            raise InvalidInput(f"note {note_id} is pinned; unpin it first (`amem pin --off {note_id}`)")
+        if note.status != NoteStatus.active:
+            raise InvalidInput(f"note {note_id} is {note.status.value}, not active")
+        return upkeep.change(self, note, VersionCause.archive, "archived by hand", status=NoteStatus.archived)
+
+    def unarchive(self, note_id: str) -> Note:
+        note = self.get(note_id)
+        if note.status == NoteStatus.merged:
+            raise InvalidInput(
+                f"note {note_id} was merged into {note.merged_into}; `amem history {note_id}` shows the "
+                "version to restore, or undo the consolidation run that merged it"
+            )
+        if note.status == NoteStatus.active:
+            return note
+        return upkeep.change(
+            self, note, VersionCause.unarchive, "unarchived by hand", status=NoteStatus.active
+        )
+
+    def restore(self, note_id: str, version: int) -> Note:
+        """Put a note back as it was at an earlier version (text, attributes, status, links)."""
+        self.get(note_id)
+        return upkeep.restore(self, note_id, version)
+
+    def consolidate(
+        self,
+        *,
+        dry_run: bool = False,
+        as_of: datetime | None = None,
+        use_llm: bool = True,
+        full: bool = False,
+    ) -> consolidation.ConsolidationReport:
+        """Merge duplicates, mark superseded facts, prune decayed links and archive forgotten notes in
+        this scope; ``dry_run`` only reports. Every change is a version tagged with the run id."""
+        return consolidation.consolidate(
+            self, dry_run=dry_run, as_of=to_utc(as_of) if as_of else None, use_llm=use_llm, full=full
+        )
+
+    def undo_consolidation(self, run_id: str, force: bool = False) -> consolidation.UndoReport:
+        """Restore every note the run changed to its version from before the run."""
+        return consolidation.undo(self, run_id, force)
 
     def delete(self, note_id: str) -> None:
         """Remove the note, its links and its versions for good."""

@@ -15,12 +15,14 @@ from ..llm.runner import Prompt
 from ..notes import Note, format_date
 from .common import Attributes, Candidate, clean_sentence, clean_terms, clip, show_note, string_array
 
-VERSION = "note-v4"
+VERSION = "note-v5"
 #: At most this many links per new note: small models otherwise link to every candidate.
 MAX_LINKS = 3
 #: At most this many neighbours rewritten per new note.
 MAX_UPDATES = 2
 STEP = "construct"
+#: A new note replaces at most this many older facts.
+MAX_SUPERSEDES = 1
 
 INSTRUCTIONS = """You maintain an agent's long-term memory as small atomic notes.
 Read the NEW NOTE (it comes last) and answer with one JSON object:
@@ -29,6 +31,7 @@ Read the NEW NOTE (it comes last) and answer with one JSON object:
 - "context": one sentence about the new note only: who did or said what, about which topic, and why it matters. Turn relative times ("yesterday", "last week", "next month") into dates using the new note's date.
 - "links": the RELATED NOTES that share a specific person, event, object or plan with the new note, each with a short reason naming what they share. Leave it empty when none is really related.
 - "updates": for an UPDATABLE note that the new note changes, completes or contradicts (a plan decided, a problem solved, a fact that changed): its corrected one-sentence context and tags. Leave it empty otherwise.
+- "supersedes": the UPDATABLE note whose fact the new note replaces, so that it is no longer true (a new job replaces the old one, a cancelled plan, a changed address). Usually empty: a note that only adds to another does not supersede it.
 
 Example input:
 RELATED NOTES:
@@ -37,7 +40,7 @@ R2 [5 March 2022 (Saturday)] Tom: I baked sourdough bread this weekend.
 UPDATABLE: R1
 NEW NOTE [14 March 2022 (Monday)] Priya: My sister finally passed her driving test yesterday!
 Example answer:
-{"keywords": ["sister", "driving test", "passed"], "tags": ["family", "achievement"], "context": "Priya says her sister passed her driving test on 13 March 2022 after failing it before.", "links": [{"to": "R1", "why": "same sister and driving test"}], "updates": [{"note": "R1", "context": "Priya's sister kept failing her driving test until she passed it on 13 March 2022.", "tags": ["family", "driving"]}]}
+{"keywords": ["sister", "driving test", "passed"], "tags": ["family", "achievement"], "context": "Priya says her sister passed her driving test on 13 March 2022 after failing it before.", "links": [{"to": "R1", "why": "same sister and driving test"}], "updates": [{"note": "R1", "context": "Priya's sister kept failing her driving test until she passed it on 13 March 2022.", "tags": ["family", "driving"]}], "supersedes": []}
 
 Now the real input."""
 
@@ -73,13 +76,26 @@ class NoteOutput(Attributes):
 
     links: list[LinkOut] = Field(default_factory=list)
     updates: list[UpdateOut] = Field(default_factory=list)
+    supersedes: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _aliases(self, info: ValidationInfo) -> NoteOutput:
         ctx = info.context or {}
         self.links = filter_links(self.links, set(ctx.get("link_aliases", ())))[:MAX_LINKS]
-        self.updates = filter_updates(self.updates, set(ctx.get("update_aliases", ())))
+        allowed = set(ctx.get("update_aliases", ()))
+        self.updates = filter_updates(self.updates, allowed)
+        self.supersedes = filter_supersedes(self.supersedes, allowed)
         return self
+
+
+def filter_supersedes(aliases: list[str], allowed: set[str]) -> list[str]:
+    """At most one, and only a neighbour offered as UPDATABLE (close enough to be about the same thing)."""
+    picked = [a.strip().upper() for a in aliases if isinstance(a, str) and a.strip().upper() in allowed]
+    return picked[:MAX_SUPERSEDES]
+
+
+def supersedes_schema(aliases: list[str]) -> dict[str, Any]:
+    return {"type": "array", "maxItems": MAX_SUPERSEDES, "items": {"type": "string", "enum": aliases}}
 
 
 def filter_links(links: list[LinkOut], allowed: set[str]) -> list[LinkOut]:
@@ -150,6 +166,7 @@ def render(new: Note, candidates: list[Candidate], updatable: list[str]) -> Prom
         properties["links"] = link_schema(link_aliases)
         if updatable:
             properties["updates"] = update_schema(updatable)
+            properties["supersedes"] = supersedes_schema(updatable)
     else:
         lines.append("RELATED NOTES: none")
     # the new note comes last, next to the answer: small models then describe it, not its neighbours

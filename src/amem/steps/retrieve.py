@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..embed.base import Embedder
-from ..notes import Note, Scope, SearchHit, Why
+from ..notes import Link, Note, NoteStatus, Scope, SearchHit, Why, utcnow
 from ..store.base import Filters, Store
 
 RRF_K = 60
@@ -35,6 +35,8 @@ class SearchOptions:
     token_budget: int | None = 1200
     per_hit_links: int = 2
     pool: int = 50  # candidates taken from each index before fusion
+    include_archived: bool = False  # archived and merged notes are out of search unless asked for
+    link_half_life_days: float = 90.0  # expansion orders links by their decayed weight
 
 
 def search(
@@ -44,7 +46,11 @@ def search(
     scope: Scope,
     filters: Filters | None,
     opts: SearchOptions,
+    links_seen: list[Link] | None = None,
 ) -> list[SearchHit]:
+    """The hits; ``links_seen`` (if given) receives the links read around them (usage feedback)."""
+    if not opts.include_archived:
+        filters = (filters or Filters()).with_statuses([NoteStatus.active])
     qvec = embedder.embed_query(query)
     pool = max(opts.pool, opts.k)
     # keyword-only search needs no dense ranking (hits get their cosine from their stored vectors)
@@ -79,9 +85,39 @@ def search(
             keyword_score=kw[1] if kw else None,
         )
         hits.append(SearchHit(note=notes[nid], score=sims[nid], why=why))
+    hits = _prefer_current(store, qvec, hits, scope, filters)
     if opts.expand and hits:
-        hits.extend(_expand(store, qvec, hits, scope, filters, opts))
+        hits.extend(_expand(store, qvec, hits, scope, filters, opts, links_seen))
     return hits
+
+
+def _prefer_current(
+    store: Store, qvec: np.ndarray, hits: list[SearchHit], scope: Scope, filters: Filters | None
+) -> list[SearchHit]:
+    """A superseded note comes right after the note that replaced it: the newer one is put in front of
+    it when it was not among the hits (so history stays in view), or moved ahead of it when it was."""
+    if not any(h.note.superseded_by for h in hits):
+        return hits
+    by_id = {h.note.id: h for h in hits}
+    wanted = [
+        h.note.superseded_by for h in hits if h.note.superseded_by and h.note.superseded_by not in by_id
+    ]
+    newer = {
+        nid: n for nid, n in store.get_notes([w for w in wanted if w]).items() if _passes(n, scope, filters)
+    }
+    sims = _similarities(store, qvec, list(newer), {})
+    for nid, note in newer.items():
+        old = next(h for h in hits if h.note.superseded_by == nid)
+        why = Why(via_link_from=old.note.id, link_reason="replaces an older note")
+        by_id[nid] = SearchHit(note=note, score=sims.get(nid, 0.0), why=why)
+    out: list[str] = []
+    for hit in hits:
+        successor = hit.note.superseded_by
+        if successor in by_id and successor not in out:
+            out.append(successor)
+        if hit.note.id not in out:
+            out.append(hit.note.id)
+    return [by_id[nid] for nid in out]
 
 
 def _similarities(
@@ -105,6 +141,8 @@ def _passes(note: Note, scope: Scope, filters: Filters | None) -> bool:
         return False
     if filters.states and note.state not in filters.states:
         return False
+    if filters.statuses and note.status not in filters.statuses:
+        return False
     return all(note.metadata.get(key) == value for key, value in filters.metadata.items())
 
 
@@ -115,15 +153,20 @@ def _expand(
     scope: Scope,
     filters: Filters | None,
     opts: SearchOptions,
+    links_seen: list[Link] | None = None,
 ) -> list[SearchHit]:
-    """Linked neighbours of the hits, strongest links first, while the token budget allows."""
+    """Linked neighbours of the hits, strongest (decayed) links first, while the token budget allows."""
     seen = {h.note.id for h in hits}
     used = sum(note_tokens(h.note) for h in hits)
     links = store.links_for([h.note.id for h in hits])
+    if links_seen is not None:
+        links_seen.extend(links)
+    now = utcnow()
     by_note: dict[str, list[tuple[str, float, str]]] = {}
     for link in links:
-        by_note.setdefault(link.source_id, []).append((link.target_id, link.weight, link.reason))
-        by_note.setdefault(link.target_id, []).append((link.source_id, link.weight, link.reason))
+        weight = link.effective_weight(now, opts.link_half_life_days)
+        by_note.setdefault(link.source_id, []).append((link.target_id, weight, link.reason))
+        by_note.setdefault(link.target_id, []).append((link.source_id, weight, link.reason))
     wanted = {other for h in hits for other, _, _ in by_note.get(h.note.id, []) if other not in seen}
     neighbours = store.get_notes(list(wanted))
     sims = _similarities(store, qvec, list(neighbours), {})

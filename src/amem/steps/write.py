@@ -35,6 +35,7 @@ class Decision:
     links: list[tuple[str, str]] = field(default_factory=list)  # (target id, reason)
     updates: list[NeighbourUpdate] = field(default_factory=list)
     call_ids: list[str] = field(default_factory=list)
+    supersedes: list[str] = field(default_factory=list)  # ids of older notes this one replaces
 
 
 _SPEAKER = re.compile(r"^([A-Z][\w'-]*(?: [A-Z][\w'-]*){0,2}):\s")
@@ -129,6 +130,7 @@ def construct_one(runner: LLMRunner, new: Note, candidates: list[Candidate], evo
             if plausible_update(u.context, notes[u.note])
         ],
         call_ids=[call.id],
+        supersedes=[by_alias[a] for a in out.supersedes if notes[a].event_time <= new.event_time],
     )
 
 

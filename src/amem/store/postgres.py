@@ -14,6 +14,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -21,19 +22,24 @@ import numpy as np
 from ..embed.base import Vectors
 from ..errors import StoreError, StoreUnavailable
 from ..notes import Link, LLMCall, Note, NoteVersion, Scope, utcnow
+from . import postgres_upkeep as upkeep
 from .base import Filters, scope_clauses
 from .postgres_keyword import KeywordSearch
 from .postgres_schema import (
     LOCK_KEY,
     MIGRATIONS,
     NOTE_COLUMNS,
+    READ_COLUMNS,
     SCHEMA,
+    USAGE_COLUMNS,
+    VERSION_COLUMNS,
     clean_text,
     migrate_schema,
     note_params,
     parse_vector,
     redact,
     row_note,
+    row_version,
     vector_literal,
 )
 from .sqlite import COMMON_TERM_SHARE
@@ -239,10 +245,12 @@ class PostgresStore:
         vec = np.asarray(vector, dtype=np.float32)
         with self.atomic():
             self._check_dims(vec)
-            marks = ", ".join(["%s"] * 19)
+            params = [*note_params(note), note.retrievals, note.last_retrieved_at]
+            marks = ", ".join(["%s"] * len(params))
             self._rows(
-                f"INSERT INTO notes ({NOTE_COLUMNS}, embedding) VALUES ({marks}, %s::vector)",
-                [*note_params(note), vector_literal(vec)],
+                f"INSERT INTO notes ({NOTE_COLUMNS}, {USAGE_COLUMNS}, embedding) "
+                f"VALUES ({marks}, %s::vector)",
+                [*params, vector_literal(vec)],
             )
         self._inserted += 1
 
@@ -279,7 +287,7 @@ class PostgresStore:
             return {}
         # inside a write transaction, what is read is locked until commit (read-check-write is safe)
         lock = " ORDER BY id FOR UPDATE" if self._in_transaction() else ""
-        rows = self._rows(f"SELECT {NOTE_COLUMNS} FROM notes WHERE id = ANY(%s){lock}", (wanted,))
+        rows = self._rows(f"SELECT {READ_COLUMNS} FROM notes WHERE id = ANY(%s){lock}", (wanted,))
         return {r["id"]: row_note(r) for r in rows}
 
     def get_vectors(self, ids: Sequence[str]) -> dict[str, Vectors]:
@@ -314,6 +322,9 @@ class PostgresStore:
             if filters.states:
                 clauses.append("n.state = ANY(%s)")
                 params.append([s.value for s in filters.states])
+            if filters.statuses:
+                clauses.append("n.status = ANY(%s)")
+                params.append([s.value for s in filters.statuses])
         return clauses, params
 
     @staticmethod
@@ -325,7 +336,7 @@ class PostgresStore:
     ) -> list[Note]:
         clauses, params = self._where(scope, filters)
         rows = self._rows(
-            f"SELECT {NOTE_COLUMNS} FROM notes n{self._sql_where(clauses)} "
+            f"SELECT {READ_COLUMNS} FROM notes n{self._sql_where(clauses)} "
             "ORDER BY n.ingest_time DESC, n.rid DESC LIMIT %s OFFSET %s",
             [*params, limit, offset],
         )
@@ -341,7 +352,7 @@ class PostgresStore:
         while True:
             where = self._sql_where([*clauses, "n.rid > %s"])
             rows = self._rows(
-                f"SELECT rid, {NOTE_COLUMNS} FROM notes n{where} ORDER BY n.rid LIMIT %s",
+                f"SELECT rid, {READ_COLUMNS} FROM notes n{where} ORDER BY n.rid LIMIT %s",
                 [*params, last, batch],
             )
             if not rows:
@@ -392,11 +403,11 @@ class PostgresStore:
 
     # -- versions and calls -------------------------------------------------------------------
     def add_version(self, version: NoteVersion) -> None:
-        snapshot = version.model_dump_json(
-            include={"content", "keywords", "tags", "context", "metadata", "event_time", "state"}
-        ).replace("\\u0000", "\\ufffd")  # jsonb refuses NUL, as text does
+        snapshot = version.model_dump_json(include=NoteVersion.SNAPSHOT_FIELDS).replace(
+            "\\u0000", "\\ufffd"
+        )  # jsonb refuses NUL, as text does
         self._rows(
-            "INSERT INTO versions VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb)",
+            f"INSERT INTO versions ({VERSION_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s)",
             (
                 version.note_id,
                 version.version,
@@ -405,16 +416,22 @@ class PostgresStore:
                 version.llm_call_id,
                 clean_text(version.detail),
                 snapshot,
+                clean_text(version.batch),
             ),
         )
 
     def versions(self, note_id: str) -> list[NoteVersion]:
-        rows = self._rows("SELECT * FROM versions WHERE note_id = %s ORDER BY version", (note_id,))
-        # the columns and the snapshot together are the version (psycopg decodes jsonb and timestamps)
-        return [
-            NoteVersion.model_validate({**{k: v for k, v in r.items() if k != "snapshot"}, **r["snapshot"]})
-            for r in rows
-        ]
+        rows = self._rows(
+            f"SELECT {VERSION_COLUMNS} FROM versions WHERE note_id = %s ORDER BY version", (note_id,)
+        )
+        return [row_version(r) for r in rows]
+
+    def versions_in_batch(self, batch: str) -> list[NoteVersion]:
+        rows = self._rows(
+            f"SELECT {VERSION_COLUMNS} FROM versions WHERE batch = %s ORDER BY created_at, seq",
+            (clean_text(batch),),
+        )
+        return [row_version(r) for r in rows]
 
     def record_llm_call(self, call: LLMCall) -> None:
         with self.atomic():
@@ -527,6 +544,26 @@ class PostgresStore:
         return self._keyword.search(
             query, k, self._total(), self.common_term_share, self._where(scope, filters)
         )
+
+    # -- upkeep -------------------------------------------------------------------------------
+    def record_retrievals(self, counts: dict[str, int], at: datetime) -> None:
+        with self.atomic():
+            upkeep.record_retrievals(self._rows, counts, at)
+
+    def iter_links(self, scope: Scope, batch: int = 2000) -> Iterator[Link]:
+        return upkeep.iter_links(self._rows, self._where(scope, None), batch)
+
+    def duplicate_groups(self, scope: Scope) -> list[list[str]]:
+        return upkeep.duplicate_groups(self._rows, self._where(scope, None))
+
+    def similar_pairs(
+        self, scope: Scope, threshold: float, since: datetime | None = None, limit: int = 10_000
+    ) -> list[tuple[str, str, float]]:
+        """Approximate (the HNSW index's nearest neighbours of each note): see ``upkeep.similar_pairs``."""
+        if self._dimensions() is None or limit <= 0:
+            return []
+        with self.atomic():  # the HNSW settings last for this transaction only
+            return upkeep.similar_pairs(self._rows, self._where(scope, None), threshold, since, limit)
 
     # -- cache and stats ----------------------------------------------------------------------
     def cache_get(self, key: str) -> str | None:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..embed.base import Vectors
 from ..errors import StoreError
-from ..notes import Note
+from ..notes import Note, NoteVersion
 
 SCHEMA = "amem"
 #: the advisory lock key that serialises migrations (and the first vector-column sizing) across processes
@@ -115,12 +115,42 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX notes_tsv ON notes USING gin (tsv);
         """,
     ),
+    (
+        # upkeep: status (archived and merged notes leave search), pin, expiry, supersession, provenance,
+        # usage counters; versions remember the consolidation run that wrote them, and the order they were
+        # written in (``seq``: a run is undone newest first). Constant defaults: no table rewrite for notes.
+        3,
+        """
+        ALTER TABLE notes
+            ADD COLUMN status text NOT NULL DEFAULT 'active',
+            ADD COLUMN pinned boolean NOT NULL DEFAULT false,
+            ADD COLUMN expires_at timestamptz,
+            ADD COLUMN superseded_by text,
+            ADD COLUMN merged_into text,
+            ADD COLUMN sources jsonb NOT NULL DEFAULT '[]',
+            ADD COLUMN retrievals integer NOT NULL DEFAULT 0,
+            ADD COLUMN last_retrieved_at timestamptz;
+        CREATE INDEX notes_status ON notes (status);
+        ALTER TABLE versions
+            ADD COLUMN batch text,
+            ADD COLUMN seq bigint GENERATED ALWAYS AS IDENTITY;
+        CREATE INDEX versions_batch ON versions (batch, created_at, seq) WHERE batch IS NOT NULL;
+        """,
+    ),
 ]
 
+#: the note columns in the order of ``note_params``: what inserts and updates write (the usage counters
+#: are written on insert only, and after that by ``record_retrievals``)
 NOTE_COLUMNS = (
     "id, content, event_time, ingest_time, updated_at, keywords, tags, context, user_id, agent_id, run_id, "
-    "metadata, embedding_model, content_hash, state, version, enrich_attempts, last_error, search_text"
+    "metadata, embedding_model, content_hash, state, version, enrich_attempts, last_error, search_text, "
+    "status, pinned, expires_at, superseded_by, merged_into, sources"
 )
+USAGE_COLUMNS = "retrievals, last_retrieved_at"
+#: what a read selects: every column of the note
+READ_COLUMNS = f"{NOTE_COLUMNS}, {USAGE_COLUMNS}"
+#: the versions table's columns but its insertion counter
+VERSION_COLUMNS = "note_id, version, cause, created_at, llm_call_id, detail, snapshot, batch"
 
 
 def _dumps(value: Any) -> str:
@@ -162,13 +192,26 @@ def note_params(note: Note) -> list[Any]:
         note.enrich_attempts,
         note.last_error,
         note.keyword_text(),
+        note.status.value,
+        note.pinned,
+        note.expires_at,
+        note.superseded_by,
+        note.merged_into,
+        Jsonb(clean_text(note.sources), dumps=_dumps),
     ]
     return [clean_text(v) if isinstance(v, str) else v for v in plain]
 
 
 def row_note(row: dict[str, Any]) -> Note:
-    """psycopg already gives datetimes and decoded jsonb, so the row's note columns are the note."""
+    """psycopg already gives datetimes, booleans and decoded jsonb, so the row's note columns are the note."""
     return Note.model_validate({k: v for k, v in row.items() if k in Note.model_fields})
+
+
+def row_version(row: dict[str, Any]) -> NoteVersion:
+    """The columns and the snapshot together are the version; a snapshot written before a field existed
+    leaves it at its default (no links recorded: ``links`` is None)."""
+    columns = {k: v for k, v in row.items() if k != "snapshot"}
+    return NoteVersion.model_validate({**columns, **row["snapshot"]})
 
 
 def redact(url: str) -> str:
