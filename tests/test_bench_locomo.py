@@ -241,3 +241,29 @@ def test_preset_option_sets_the_amem_methods_retrieval(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "h" / "bench" / "locomo" / "results" / "p" / "summary.json").read_text())
     assert summary["run"]["presets"] == {"bm25": "keyword", "amem": "paper", "amem_paper": "paper"}
+
+
+def test_consolidate_option_scores_a_consolidated_copy_of_each_store(tmp_path: Path) -> None:
+    """A turn repeated word for word (another dia_id) is folded into the first: recall still counts it,
+    since the merged note stands for both turns."""
+    data = json.loads(FIXTURE.read_text())
+    conv = data[0]["conversation"]
+    first = conv["session_1"][0]
+    conv["session_2"].append({**first, "dia_id": "D2:99"})
+    data[0]["qa"].append({"question": first["text"], "answer": "x", "evidence": ["D2:99"], "category": 1})
+    path = tmp_path / "dup.json"
+    path.write_text(json.dumps(data))
+    base = ["--home", str(tmp_path / "h"), "--llm", "fake", "--embedder", "fake", "bench", "locomo"]
+    args = [*base, "--data", str(path), "--methods", "bm25,amem", "--consolidate", "--name", "c"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "h" / "bench" / "locomo" / "results" / "c"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert {"bm25+consolidated", "amem+consolidated"} <= set(summary)
+    assert set(summary["run"]["consolidation"]) == {"raw", "amem"}
+    for name in ("bm25", "amem"):
+        assert summary[name + "+consolidated"]["questions"] == summary[name]["questions"]
+    records = json.loads((folder / "records.json").read_text())
+    dup = [r for r in records if r["evidence"] == ["D2:99"] and r["method"] == "bm25"]
+    assert dup and dup[0]["recall@5"] == 1.0  # found through the note the duplicate was folded into
+    assert "| raw |" in (folder / "summary.md").read_text()

@@ -40,6 +40,7 @@ def test_bench_scale_writes_results(tmp_path: Path) -> None:
         assert 0 < rows[0]["search"][preset]["p50_ms"] <= rows[0]["search"][preset]["p95_ms"]
     assert rows[0]["add_notes_per_s"] > 0 and rows[0]["db_bytes_per_note"] > 384 * 4
     assert rows[0]["add_one_notes_per_s"] > 0
+    assert rows[0]["consolidate"]["first_s"] > 0 and rows[0]["consolidate"]["next_s"] > 0
     assert "| 300 |" in (out / "results.md").read_text()
 
 

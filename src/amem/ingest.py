@@ -50,9 +50,10 @@ def ingest_jsonl(memory: Memory, path: Path, batch_size: int | None, bar: BarFac
 def stored_sources(memory: Memory) -> set[tuple[str, str]]:
     """(sample id, dialogue id) of the turns already stored in this scope: what a rerun skips."""
     return {
-        (str(n.metadata.get("sample_id", "")), str(n.metadata["dia_id"]))
+        (str(meta.get("sample_id", "")), str(meta["dia_id"]))
         for n in memory.store.iter_notes(memory.scope)
-        if "dia_id" in n.metadata
+        for meta in n.all_metadata()  # a turn folded into another note as its duplicate counts too
+        if "dia_id" in meta
     }
 
 

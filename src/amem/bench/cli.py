@@ -107,6 +107,11 @@ def scale(
 )
 @click.option("--max-questions", type=click.IntRange(min=1), default=None, help="Per conversation.")
 @click.option(
+    "--consolidate",
+    is_flag=True,
+    help="Also run every method on a consolidated copy of its store (`<method>+consolidated`).",
+)
+@click.option(
     "--k", "ks", default="5,10,20", show_default=True, help="Comma-separated k values for recall@k."
 )
 @click.option(
@@ -153,6 +158,7 @@ def locomo_cmd(
     max_sessions: int | None,
     max_questions: int | None,
     preset: str | None,
+    consolidate: bool,
     ks: str,
     budget: int,
     batch_size: int,
@@ -200,6 +206,7 @@ def locomo_cmd(
         judge_llm=make_llm(judge_llm, settings) if judge_llm else None,
         answer_methods=answered,
         preset=preset,
+        consolidate=consolidate,
     )
     folder = out or settings.home / "bench" / "locomo"
     records, summary = run_locomo(

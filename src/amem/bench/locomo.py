@@ -23,7 +23,7 @@ from ..prompts import judge as judge_prompt
 from ..steps.retrieve import approx_tokens
 from ..store import Filters
 from . import metrics
-from .methods import METHODS, Method
+from .methods import DERIVED, METHODS, Method
 
 CATEGORIES = ("1", "2", "3", "4", "5")
 INGEST_STEPS = frozenset({"construct", "construct_batch", "analyse", "evolve"})
@@ -42,6 +42,8 @@ class EvalOptions:
     answer_methods: frozenset[str] | None = None
     #: retrieval preset for the amem methods, instead of each method's own
     preset: str | None = None
+    #: also evaluate every method on a consolidated copy of its store ("<method>+consolidated")
+    consolidate: bool = False
 
     def answers(self, method: str) -> bool:
         return self.answer_llm is not None and (self.answer_methods is None or method in self.answer_methods)
@@ -71,14 +73,16 @@ def retrieve(
         preset=method.preset,
         expand=method.expand,
         token_budget=budget if method.expand else None,
+        track=False,  # the benchmark reads; its questions must not change retrieval counts or links
     )
 
 
 def dia_ids(notes: Sequence[Note]) -> list[str]:
     seen: dict[str, None] = {}
     for note in notes:
-        if "dia_id" in note.metadata:
-            seen.setdefault(str(note.metadata["dia_id"]), None)
+        for meta in note.all_metadata():  # a merged note stands for every turn folded into it
+            if "dia_id" in meta:
+                seen.setdefault(str(meta["dia_id"]), None)
     return list(seen)
 
 
@@ -263,6 +267,16 @@ def run_locomo(
     ingest(out, stores, settings, data, ids, max_turns, batch_size, bar, max_sessions)
     records: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}
+    consolidation: dict[str, Any] = {}
+    if opts.consolidate:
+        from .methods import CONSOLIDATED, consolidated_copy
+
+        consolidation = {s: consolidated_copy(out, s, settings) for s in stores if s not in DERIVED}
+        methods += [
+            replace(m, name=m.name + CONSOLIDATED, store=m.store + CONSOLIDATED)
+            for m in list(methods)
+            if m.store not in DERIVED
+        ]
     for method in methods:
         run = MethodRun(method)
         with open_memory(out, method.store, settings) as memory:
@@ -296,6 +310,7 @@ def run_locomo(
         "max_sessions": max_sessions,
         "batch_size": batch_size,
         "commit": commit,
+        "consolidation": consolidation,
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
     return records, summary

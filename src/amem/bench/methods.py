@@ -49,6 +49,8 @@ METHODS: dict[str, Method] = {
     )
 }
 BASELINES = ("bm25", "dense", "fusion", "full_context")
+#: suffix of a store (and its methods) consolidated by `amem consolidate` after ingestion
+CONSOLIDATED = "+consolidated"
 #: stores computed from another store rather than ingested
 DERIVED = {"amem_no_evolution": "amem"}
 
@@ -58,18 +60,20 @@ def slug(text: str) -> str:
 
 
 def store_path(out: Path, store: str, settings: Settings) -> Path:
-    if store == "raw":
-        return out / "stores" / f"raw__{slug(settings.embedder)}.db"
-    return out / "stores" / f"{store}__{slug(settings.llm)}__{slug(settings.embedder)}.db"
+    base, suffix = store.removesuffix(CONSOLIDATED), "+c" if store.endswith(CONSOLIDATED) else ""
+    if base == "raw":
+        return out / "stores" / f"raw__{slug(settings.embedder)}{suffix}.db"
+    return out / "stores" / f"{base}__{slug(settings.llm)}__{slug(settings.embedder)}{suffix}.db"
 
 
 def open_memory(out: Path, store: str, settings: Settings) -> Memory:
     """The memory a store name stands for, configured as that ingestion needs."""
     path = store_path(out, store, settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if store == "raw":
+    base = store.removesuffix(CONSOLIDATED)
+    if base == "raw":
         return Memory(settings=replace(settings, database_url=f"sqlite:///{path}", llm="none"))
-    pipeline = "paper" if store == "amem_paper" else "amem"
+    pipeline = "paper" if base == "amem_paper" else "amem"
     return Memory(settings=replace(settings, database_url=f"sqlite:///{path}", pipeline=pipeline))
 
 
@@ -102,6 +106,37 @@ def derive_no_evolution(out: Path, settings: Settings) -> int:
                     reverted += 1
                 target.store.set_meta("derived_from", fingerprint)
     return reverted
+
+
+def consolidated_copy(out: Path, store: str, settings: Settings) -> dict[str, object]:
+    """A compacted copy of ``store`` consolidated now (with the store's own LLM, if it has one), and
+    what that changed: active notes, links and compacted file size before and after."""
+    import sqlite3
+
+    source, target = store_path(out, store, settings), store_path(out, store + CONSOLIDATED, settings)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{target}{suffix}").unlink(missing_ok=True)
+    with sqlite3.connect(source) as db:
+        db.execute("VACUUM INTO ?", (str(target),))
+    before = target.stat().st_size
+    with open_memory(out, store + CONSOLIDATED, settings) as memory:
+        report = memory.consolidate()
+    with sqlite3.connect(target) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.execute("VACUUM")
+    return {
+        "run_id": report.run_id,
+        "notes_before": report.notes_before,
+        "notes_after": report.notes_after,
+        "links_before": report.links_before,
+        "links_after": report.links_after,
+        "bytes_before": before,
+        "bytes_after": target.stat().st_size,
+        "changes": {kind: report.count(kind) for kind in ("merge", "supersede", "prune", "archive")},
+        "judged": report.judged,
+        "unconfirmed": report.unconfirmed,
+        "seconds": round(report.seconds, 2),
+    }
 
 
 def ingest(

@@ -44,6 +44,21 @@ def markdown(summary: dict[str, Any]) -> str:
         row += [f"{_fmt(m.get('search_p50_ms'), 1)} / {_fmt(m.get('search_p95_ms'), 1)}"]
         lines.append("| " + " | ".join(row) + " |")
     run = summary.get("run", {})
+    if run.get("consolidation"):
+        lines += [
+            "",
+            "| store | notes | links | bytes (compacted) | merged / superseded / pruned / archived | "
+            "pairs judged / unconfirmed | seconds |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for store, c in run["consolidation"].items():
+            kinds = c["changes"]
+            lines.append(
+                f"| {store} | {c['notes_before']} → {c['notes_after']} | {c['links_before']} → "
+                f"{c['links_after']} | {c['bytes_before']:,} → {c['bytes_after']:,} | {kinds['merge']} / "
+                f"{kinds['supersede']} / {kinds['prune']} / {kinds['archive']} | {c['judged']} / "
+                f"{c['unconfirmed']} | {c['seconds']} |"
+            )
     lines.append("")
     lines.append(
         f"Data {run.get('data')}, conversations {', '.join(run.get('conversations', []))}, "

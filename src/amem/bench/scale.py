@@ -138,7 +138,8 @@ def run_size(
         size = int(memory.store.stats()["bytes"])
         if not postgres:  # the WAL and shared-memory files count too
             size = sum(p.stat().st_size for p in folder.iterdir() if p.name.startswith("memory.db"))
-        one_by_one = incremental_rate(memory)  # last: the size and searches are of exactly n notes
+        one_by_one = incremental_rate(memory)  # after: the size and searches are of exactly n notes
+        consolidation = consolidation_times(memory)
     return {
         "notes": n,
         "store": "postgresql" if postgres else "sqlite",
@@ -150,6 +151,22 @@ def run_size(
         "db_bytes": size,
         "db_bytes_per_note": size / n,
         "rss_growth_bytes_per_note": max(0.0, (rss_after - rss_before) * 1024 * 1024 / n),
+        "consolidate": consolidation,
+    }
+
+
+def consolidation_times(memory: Memory) -> dict[str, float]:
+    """Seconds for a first consolidation (every note checked for near duplicates, every link and note
+    looked at) and for the next one (only notes changed since), without an LLM: with one, the time adds
+    one call per near-duplicate pair found."""
+    first = memory.consolidate(use_llm=False)
+    memory.add("one more note after the first consolidation")
+    second = memory.consolidate(use_llm=False)
+    return {
+        "first_s": first.seconds,
+        "next_s": second.seconds,
+        "near_pairs": float(first.unconfirmed),
+        "changes": float(len(first.changes)),
     }
 
 
@@ -176,20 +193,23 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| notes | store | embedder | add notes/s | single adds/s | paper p50 / p95 ms | hybrid p50 / p95 ms "
         "| hybrid/paper p50 | keyword p50 / p95 ms | hybrid, all terms p50 / p95 ms | DB bytes/note "
-        "| RSS growth bytes/note |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| RSS growth bytes/note | consolidate first / next s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         p, h = r["search"]["paper"], r["search"]["hybrid"]
         kw, allt = r["search"]["keyword"], r["search"].get("hybrid_all_terms")
         all_terms = f"{allt['p50_ms']:.1f} / {allt['p95_ms']:.1f}" if allt else "n/a"
         single = f"{r['add_one_notes_per_s']:.0f}" if "add_one_notes_per_s" in r else "n/a"
+        c = r.get("consolidate")
+        cons = f"{c['first_s']:.1f} / {c['next_s']:.2f}" if c else "n/a"
         lines.append(
             f"| {r['notes']:,} | {r.get('store', 'sqlite')} | {r['embedder']} | {r['add_notes_per_s']:.0f} "
             f"| {single} | {p['p50_ms']:.1f} / {p['p95_ms']:.1f} "
             f"| {h['p50_ms']:.1f} / {h['p95_ms']:.1f} | {h['p50_ms'] / p['p50_ms']:.2f}x "
             f"| {kw['p50_ms']:.1f} / {kw['p95_ms']:.1f} "
             f"| {all_terms} "
-            f"| {r['db_bytes_per_note']:.0f} | {r['rss_growth_bytes_per_note']:.0f} |"
+            f"| {r['db_bytes_per_note']:.0f} | {r['rss_growth_bytes_per_note']:.0f} "
+            f"| {cons} |"
         )
     return "\n".join(lines)

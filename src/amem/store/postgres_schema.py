@@ -119,22 +119,24 @@ MIGRATIONS: list[tuple[int, str]] = [
         # upkeep: status (archived and merged notes leave search), pin, expiry, supersession, provenance,
         # usage counters; versions remember the consolidation run that wrote them, and the order they were
         # written in (``seq``: a run is undone newest first). Constant defaults: no table rewrite for notes.
+        # Idempotent, so a database given these columns by hand (or by a test) still migrates.
         3,
         """
         ALTER TABLE notes
-            ADD COLUMN status text NOT NULL DEFAULT 'active',
-            ADD COLUMN pinned boolean NOT NULL DEFAULT false,
-            ADD COLUMN expires_at timestamptz,
-            ADD COLUMN superseded_by text,
-            ADD COLUMN merged_into text,
-            ADD COLUMN sources jsonb NOT NULL DEFAULT '[]',
-            ADD COLUMN retrievals integer NOT NULL DEFAULT 0,
-            ADD COLUMN last_retrieved_at timestamptz;
-        CREATE INDEX notes_status ON notes (status);
+            ADD COLUMN IF NOT EXISTS status text NOT NULL DEFAULT 'active',
+            ADD COLUMN IF NOT EXISTS pinned boolean NOT NULL DEFAULT false,
+            ADD COLUMN IF NOT EXISTS expires_at timestamptz,
+            ADD COLUMN IF NOT EXISTS superseded_by text,
+            ADD COLUMN IF NOT EXISTS merged_into text,
+            ADD COLUMN IF NOT EXISTS sources jsonb NOT NULL DEFAULT '[]',
+            ADD COLUMN IF NOT EXISTS retrievals integer NOT NULL DEFAULT 0,
+            ADD COLUMN IF NOT EXISTS last_retrieved_at timestamptz;
+        CREATE INDEX IF NOT EXISTS notes_status ON notes (status);
         ALTER TABLE versions
-            ADD COLUMN batch text,
-            ADD COLUMN seq bigint GENERATED ALWAYS AS IDENTITY;
-        CREATE INDEX versions_batch ON versions (batch, created_at, seq) WHERE batch IS NOT NULL;
+            ADD COLUMN IF NOT EXISTS batch text,
+            ADD COLUMN IF NOT EXISTS seq bigint GENERATED ALWAYS AS IDENTITY;
+        CREATE INDEX IF NOT EXISTS versions_batch ON versions (batch, created_at, seq)
+            WHERE batch IS NOT NULL;
         """,
     ),
 ]

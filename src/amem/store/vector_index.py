@@ -123,7 +123,7 @@ class VectorIndex:
         return [(self._ids[int(candidates[i])], float(sims_c[i])) for i in top]
 
     def similar_pairs(
-        self, scope: Scope, threshold: float, changed: set[str] | None, limit: int, block: int = 2048
+        self, scope: Scope, threshold: float, changed: set[str] | None, limit: int
     ) -> list[tuple[str, str, float]]:
         """Pairs of active notes in one exact scope (within ``scope``) with cosine >= threshold, older row
         first, best first. With ``changed``, only pairs where one side is in it. Blocked matrix products:
@@ -148,6 +148,7 @@ class VectorIndex:
                 want = np.array([self._row[i] for i in changed if i in self._row], dtype=np.int64)
                 queries = np.intersect1d(group, want)
             mat = self._mat[group]
+            block = max(16, min(2048, 50_000_000 // group.size))  # a block's similarities: <= 200 MB
             for start in range(0, queries.size, block):
                 q = queries[start : start + block]
                 sims = self._mat[q] @ mat.T
