@@ -3,6 +3,8 @@ every change consolidation makes can be undone."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,8 @@ from typing import Any
 import pytest
 
 from amem import InvalidInput, Memory, NoteStatus, VersionCause
+from amem.config import Settings
+from amem.embed.fake import FakeEmbedder
 from amem.llm.fake import FakeLLM
 from amem.notes import Link, Note
 from amem.steps import lifecycle
@@ -46,19 +50,33 @@ def state(memory: Memory) -> dict[str, Any]:
             n.superseded_by,
             n.merged_into,
             n.sources,
-            sorted((lk.source_id, lk.target_id) for lk in memory.store.links_for([nid]) if lk.source_id == nid),
+            sorted(
+                (lk.source_id, lk.target_id) for lk in memory.store.links_for([nid]) if lk.source_id == nid
+            ),
         )
         for nid, n in notes.items()
     }
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def memory(request: pytest.FixtureRequest, tmp_path: Path, fake_llm: FakeLLM) -> Iterator[Memory]:
+    """Every rule on both stores (PostgreSQL: a real server, see conftest)."""
+    if request.param == "sqlite":
+        m = make_memory(tmp_path / "memory.db", fake_llm)
+    else:
+        settings = Settings.resolve({"home": tmp_path, "llm": "fake", "embedder": "fake"})
+        url = request.getfixturevalue("pg_url")
+        m = Memory(store=url, llm=fake_llm, embedder=FakeEmbedder(64), settings=settings)
+    yield m
+    m.close()
+
+
 @pytest.fixture
-def plain(tmp_path: Path) -> Memory:
+def plain(memory: Memory) -> Memory:
     """No LLM: notes are stored pending, nothing is linked (links are added by hand in tests)."""
-    m = make_memory(tmp_path / "plain.db")
-    m.settings = m.settings.__class__(**{**m.settings.__dict__, "llm": "none"})
-    m._llm = None
-    return m
+    memory.settings = replace(memory.settings, llm="none")
+    memory._llm = None
+    return memory
 
 
 # -- exact duplicates ------------------------------------------------------------------------------
@@ -92,16 +110,15 @@ def test_add_many_folds_duplicates_within_the_batch_and_against_the_store(memory
     assert [m["n"] for m in notes[2].all_metadata()] == [2, 3]
 
 
-def test_dedupe_can_be_turned_off(tmp_path: Path) -> None:
-    m = make_memory(tmp_path / "m.db")
-    m.settings = m.settings.__class__(**{**m.settings.__dict__, "dedupe": False})
-    m.add("same words")
-    m.add("same words")
-    assert m.count() == 2
+def test_dedupe_can_be_turned_off(memory: Memory) -> None:
+    memory.settings = replace(memory.settings, dedupe=False)
+    memory.add("same words")
+    memory.add("same words")
+    assert memory.count() == 2
 
 
 def test_consolidation_merges_exact_duplicates_already_stored(plain: Memory) -> None:
-    plain.settings = plain.settings.__class__(**{**plain.settings.__dict__, "dedupe": False})
+    plain.settings = replace(plain.settings, **{"dedupe": False})
     a = plain.add("Caroline went hiking.", metadata={"dia_id": "D1:3"})
     b = plain.add("caroline went HIKING.", metadata={"dia_id": "D2:8"})
     report = plain.consolidate()
@@ -264,7 +281,7 @@ def test_expiry_archives_at_the_next_consolidation(plain: Memory) -> None:
     note = plain.add("the meeting room is B12 today", expires_at=soon)
     assert plain.consolidate().count("archive") == 0
     report = plain.consolidate(as_of=soon + timedelta(minutes=1))
-    assert [c.detail for c in report.changes if c.note_id == note.id][0].startswith("expired")
+    assert next(c.detail for c in report.changes if c.note_id == note.id).startswith("expired")
     assert plain.get(note.id).status == NoteStatus.archived
 
 
@@ -298,10 +315,12 @@ def test_supersedes_is_ignored_for_notes_not_offered_as_updatable(memory: Memory
     assert memory.get(old.id).superseded_by is None
 
 
-def test_consolidation_marks_an_update_found_between_near_duplicates(memory: Memory, fake_llm: FakeLLM) -> None:
+def test_consolidation_marks_an_update_found_between_near_duplicates(
+    memory: Memory, fake_llm: FakeLLM
+) -> None:
     old = memory.add("Maya: my phone number is 555 0101.")
     new = memory.add("Maya: my phone number is 555 0199.")
-    memory.settings = memory.settings.__class__(**{**memory.settings.__dict__, "merge_similarity": 0.5})
+    memory.settings = replace(memory.settings, **{"merge_similarity": 0.5})
     fake_llm.script = [{"verdict": "updates", "why": "new number"}]
     report = memory.consolidate()
     assert [(c.kind, c.note_id, c.other_id) for c in report.changes] == [("supersede", old.id, new.id)]
@@ -310,7 +329,7 @@ def test_consolidation_marks_an_update_found_between_near_duplicates(memory: Mem
 
 # -- runs: dry run, versions, undo -----------------------------------------------------------------
 def _busy_memory(memory: Memory) -> dict[str, Note]:
-    memory.settings = memory.settings.__class__(**{**memory.settings.__dict__, "dedupe": False})
+    memory.settings = replace(memory.settings, **{"dedupe": False})
     notes = {
         "a": memory.add("Maya: I love my new red bike!"),
         "b": memory.add("Maya: I love my new red bike!!!"),
@@ -333,7 +352,9 @@ def test_dry_run_reports_the_changes_and_writes_nothing(memory: Memory, fake_llm
     dry = memory.consolidate(dry_run=True, as_of=LATER)
     assert state(memory) == before and memory.store.stats()["versions"] == versions
     real = memory.consolidate(as_of=LATER)
-    assert sorted((c.kind, c.note_id) for c in dry.changes) == sorted((c.kind, c.note_id) for c in real.changes)
+    assert sorted((c.kind, c.note_id) for c in dry.changes) == sorted(
+        (c.kind, c.note_id) for c in real.changes
+    )
     assert {c.kind for c in real.changes} >= {"merge", "prune", "archive"}
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from . import render
 from .config import Settings
 from .errors import AmemError, InvalidInput
 from .memory import Memory
-from .notes import EnrichState
+from .notes import EnrichState, Note, NoteStatus, utcnow
 from .store import Filters
 
 
@@ -95,16 +96,66 @@ def _time(value: str | None) -> datetime | None:
         raise InvalidInput(f"time {value!r}: use ISO 8601, e.g. 2023-05-08 or 2023-05-08T13:56:00Z") from exc
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> timedelta | None:
+    """'30d', '12h', '90m', '45s', '2w' -> a timedelta (a usage error for anything else)."""
+    if value is None:
+        return None
+    found = _DURATION.match(value)
+    if found is None or float(found.group(1)) <= 0:
+        raise click.BadParameter(f"{value!r}: give a positive number and a unit, e.g. 30d, 12h, 90m, 45s, 2w")
+    seconds = float(found.group(1)) * _UNIT_SECONDS[found.group(2).lower()]
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise click.BadParameter(f"{value!r} is too long; give at most a few thousand years") from None
+
+
 @cli.command()
 @click.argument("content")
 @click.option("--time", "event_time", help="When it happened (ISO 8601); default now.")
 @click.option("--meta", multiple=True, help="Metadata key=value (repeatable).")
+@click.option("--pin", "pinned", is_flag=True, help="Pin it: consolidation never archives it.")
+@click.option(
+    "--ttl",
+    callback=_duration,
+    metavar="DURATION",
+    help="Expire after this long (30d, 12h, 90m): the next consolidation after that archives it.",
+)
 @json_option
 @pass_ctx
-def add(c: Ctx, content: str, event_time: str | None, meta: tuple[str, ...], as_json: bool) -> None:
-    """Remember CONTENT as a new note (enriched, linked, evolved)."""
-    note = c.memory().add(content, event_time=_time(event_time), metadata=_meta(meta))
-    _emit(as_json, note.model_dump(mode="json"), lambda: render.note(c.memory(), note))
+def add(
+    c: Ctx,
+    content: str,
+    event_time: str | None,
+    meta: tuple[str, ...],
+    pinned: bool,
+    ttl: timedelta | None,
+    as_json: bool,
+) -> None:
+    """Remember CONTENT as a new note (enriched, linked, evolved).
+
+    An exact duplicate of a note in this scope is not stored twice: the existing note is shown, with
+    this write's metadata added to its sources.
+    """
+    started = utcnow()
+    try:
+        expires_at = started + ttl if ttl is not None else None
+    except OverflowError:
+        raise click.BadParameter("the expiry falls after the year 9999", param_hint="--ttl") from None
+    note = c.memory().add(
+        content, event_time=_time(event_time), metadata=_meta(meta), pinned=pinned, expires_at=expires_at
+    )
+
+    def human() -> None:
+        if note.ingest_time < started:
+            click.echo(f"already remembered as {note.id} (an exact duplicate; nothing new was stored)")
+        render.note(c.memory(), note)
+
+    _emit(as_json, note.model_dump(mode="json"), human)
 
 
 @cli.command(name="add-many")
@@ -151,6 +202,7 @@ cli.add_command(add_many, name="ingest")
 @click.option("--after", help="Only notes that happened at or after this time.")
 @click.option("--before", help="Only notes that happened before this time.")
 @click.option("--meta", multiple=True, help="Metadata filter key=value (repeatable).")
+@click.option("--include-archived", is_flag=True, help="Also return archived and merged notes.")
 @json_option
 @pass_ctx
 def search(
@@ -163,12 +215,19 @@ def search(
     after: str | None,
     before: str | None,
     meta: tuple[str, ...],
+    include_archived: bool,
     as_json: bool,
 ) -> None:
     """Find notes relevant to QUERY, with the reason each one was returned."""
     filters = Filters(metadata=_meta(meta), event_after=_time(after), event_before=_time(before))
     hits = c.memory().search(
-        query, k, filters=filters, preset=preset, expand=not no_links, token_budget=budget
+        query,
+        k,
+        filters=filters,
+        preset=preset,
+        expand=not no_links,
+        token_budget=budget,
+        include_archived=include_archived,
     )
     _emit(as_json, [h.model_dump(mode="json") for h in hits], lambda: render.hits(hits))
 
@@ -189,11 +248,19 @@ def get(c: Ctx, note_id: str, as_json: bool) -> None:
 @click.option("--limit", type=int, default=20, show_default=True)
 @click.option("--offset", type=int, default=0)
 @click.option("--state", type=click.Choice([s.value for s in EnrichState]), default=None)
+@click.option("--status", type=click.Choice([s.value for s in NoteStatus]), default=None)
 @json_option
 @pass_ctx
-def list_(c: Ctx, limit: int, offset: int, state: str | None, as_json: bool) -> None:
-    """List notes, newest first."""
-    filters = Filters(states=[EnrichState(state)]) if state else None
+def list_(c: Ctx, limit: int, offset: int, state: str | None, status: str | None, as_json: bool) -> None:
+    """List notes, newest first (every status unless --status says which)."""
+    filters = (
+        Filters(
+            states=[EnrichState(state)] if state else None,
+            statuses=[NoteStatus(status)] if status else None,
+        )
+        if state or status
+        else None
+    )
     notes = c.memory().list(limit=limit, offset=offset, filters=filters)
     _emit(as_json, [n.model_dump(mode="json") for n in notes], lambda: render.note_table(notes))
 
@@ -269,6 +336,103 @@ def delete(c: Ctx, note_id: str, yes: bool, as_json: bool) -> None:
         click.confirm(f"Delete note {note_id} for good?", abort=True)
     m.delete(note_id)
     _emit(as_json, {"deleted": note_id}, lambda: click.echo(f"deleted {note_id}"))
+
+
+def _changed(as_json: bool, note: Note, message: str) -> None:
+    _emit(as_json, note.model_dump(mode="json"), lambda: click.echo(f"{message} {note.id} (v{note.version})"))
+
+
+@cli.command()
+@click.argument("note_id")
+@click.option("--off", is_flag=True, help="Unpin instead.")
+@json_option
+@pass_ctx
+def pin(c: Ctx, note_id: str, off: bool, as_json: bool) -> None:
+    """Pin a note (consolidation never archives a pinned note), or unpin it with --off."""
+    _changed(as_json, c.memory().pin(note_id, not off), "unpinned" if off else "pinned")
+
+
+@cli.command()
+@click.argument("note_id")
+@json_option
+@pass_ctx
+def archive(c: Ctx, note_id: str, as_json: bool) -> None:
+    """Take a note out of search; it stays readable, and `amem unarchive` brings it back."""
+    _changed(as_json, c.memory().archive(note_id), "archived")
+
+
+@cli.command()
+@click.argument("note_id")
+@json_option
+@pass_ctx
+def unarchive(c: Ctx, note_id: str, as_json: bool) -> None:
+    """Put an archived note back into search."""
+    _changed(as_json, c.memory().unarchive(note_id), "unarchived")
+
+
+@cli.command()
+@click.argument("note_id")
+@click.argument("version", type=click.IntRange(min=1))
+@json_option
+@pass_ctx
+def restore(c: Ctx, note_id: str, version: int, as_json: bool) -> None:
+    """Put a note back as it was at VERSION (`amem history ID` lists them), as a new version."""
+    note = c.memory().restore(note_id, version)
+    _emit(as_json, note.model_dump(mode="json"), lambda: render.note(c.memory(), note))
+
+
+@cli.command()
+@click.argument("source_id")
+@click.argument("target_id")
+@click.option("--reason", default="", help="Why they are linked.")
+@click.option("--weight", type=float, default=1.0, show_default=True)
+@json_option
+@pass_ctx
+def link(c: Ctx, source_id: str, target_id: str, reason: str, weight: float, as_json: bool) -> None:
+    """Link SOURCE_ID to TARGET_ID by hand (same scope); a version of the source records it."""
+    made = c.memory().link(source_id, target_id, reason, weight)
+    _emit(
+        as_json,
+        made.model_dump(mode="json"),
+        lambda: click.echo(f"linked {source_id[:8]} -> {target_id[:8]} w={made.weight:.2f}"),
+    )
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Only report what would change; write nothing.")
+@click.option("--as-of", "as_of", metavar="ISO-DATE", help="Judge decay and expiry as of this time.")
+@click.option("--no-llm", is_flag=True, help="No LLM: near duplicates are counted, not merged.")
+@click.option("--full", is_flag=True, help="Re-check every near-duplicate pair, not only new ones.")
+@click.option("--undo", "undo_run", metavar="RUN_ID", help="Undo the consolidation run RUN_ID instead.")
+@click.option("--force", is_flag=True, help="With --undo: restore notes changed after the run too.")
+@json_option
+@pass_ctx
+def consolidate(
+    c: Ctx,
+    dry_run: bool,
+    as_of: str | None,
+    no_llm: bool,
+    full: bool,
+    undo_run: str | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Merge duplicates, mark superseded facts, prune decayed links and archive forgotten or expired notes.
+
+    Every change is a version tagged with the run id; `amem consolidate --undo RUN_ID` puts back what a
+    run changed.
+    """
+    m = c.memory()
+    if undo_run is not None:
+        if dry_run or as_of or no_llm or full:
+            raise click.UsageError("--undo takes only --force (and --json)")
+        undone = m.undo_consolidation(undo_run, force=force)
+        _emit(as_json, undone.model_dump(mode="json"), lambda: click.echo(render.undo_summary(undone)))
+        return
+    if force:
+        raise click.UsageError("--force goes with --undo RUN_ID")
+    report = m.consolidate(dry_run=dry_run, as_of=_time(as_of), use_llm=not no_llm, full=full)
+    _emit(as_json, report.model_dump(mode="json"), lambda: render.consolidation(report))
 
 
 @cli.command()

@@ -684,10 +684,18 @@ class Memory:
         states = {
             s.value: n for s in EnrichState if (n := self.store.count_notes(self.scope, Filters(states=[s])))
         }
+        statuses = {
+            s.value: n for s in NoteStatus if (n := self.store.count_notes(self.scope, Filters(statuses=[s])))
+        }
         scope = self.scope.model_dump(exclude={"exact"}, exclude_none=True)
         return {
             **self.store.stats(),
-            "in_scope": {"scope": scope, "notes": sum(states.values()), "states": states},
+            "in_scope": {
+                "scope": scope,
+                "notes": sum(states.values()),
+                "states": states,
+                "statuses": statuses,
+            },
         }
 
     def list(self, limit: int = 50, offset: int = 0, filters: Filters | None = None) -> list[Note]:
@@ -697,4 +705,6 @@ class Memory:
         """The newest ``limit`` notes of this scope and the links between them, for drawing."""
         if limit < 1 or limit > 20_000:
             raise InvalidInput("limit must be between 1 and 20000")
+        if filters is None or filters.statuses is None:  # the memory as search sees it
+            filters = (filters or Filters()).with_statuses([NoteStatus.active])
         return graph.build(self.store, self.scope, filters, limit)

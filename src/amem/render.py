@@ -6,12 +6,14 @@ import sys
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import click
 
+from .consolidate import ConsolidationReport, UndoReport
 from .memory import EnrichReport, Memory
-from .notes import Link, Note, NoteVersion, SearchHit, format_date
+from .notes import Link, Note, NoteStatus, NoteVersion, SearchHit, format_date
 
 
 @contextmanager
@@ -31,12 +33,61 @@ def _wrap(text: str, indent: str = "    ") -> str:
     return textwrap.fill(text, width=100, initial_indent=indent, subsequent_indent=indent)
 
 
-def note_block(note: Note) -> str:
+def _when(value: datetime) -> str:
+    return f"{value:%Y-%m-%d %H:%M} UTC"
+
+
+def _flags(status: NoteStatus, pinned: bool, merged_into: str | None) -> str:
+    """' archived', ' merged into 1a2b3c4d', ' pinned': empty for an ordinary active note."""
+    out = ""
+    if status == NoteStatus.merged:
+        out += " " + click.style("merged" + (f" into {merged_into[:8]}" if merged_into else ""), fg="yellow")
+    elif status != NoteStatus.active:
+        out += " " + click.style(status.value, fg="yellow")
+    if pinned:
+        out += " " + click.style("pinned", fg="magenta")
+    return out
+
+
+def _lifecycle_line(
+    superseded_by: str | None, expires_at: datetime | None, sources: int, indent: str = "    "
+) -> str | None:
+    """One compact line for what upkeep put on a note: superseded, expiry, folded-in sources."""
+    parts = []
+    if superseded_by:
+        parts.append(f"superseded by {superseded_by[:8]}")
+    if expires_at is not None:
+        parts.append(f"expires {_when(expires_at)}")
+    if sources:
+        parts.append(f"{sources} source{'s' if sources != 1 else ''} folded in")
+    return indent + "; ".join(parts) if parts else None
+
+
+def source_lines(note: Note) -> list[str]:
+    """Where else the note's fact came from: exact duplicates written later and notes merged into it."""
+    lines = [f"    sources ({len(note.sources)}):"]
+    for src in note.sources:
+        origin = f"merged {str(src['note_id'])[:8]}" if src.get("note_id") else "duplicate"
+        when = str(src.get("event_time") or "")[:10]
+        meta = ", ".join(f"{k}={v}" for k, v in (src.get("metadata") or {}).items())
+        line = f"      {origin} [{when}]" + (f" {meta}" if meta else "")
+        if src.get("content"):
+            line += f" {textwrap.shorten(str(src['content']), 60)}"
+        lines.append(line)
+    return lines
+
+
+def note_block(note: Note, with_sources: bool = False) -> str:
+    """The note; ``with_sources`` lists its sources (provenance), else only their number is shown."""
     head = (
         click.style(note.id, fg="cyan")
         + f"  [{format_date(note.event_time)}]  {note.state.value}  v{note.version}"
+        + _flags(note.status, note.pinned, note.merged_into)
     )
     lines = [head, _wrap(note.content)]
+    count = 0 if with_sources else len(note.sources)
+    if extra := _lifecycle_line(note.superseded_by, note.expires_at, count):
+        lines.append(extra)
     if note.keywords:
         lines.append("    keywords: " + ", ".join(note.keywords))
     if note.tags:
@@ -47,11 +98,13 @@ def note_block(note: Note) -> str:
         lines.append("    metadata: " + ", ".join(f"{k}={v}" for k, v in note.metadata.items()))
     if note.last_error:
         lines.append(click.style("    last error: " + note.last_error, fg="yellow"))
+    if with_sources and note.sources:
+        lines.extend(source_lines(note))
     return "\n".join(lines)
 
 
 def note(memory: Memory, n: Note) -> None:
-    click.echo(note_block(n))
+    click.echo(note_block(n, with_sources=True))
     found = memory.links(n.id)
     if found:
         links(memory, n.id, found)
@@ -83,9 +136,12 @@ def hits(found: Sequence[SearchHit]) -> None:
     if not found:
         click.echo("no results")
     for i, hit in enumerate(found, start=1):
+        n = hit.note
+        flags = _flags(n.status, False, n.merged_into)
+        superseded = f" (superseded by {n.superseded_by[:8]})" if n.superseded_by else ""
         click.echo(
-            f"{i:2d}. {click.style(f'{hit.score:.3f}', fg='green')}  {hit.note.id[:8]}  "
-            f"[{format_date(hit.note.event_time)}] {textwrap.shorten(hit.note.content, 80)}"
+            f"{i:2d}. {click.style(f'{hit.score:.3f}', fg='green')}  {n.id[:8]}{flags}  "
+            f"[{format_date(n.event_time)}] {textwrap.shorten(n.content, 80)}{superseded}"
         )
         click.echo(f"      why: {hit.why.describe()}")
 
@@ -93,9 +149,17 @@ def hits(found: Sequence[SearchHit]) -> None:
 def history(versions: Sequence[NoteVersion]) -> None:
     for v in versions:
         cause = f"{v.cause.value}" + (f" by LLM call {v.llm_call_id[:8]}" if v.llm_call_id else "")
-        click.echo(click.style(f"v{v.version}", bold=True) + f"  {v.created_at:%Y-%m-%d %H:%M:%S}  {cause}")
+        if v.batch:
+            cause += f" in run {v.batch}"
+        click.echo(
+            click.style(f"v{v.version}", bold=True)
+            + f"  {v.created_at:%Y-%m-%d %H:%M:%S}  {cause}"
+            + _flags(v.status, v.pinned, v.merged_into)
+        )
         if v.detail:
-            click.echo(f"    {v.detail}")
+            click.echo(_wrap(v.detail))
+        if extra := _lifecycle_line(v.superseded_by, v.expires_at, len(v.sources)):
+            click.echo(extra)
         click.echo(_wrap("context: " + (v.context or "(none)")))
         click.echo("    tags: " + (", ".join(v.tags) or "(none)"))
 
@@ -115,6 +179,39 @@ def kv(data: dict[str, Any], indent: int = 0) -> str:
 def ingest_summary(report: dict[str, Any]) -> str:
     states = ", ".join(f"{v} {k}" for k, v in report["states"].items()) or "nothing new"
     return f"added {report['added']} notes ({states})"
+
+
+def consolidation(report: ConsolidationReport) -> None:
+    kinds = ("merge", "supersede", "prune", "archive")
+    counts = ", ".join(f"{report.count(k)} {k}" for k in kinds)
+    label = " (dry run: nothing was changed)" if report.dry_run else ""
+    click.echo(f"consolidation {report.run_id}{label} as of {_when(report.as_of)}")
+    click.echo(f"  changes: {counts}")
+    if report.unconfirmed or report.judged:
+        click.echo(
+            f"  near-duplicate pairs: {report.judged} judged by the LLM, {report.unconfirmed} unconfirmed"
+            + (" (left as they are)" if report.unconfirmed else "")
+        )
+    click.echo(
+        f"  notes {report.notes_before} -> {report.notes_after}, links {report.links_before} -> "
+        f"{report.links_after}, {report.seconds:.2f} s"
+    )
+    for change in report.changes:
+        ids = change.note_id[:8] + (f" -> {change.other_id[:8]}" if change.other_id else "")
+        click.echo(f"  {change.kind:9s} {ids:20s} {textwrap.shorten(change.detail, 70)}".rstrip())
+    if not report.dry_run and report.changes:
+        click.echo(f"undo with: amem consolidate --undo {report.run_id}")
+
+
+def undo_summary(report: UndoReport) -> str:
+    text = f"undid {report.run_id}: restored {len(report.restored)} notes"
+    if report.skipped:
+        text += (
+            f", skipped {len(report.skipped)} changed after the run "
+            f"({', '.join(s[:8] for s in report.skipped[:5])}{', ...' if len(report.skipped) > 5 else ''}; "
+            "--force restores them anyway)"
+        )
+    return text
 
 
 def enrich_summary(report: EnrichReport) -> str:
