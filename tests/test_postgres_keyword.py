@@ -70,8 +70,13 @@ def test_a_schema_1_database_migrates_and_finds_stop_words(
 ) -> None:
     import amem.store.postgres as pg
 
+    upkeep = pg.MIGRATIONS[2][1]
     monkeypatch.setattr(pg, "MIGRATIONS", pg.MIGRATIONS[:1])
     old = open_store(pg_url)
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True, options="-c search_path=amem,public") as conn:
+        conn.execute(upkeep)  # the columns today's insert writes; migration 3 adds them again as a no-op
     n = Note(content="who was there with her", keywords=["kayak"])
     old.insert_note(n, np.ones(4, dtype=np.float32))
     old.close()

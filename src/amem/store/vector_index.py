@@ -139,14 +139,14 @@ class VectorIndex:
         rows = np.flatnonzero(mask)
         found: dict[tuple[int, int], float] = {}
         keys = self._scope[rows]
+        want = None
+        if changed is not None:
+            want = np.array(sorted(self._row[i] for i in changed if i in self._row), dtype=np.int64)
         for key in np.unique(keys, axis=0):
             group = rows[(keys == key).all(axis=1)]
             if group.size < 2:
                 continue
-            queries = group
-            if changed is not None:
-                want = np.array([self._row[i] for i in changed if i in self._row], dtype=np.int64)
-                queries = np.intersect1d(group, want)
+            queries = group if want is None else np.intersect1d(group, want)
             mat = self._mat[group]
             block = max(16, min(2048, 50_000_000 // group.size))  # a block's similarities: <= 200 MB
             for start in range(0, queries.size, block):
