@@ -395,3 +395,10 @@ def test_second_run_only_rechecks_notes_changed_since(memory: Memory, fake_llm: 
     judged = memory.consolidate().judged
     assert judged == 0  # nothing changed since: the pair is not asked about again
     assert memory.consolidate(full=True).judged == 1
+
+
+def test_archived_notes_are_not_offered_as_neighbours_to_new_notes(memory: Memory, fake_llm: FakeLLM) -> None:
+    old = memory.add("the blue kayak on the lake")
+    memory.archive(old.id)
+    memory.add("the blue kayak on the lake again today")
+    assert "blue kayak" not in fake_llm.calls[-1][0][-1].content.split("NEW NOTE")[0]

@@ -296,7 +296,8 @@ class Memory:
         raise InvalidInput(f"cannot add a {type(item).__name__}; give a string, a dict or a NoteInput")
 
     def _candidates(self, vector: Vectors, note: Note) -> list[write.Candidate]:
-        found = self.store.nearest(vector, self.link_k, note.scope, exclude=[note.id])
+        active = Filters(statuses=[NoteStatus.active])  # archived and merged notes are not linked to
+        found = self.store.nearest(vector, self.link_k, note.scope, active, exclude=[note.id])
         found = [(nid, sim) for nid, sim in found if sim >= self.link_floor]
         notes = self.store.get_notes([nid for nid, _ in found])
         return write.make_candidates([(notes[nid], sim) for nid, sim in found if nid in notes])
