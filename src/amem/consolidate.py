@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
@@ -171,7 +171,7 @@ def consolidate(
             _prune(mem, source, targets, batch)
 
     say("forgetting")
-    for note in store.iter_notes(scope):
+    for note in _archive_candidates(mem, now, policy):
         if note.id in gone:
             continue
         reason = lifecycle.archive_reason(note, degree[note.id], now, policy)
@@ -215,6 +215,21 @@ def _repointed(links: list[Link], merged_into: dict[str, str]) -> list[Link]:
             )
         out[pair] = moved
     return list(out.values())
+
+
+def _archive_candidates(mem: Memory, now: datetime, policy: lifecycle.Policy) -> Iterator[Note]:
+    """Active notes that have expired, and (when forgetting is on) those old enough to be forgotten:
+    the only ones the rules can archive, so a memory of new notes is not read whole."""
+    seen: set[str] = set()
+    passes = [Filters(statuses=[NoteStatus.active], expires_by=now)]
+    if policy.archive_below > 0:
+        old = now - timedelta(days=policy.archive_after_days)
+        passes.append(Filters(statuses=[NoteStatus.active], ingested_before=old))
+    for filters in passes:
+        for note in mem.store.iter_notes(mem.scope, filters=filters):
+            if note.id not in seen:
+                seen.add(note.id)
+                yield note
 
 
 def _active() -> Filters:

@@ -139,6 +139,10 @@ def _passes(note: Note, scope: Scope, filters: Filters | None) -> bool:
         return False
     if filters.event_before is not None and note.event_time >= filters.event_before:
         return False
+    if filters.ingested_before is not None and note.ingest_time >= filters.ingested_before:
+        return False
+    if filters.expires_by is not None and (note.expires_at is None or note.expires_at > filters.expires_by):
+        return False
     if filters.states and note.state not in filters.states:
         return False
     if filters.statuses and note.status not in filters.statuses:

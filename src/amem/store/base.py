@@ -34,6 +34,9 @@ class Filters(BaseModel):
     metadata: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
     event_after: datetime | None = None
     event_before: datetime | None = None
+    #: upkeep: notes first stored before this time / whose expiry is at or before this time
+    ingested_before: datetime | None = None
+    expires_by: datetime | None = None
     states: list[EnrichState] | None = None
     #: None: any status. Search asks for active notes only (archived and merged ones are out of search).
     statuses: list[NoteStatus] | None = None
@@ -59,7 +62,7 @@ class Filters(BaseModel):
                 )
         return v
 
-    @field_validator("event_after", "event_before")
+    @field_validator("event_after", "event_before", "ingested_before", "expires_by")
     @classmethod
     def _utc(cls, v: datetime | None) -> datetime | None:
         return None if v is None else to_utc(v)
@@ -70,7 +73,12 @@ class Filters(BaseModel):
     def only_statuses(self) -> bool:
         """Nothing but (perhaps) a status filter, which the stores' indexes answer without a scan."""
         return (
-            not self.metadata and self.event_after is None and self.event_before is None and not self.states
+            not self.metadata
+            and self.event_after is None
+            and self.event_before is None
+            and not self.states
+            and self.ingested_before is None
+            and self.expires_by is None
         )
 
     def with_statuses(self, statuses: list[NoteStatus] | None) -> Filters:
@@ -125,8 +133,8 @@ class Store(Protocol):
         ...
 
     def count_notes(self, scope: Scope, filters: Filters | None = None) -> int: ...
-    def iter_notes(self, scope: Scope, batch: int = 500) -> Iterator[Note]:
-        """Every note of the scope, oldest ingest first (for export and re-embedding)."""
+    def iter_notes(self, scope: Scope, batch: int = 500, filters: Filters | None = None) -> Iterator[Note]:
+        """Every note of the scope (and filters), oldest ingest first (export, re-embedding, upkeep)."""
         ...
 
     def find_by_hash(self, scope: Scope, content_hash: str) -> list[str]: ...

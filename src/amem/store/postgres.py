@@ -319,6 +319,12 @@ class PostgresStore:
             if filters.event_before is not None:
                 clauses.append("n.event_time < %s")
                 params.append(filters.event_before)
+            if filters.ingested_before is not None:
+                clauses.append("n.ingest_time < %s")
+                params.append(filters.ingested_before)
+            if filters.expires_by is not None:
+                clauses.append("n.expires_at <= %s")
+                params.append(filters.expires_by)
             if filters.states:
                 clauses.append("n.state = ANY(%s)")
                 params.append([s.value for s in filters.states])
@@ -346,8 +352,8 @@ class PostgresStore:
         clauses, params = self._where(scope, filters)
         return int(self._rows(f"SELECT count(*) AS c FROM notes n{self._sql_where(clauses)}", params)[0]["c"])
 
-    def iter_notes(self, scope: Scope, batch: int = 500) -> Iterator[Note]:
-        clauses, params = self._where(scope, None)
+    def iter_notes(self, scope: Scope, batch: int = 500, filters: Filters | None = None) -> Iterator[Note]:
+        clauses, params = self._where(scope, filters)
         last = 0
         while True:
             where = self._sql_where([*clauses, "n.rid > %s"])

@@ -278,6 +278,12 @@ class SQLiteStore:
             if filters.event_before is not None:
                 clauses.append("n.event_time < ?")
                 params.append(fmt_time(filters.event_before))
+            if filters.ingested_before is not None:
+                clauses.append("n.ingest_time < ?")
+                params.append(fmt_time(filters.ingested_before))
+            if filters.expires_by is not None:
+                clauses.append("n.expires_at <= ?")
+                params.append(fmt_time(filters.expires_by))
             if filters.states:
                 clauses.append(f"n.state IN ({','.join('?' * len(filters.states))})")
                 params.extend(s.value for s in filters.states)
@@ -300,13 +306,15 @@ class SQLiteStore:
         where, params = self._where(scope, filters)
         return int(self._exec(f"SELECT count(*) FROM notes n{where}", params).fetchone()[0])
 
-    def iter_notes(self, scope: Scope, batch: int = 500) -> Iterator[Note]:
-        where, params = self._where(scope, None)
+    def iter_notes(self, scope: Scope, batch: int = 500, filters: Filters | None = None) -> Iterator[Note]:
+        where, params = self._where(scope, filters)
         last = 0
         while True:
             cond = f"{where} AND n.rid > ?" if where else " WHERE n.rid > ?"
+            # NOT INDEXED: walk the table in rowid order (one pass in all) rather than sort the scope's
+            # index entries again for every batch (200 sorts of 10^5 rows at 10^5 notes)
             rows = self._exec(
-                f"SELECT * FROM notes n{cond} ORDER BY n.rid LIMIT ?", [*params, last, batch]
+                f"SELECT * FROM notes n NOT INDEXED{cond} ORDER BY n.rid LIMIT ?", [*params, last, batch]
             ).fetchall()
             if not rows:
                 return

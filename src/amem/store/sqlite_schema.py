@@ -119,7 +119,9 @@ def fmt_time(value: datetime) -> str:
 
 
 def parse_time(value: str) -> datetime:
-    return datetime.strptime(value, TIME_FMT).replace(tzinfo=timezone.utc)
+    # fromisoformat is ~10x faster than strptime (reading 10^5 notes spent 20 s here); the stored text
+    # is always TIME_FMT, whose trailing Z Python 3.10's fromisoformat does not accept
+    return datetime.fromisoformat(value[:-1]).replace(tzinfo=timezone.utc)
 
 
 def opt_time(value: datetime | None) -> str | None:
