@@ -192,7 +192,7 @@ def test_keys_are_walls_between_users(client: TestClient, mem: Memory) -> None:
     assert client.get("/v1/notes", headers=auth(BOB)).json()["total"] == 0
     assert client.get("/v1/graph", headers=auth(BOB)).json()["nodes"] == []
     assert client.get("/v1/stats", headers=auth(BOB)).json() == {
-        "in_scope": {"scope": {"user_id": "bob"}, "notes": 0, "states": {}}
+        "in_scope": {"scope": {"user_id": "bob"}, "notes": 0, "states": {}, "statuses": {}}
     }
     error(client.get("/v1/notes?user_id=alice", headers=auth(BOB)), 403, "forbidden")
     assert mem.get(nid).context == secret["context"]  # nothing bob sent changed it

@@ -402,3 +402,12 @@ def test_archived_notes_are_not_offered_as_neighbours_to_new_notes(memory: Memor
     memory.archive(old.id)
     memory.add("the blue kayak on the lake again today")
     assert "blue kayak" not in fake_llm.calls[-1][0][-1].content.split("NEW NOTE")[0]
+
+
+def test_undo_refuses_a_run_from_a_narrower_scope(plain: Memory) -> None:
+    note = plain.scoped(user_id="ann").add("an unused note of ann's")
+    report = plain.consolidate(as_of=LATER)  # the whole memory
+    with pytest.raises(Exception, match="in this scope"):
+        plain.scoped(user_id="bob").undo_consolidation(report.run_id)
+    plain.undo_consolidation(report.run_id)
+    assert plain.get(note.id).status == NoteStatus.active

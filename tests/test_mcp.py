@@ -51,9 +51,11 @@ async def exercise(session: ClientSession) -> None:
     assert first["state"] == "enriched" and first["keywords"] and first["context"]
     second = structured(
         await session.call_tool(
-            "remember", {"content": "Maya will run the Berlin marathon in September in new shoes"}
+            "remember",
+            {"content": "Maya will run the Berlin marathon in September in new shoes", "pinned": True},
         )
     )
+    assert second["pinned"] is True and first["pinned"] is False and first["status"] == "active"
 
     found = structured(await session.call_tool("search_memory", {"query": "Berlin marathon", "k": 1}))
     assert found["hits"][0]["memory"]["id"] == first["id"] and "keyword" in found["hits"][0]["why"]

@@ -152,7 +152,7 @@ def add(
 
     def human() -> None:
         if note.ingest_time < started:
-            click.echo(f"already remembered as {note.id} (an exact duplicate; nothing new was stored)")
+            click.echo(f"already remembered as {note.id} (an exact duplicate: no new note was made)")
         render.note(c.memory(), note)
 
     _emit(as_json, note.model_dump(mode="json"), human)

@@ -187,7 +187,7 @@ def consolidate(
         report.links_after = sum(1 for _ in store.iter_links(scope))
     else:
         report.notes_after = report.notes_before - report.count("merge") - report.count("archive")
-        report.links_after = report.links_before - report.count("prune")
+        report.links_after = len(links) - report.count("prune")  # as the merges would leave them
     report.seconds = time.perf_counter() - started
     return report
 
@@ -264,6 +264,9 @@ def undo(mem: Memory, run_id: str, force: bool = False) -> UndoReport:
         if v.note_id not in first or v.version < first[v.note_id][0]:
             first[v.note_id] = (v.version, v.created_at)
         last[v.note_id] = max(last.get(v.note_id, 0), v.version)
+    outside = [nid for nid, n in mem.store.get_notes(list(first)).items() if not mem.scope.matches(n)]
+    if outside:  # a run over a wider scope is undone from that scope, never partly from a narrower one
+        raise NotFound(f"no consolidation run {run_id!r} in this scope; undo it with the scope that ran it")
     report = UndoReport(run_id=run_id)
     for note_id in reversed(list(first)):
         current = mem.store.get_note(note_id)

@@ -664,11 +664,17 @@ class Memory:
         as_of: datetime | None = None,
         use_llm: bool = True,
         full: bool = False,
+        progress: Callable[[str], None] | None = None,
     ) -> consolidation.ConsolidationReport:
         """Merge duplicates, mark superseded facts, prune decayed links and archive forgotten notes in
         this scope; ``dry_run`` only reports. Every change is a version tagged with the run id."""
         return consolidation.consolidate(
-            self, dry_run=dry_run, as_of=to_utc(as_of) if as_of else None, use_llm=use_llm, full=full
+            self,
+            dry_run=dry_run,
+            as_of=to_utc(as_of) if as_of else None,
+            use_llm=use_llm,
+            full=full,
+            progress=progress,
         )
 
     def undo_consolidation(self, run_id: str, force: bool = False) -> consolidation.UndoReport:

@@ -2,7 +2,9 @@
 
 Every route resolves the caller's scope, calls one Memory method and returns the library's own types.
 With API keys configured, a key is bound to one user: it reads and writes only that user's notes, and a
-note of another scope answers 404 exactly as a missing one does.
+note of another scope answers 404 exactly as a missing one does. Consolidation (and its undo) runs as a
+background job in the caller's scope; ``consolidate_every_s`` also queues one for the server's whole
+memory on a schedule, into the same job worker, so it never runs alongside a batch.
 """
 
 # no `from __future__ import annotations`: FastAPI reads the local dependency aliases at definition time
@@ -19,7 +21,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -36,12 +38,24 @@ from ..errors import (
     StoreUnavailable,
 )
 from ..memory import Memory
-from ..notes import EnrichReport, EnrichState, Link, LLMCall, Note, NoteInput, NoteVersion, SearchHit
+from ..notes import (
+    EnrichReport,
+    EnrichState,
+    Link,
+    LLMCall,
+    Note,
+    NoteInput,
+    NoteStatus,
+    NoteVersion,
+    SearchHit,
+    to_utc,
+    utcnow,
+)
 from ..steps.graph import Graph
 from ..store import Filters
 from ..transfer import export_lines
 from .auth import KeyRing
-from .jobs import Job, Jobs
+from .jobs import Every, Job, Jobs
 from .limits import BodyLimit
 
 log = logging.getLogger("amem.server")
@@ -86,6 +100,7 @@ class SearchRequest(BaseModel):
     expand: bool = Field(True, description="add linked neighbours of the hits")
     token_budget: int | None = Field(1200, ge=1, le=100_000)
     filters: FilterSpec | None = None
+    include_archived: bool = Field(False, description="also return archived and merged notes")
 
 
 class SearchResult(BaseModel):
@@ -105,6 +120,40 @@ class UpdateRequest(BaseModel):
 class EnrichRequest(BaseModel):
     limit: int | None = Field(None, ge=1)
     include_failed: bool = False
+
+
+class PinRequest(BaseModel):
+    pinned: bool = Field(True, description="false unpins")
+
+
+class RestoreRequest(BaseModel):
+    version: int = Field(ge=1, description="the version to put back (see /history)")
+
+
+class LinkRequest(BaseModel):
+    source_id: str
+    target_id: str
+    reason: str = ""
+    weight: float = Field(1.0, description="above 0; new links start at 1.0")
+
+
+class ConsolidateRequest(BaseModel):
+    dry_run: bool = Field(default=False, description="only report what would change")
+    as_of: datetime | None = Field(
+        default=None, description="judge decay and expiry as of this time (default now)"
+    )
+    use_llm: bool = Field(default=True, description="false: near duplicates are counted, not merged")
+    full: bool = Field(default=False, description="re-check every near-duplicate pair, not only new ones")
+
+    @field_validator("as_of")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        return None if v is None else to_utc(v)  # out-of-range times are refused here, not in the job
+
+
+class UndoRequest(BaseModel):
+    run_id: str = Field(description="the run_id of a consolidation report")
+    force: bool = Field(False, description="also restore notes changed after the run")
 
 
 class NotePage(BaseModel):
@@ -132,16 +181,42 @@ def create_app(
     *,
     web: bool = True,
     trusted_hosts: Sequence[str] | None = None,
+    consolidate_every_s: float = 0.0,
 ) -> FastAPI:
     """The app for one Memory. ``keys`` empty or None: no authentication (bind to 127.0.0.1 only).
     ``trusted_hosts``: the Host headers accepted (`amem serve` without keys: loopback names only, so a web
-    page that rebinds its own name to 127.0.0.1 cannot reach the API)."""
+    page that rebinds its own name to 127.0.0.1 cannot reach the API). ``consolidate_every_s`` above 0:
+    while the app runs, queue a consolidation of ``memory`` (its own scope: the whole memory for
+    `amem serve`) every that many seconds, skipped while the previous one is still queued or running."""
     ring = keys or KeyRing({})
     jobs = Jobs()
+    scheduled: list[Job] = []  # the last scheduled consolidation
+
+    def consolidate_on_schedule() -> None:
+        if scheduled and scheduled[-1].state in ("queued", "running"):
+            return  # a slow run is not stacked up behind itself
+
+        def work(_progress: Any) -> dict[str, Any]:
+            report = memory.consolidate()
+            log.info(
+                "scheduled consolidation %s: %d changes in %.1f s",
+                report.run_id,
+                len(report.changes),
+                report.seconds,
+            )
+            return report.model_dump(mode="json")
+
+        scheduled[:] = [jobs.submit("consolidate", None, 0, work)]
+
+    schedule = Every(consolidate_every_s, consolidate_on_schedule) if consolidate_every_s > 0 else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if schedule is not None:
+            schedule.start()
         yield
+        if schedule is not None:
+            schedule.close()
         jobs.close()  # waits for the running job; queued ones are dropped (their notes were never stored)
 
     app = FastAPI(
@@ -157,6 +232,7 @@ def create_app(
     if trusted_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(trusted_hosts))
     app.state.jobs = jobs
+    app.state.scheduled = scheduled
 
     @app.exception_handler(AmemError)
     async def amem_error(_: Request, exc: AmemError) -> JSONResponse:
@@ -222,10 +298,22 @@ def create_app(
         return {"status": "ok", "version": __version__, "auth": bool(ring)}
 
     @app.post("/v1/notes", status_code=201, response_model=Note, tags=["notes"])
-    def add(item: NoteInput, who: Who) -> Note:
+    def add(item: NoteInput, who: Who, response: Response) -> Note:
         """Store one note and enrich it (keywords, tags, context, links, evolution of neighbours). If the
-        LLM fails the note is still stored, as ``pending``."""
-        return who.memory.add(item.content, event_time=item.event_time, metadata=item.metadata)
+        LLM fails the note is still stored, as ``pending``. ``pinned`` notes are never archived by
+        consolidation; after ``expires_at`` the next consolidation archives the note. An exact duplicate
+        of a note in the scope answers 200 with that note (this write's metadata joins its sources)."""
+        started = utcnow()
+        note = who.memory.add(
+            item.content,
+            event_time=item.event_time,
+            metadata=item.metadata,
+            pinned=item.pinned,
+            expires_at=item.expires_at,
+        )
+        if note.ingest_time < started:
+            response.status_code = 200
+        return note
 
     @app.post("/v1/notes/batch", status_code=202, response_model=Job, tags=["notes"])
     def add_many(body: AddMany, who: Who, response: Response) -> Job:
@@ -254,9 +342,14 @@ def create_app(
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
         offset: Annotated[int, Query(ge=0)] = 0,
         state: EnrichState | None = None,
+        status: NoteStatus | None = None,
     ) -> NotePage:
-        """Newest first."""
-        filters = Filters(states=[state]) if state else None
+        """Newest first; every status (active, archived, merged) unless ``status`` says which."""
+        filters = (
+            Filters(states=[state] if state else None, statuses=[status] if status else None)
+            if state or status
+            else None
+        )
         notes = who.memory.list(limit=limit, offset=offset, filters=filters)
         return NotePage(notes=notes, total=who.memory.count(filters), limit=limit, offset=offset)
 
@@ -288,6 +381,66 @@ def create_app(
         """The LLM calls that wrote this note (step, prompt version, model, tokens, latency)."""
         return who.memory.llm_calls(note_id)
 
+    @app.post("/v1/notes/{note_id}/pin", response_model=Note, tags=["upkeep"])
+    def pin(note_id: str, who: Who, body: PinRequest | None = None) -> Note:
+        """Pin (or with ``{"pinned": false}`` unpin) a note: consolidation never archives a pinned note.
+        Without a body, pins."""
+        return who.memory.pin(note_id, body.pinned if body is not None else True)
+
+    @app.post("/v1/notes/{note_id}/archive", response_model=Note, tags=["upkeep"])
+    def archive(note_id: str, who: Who) -> Note:
+        """Take a note out of search; it stays readable and ``/unarchive`` brings it back (a pinned note
+        must be unpinned first)."""
+        return who.memory.archive(note_id)
+
+    @app.post("/v1/notes/{note_id}/unarchive", response_model=Note, tags=["upkeep"])
+    def unarchive(note_id: str, who: Who) -> Note:
+        return who.memory.unarchive(note_id)
+
+    @app.post("/v1/notes/{note_id}/restore", response_model=Note, tags=["upkeep"])
+    def restore(note_id: str, body: RestoreRequest, who: Who) -> Note:
+        """Put the note back as it was at ``version`` (text, attributes, status, outgoing links), written
+        as a new version."""
+        return who.memory.restore(note_id, body.version)
+
+    @app.post("/v1/links", status_code=201, response_model=Link, tags=["upkeep"])
+    def link(body: LinkRequest, who: Who) -> Link:
+        """Link two notes of the caller's scope by hand (a version of the source records it)."""
+        return who.memory.link(body.source_id, body.target_id, body.reason, body.weight)
+
+    @app.post("/v1/consolidate", status_code=202, response_model=Job, tags=["upkeep"])
+    def consolidate(who: Who, response: Response, body: ConsolidateRequest | None = None) -> Job:
+        """Consolidate the caller's scope as a background job: merge duplicates, mark superseded facts,
+        prune decayed links, archive forgotten or expired notes. The job's result is the report (its
+        ``run_id`` undoes the run; ``changes`` lists what changed or, with ``dry_run``, would). Without a
+        body: a real run, now, with the LLM, over what changed since the last run."""
+        req = body or ConsolidateRequest()
+
+        def work(_progress: Any) -> dict[str, Any]:
+            report = who.memory.consolidate(
+                dry_run=req.dry_run, as_of=req.as_of, use_llm=req.use_llm, full=req.full
+            )
+            return report.model_dump(mode="json")
+
+        job = jobs.submit("consolidate", who.owner, 0, work)
+        response.headers["Location"] = f"/v1/jobs/{job.id}"
+        return job
+
+    @app.post("/v1/consolidate/undo", status_code=202, response_model=Job, tags=["upkeep"])
+    def undo_consolidation(body: UndoRequest, who: Who, response: Response) -> Job:
+        """Undo a consolidation run as a background job, queued behind any consolidation still running
+        so writes keep their order. The job's result is the undo report: ``restored`` note ids, and
+        ``skipped`` ones changed after the run (``force`` restores those too). A run that changed nothing
+        in the caller's scope, or that changed notes outside it, is 404 at once."""
+        _check_run(who.memory, body.run_id)
+
+        def work(_progress: Any) -> dict[str, Any]:
+            return who.memory.undo_consolidation(body.run_id, body.force).model_dump(mode="json")
+
+        job = jobs.submit("undo_consolidation", who.owner, 0, work)
+        response.headers["Location"] = f"/v1/jobs/{job.id}"
+        return job
+
     @app.post("/v1/search", response_model=SearchResult, tags=["search"])
     def search(body: SearchRequest, who: Who) -> SearchResult:
         """Top-k notes plus linked neighbours within the token budget, each with why it was returned."""
@@ -298,6 +451,7 @@ def create_app(
             preset=body.preset,
             expand=body.expand,
             token_budget=body.token_budget,
+            include_archived=body.include_archived,
         )
         if who.owner is not None:
             # BM25 scores carry document frequencies counted over every user's notes: with keys, only
@@ -354,6 +508,17 @@ def create_app(
         _mount_web(app)
 
     return app
+
+
+def _check_run(memory: Memory, run_id: str) -> None:
+    """Refuse (404) a run that wrote nothing, or that touched a note outside the memory's scope: the
+    library's undo restores every note of a run, so one key must not undo a run over another's notes."""
+    versions = memory.store.versions_in_batch(run_id) if "\x00" not in run_id else []
+    notes = memory.store.get_notes(sorted({v.note_id for v in versions}))
+    if not versions or not all(memory.scope.matches(n) for n in notes.values()):
+        raise NotFound(
+            f"no consolidation run {run_id!r} in this scope; a consolidation job's result has its run_id"
+        )
 
 
 def _mount_web(app: FastAPI) -> None:

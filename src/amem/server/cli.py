@@ -32,8 +32,17 @@ def _loopback(host: str) -> bool:
     help="KEY:USER pairs, comma-separated. Prefer env AMEM_API_KEYS (command lines are visible to others).",
 )
 @click.option("--no-auth", is_flag=True, help="Allow serving without API keys on a non-loopback address.")
+@click.option(
+    "--consolidate-every",
+    "consolidate_every",
+    type=click.FloatRange(min=0),
+    metavar="HOURS",
+    help="Consolidate the whole memory every HOURS hours, as a job (0: never) [env AMEM_CONSOLIDATE_EVERY].",
+)
 @pass_ctx
-def serve(c: Ctx, host: str, port: int, api_keys: str | None, no_auth: bool) -> None:
+def serve(
+    c: Ctx, host: str, port: int, api_keys: str | None, no_auth: bool, consolidate_every: float | None
+) -> None:
     """Serve the REST API (schema at /openapi.json) and the memory-graph web page at /."""
     try:
         import uvicorn
@@ -53,10 +62,12 @@ def serve(c: Ctx, host: str, port: int, api_keys: str | None, no_auth: bool) -> 
         )
     # without keys, only loopback Host names: a web page rebinding its own name to 127.0.0.1 gets 400
     trusted = None if keys or not _loopback(host) else ["127.0.0.1", "localhost", "[::1]", "::1"]
+    hours = consolidate_every if consolidate_every is not None else settings.consolidate_every
     memory = c.memory()
-    app = create_app(memory, KeyRing(keys), trusted_hosts=trusted)
+    app = create_app(memory, KeyRing(keys), trusted_hosts=trusted, consolidate_every_s=hours * 3600)
     auth = f"{len(keys)} API key(s)" if keys else "no authentication"
-    click.echo(f"amem {memory.store.url} on http://{host}:{port} ({auth}); Ctrl-C stops", err=True)
+    every = f", consolidating every {hours:g} h" if hours > 0 else ""
+    click.echo(f"amem {memory.store.url} on http://{host}:{port} ({auth}{every}); Ctrl-C stops", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 

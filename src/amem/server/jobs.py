@@ -1,4 +1,5 @@
-"""Background jobs: long ingestion (and enrichment) runs off the request, with an id and progress.
+"""Background jobs: long ingestion, enrichment and consolidation run off the request, with an id and
+progress; and ``Every``, which starts one on a schedule.
 
 One worker thread runs jobs in the order they came: writes into one memory are ordered anyway (links and
 evolution depend on what came before), and the local LLM serves one call at a time. Jobs live in this
@@ -7,6 +8,7 @@ process only; a restarted server forgets them, but every note a job stored is in
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Callable
@@ -18,6 +20,8 @@ from pydantic import BaseModel, Field
 
 from ..errors import AmemError
 from ..notes import utcnow
+
+log = logging.getLogger("amem.server")
 
 Progress = Callable[[int, int], None]
 KEEP_FINISHED = 200  # finished jobs remembered for their callers to read
@@ -82,3 +86,31 @@ class Jobs:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Every:
+    """Calls ``action`` every ``seconds`` on a daemon thread, the first time one interval after ``start``,
+    until ``close``. An action that raises is logged and the schedule goes on."""
+
+    def __init__(self, seconds: float, action: Callable[[], object], name: str = "amem-schedule") -> None:
+        if not seconds > 0:
+            raise ValueError(f"the interval must be above 0 seconds, not {seconds}")
+        self.seconds = seconds
+        self._action = action
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.seconds):
+            try:
+                self._action()
+            except Exception:  # a failed start must not end the schedule
+                log.exception("scheduled %s failed", self._thread.name)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)

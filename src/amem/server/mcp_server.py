@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import AmemError
 from ..memory import Memory
-from ..notes import EnrichState, Note, NoteVersion, SearchHit, VersionCause
+from ..notes import EnrichState, Note, NoteStatus, NoteVersion, SearchHit, VersionCause
 from ..store import Filters
 
 log = logging.getLogger("amem.mcp")
@@ -40,6 +40,10 @@ class MemoryView(BaseModel):
         description="enriched, or pending/failed when the LLM has not described it yet"
     )
     metadata: dict[str, Any]
+    pinned: bool = Field(False, description="pinned memories are never archived by upkeep")
+    status: NoteStatus = Field(
+        NoteStatus.active, description="active; archived or merged ones are left out of searches"
+    )
 
     @classmethod
     def of(cls, note: Note) -> MemoryView:
@@ -71,7 +75,10 @@ class MemoryWithLinks(BaseModel):
 
 class VersionView(BaseModel):
     version: int
-    cause: VersionCause = Field(description="create, enrich, evolve (rewritten by a newer memory) or update")
+    cause: VersionCause = Field(
+        description="create, enrich, evolve (rewritten by a newer memory), update, or an upkeep change "
+        "(duplicate, merge, supersede, archive, unarchive, pin, prune, restore)"
+    )
     detail: str
     created_at: datetime
     llm_call_id: str | None
@@ -131,10 +138,14 @@ def build_server(memory: Memory) -> Any:
             dict[str, str | int | float | bool] | None,
             Field(description='Optional labels, e.g. {"source": "chat"}; searchable as filters.'),
         ] = None,
+        pinned: Annotated[
+            bool, Field(description="Pin it: never archived by upkeep (for facts that must not fade).")
+        ] = False,
     ) -> MemoryView:
         """Save one memory. It is described (keywords, tags, context), linked to related memories, and
-        older related memories may be updated. Returns the stored memory with its id."""
-        note = guarded(memory.add)(content, event_time=event_time, metadata=metadata or {})
+        older related memories may be updated. Returns the stored memory with its id (an exact repeat
+        returns the memory already saved)."""
+        note = guarded(memory.add)(content, event_time=event_time, metadata=metadata or {}, pinned=pinned)
         return MemoryView.of(note)
 
     @server.tool()
