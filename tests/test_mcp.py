@@ -52,7 +52,11 @@ async def exercise(session: ClientSession) -> None:
     second = structured(
         await session.call_tool(
             "remember",
-            {"content": "Maya will run the Berlin marathon in September in new shoes", "pinned": True},
+            {
+                "content": "Maya will run the Berlin marathon in September in new shoes",
+                "event_time": "2024-07-02T10:00:00Z",  # fixed: the date is part of the embedded text
+                "pinned": True,
+            },
         )
     )
     assert second["pinned"] is True and first["pinned"] is False and first["status"] == "active"
