@@ -20,8 +20,8 @@ from amem.server.api import create_app
 from amem.server.auth import KeyRing, parse_keys
 from amem.server.jobs import Every
 from tests.conftest import make_memory
+from tests.test_api import ALICE, BOB, auth
 
-ALICE, BOB = "alice-key-0123456789abcdef", "bob-key-0123456789abcdef00"
 FAR = "2100-01-01T00:00:00Z"
 MISSING = "0123456789abcdef0123456789abcdef"
 
@@ -38,10 +38,6 @@ def client(mem: Memory) -> Iterator[TestClient]:
     app = create_app(mem, KeyRing(parse_keys(f"{ALICE}:alice,{BOB}:bob")))
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
-
-
-def auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def add(client: TestClient, key: str, content: str, status: int = 201, **extra: Any) -> dict[str, Any]:

@@ -3,31 +3,19 @@ upkeep options of add/search/list, through click's CliRunner with the fake LLM a
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 
-from amem.cli import cli, main
+from amem.cli import main
+from tests.test_cli import run, run_json
 
 pytestmark = pytest.mark.usefixtures("fake_models_env")
 
 FAR = "2100-01-01"  # as of then, every unpinned note is long forgotten and every ttl has run out
-
-
-def run(*args: str, ok: bool = True) -> Result:
-    result = CliRunner().invoke(cli, list(args))
-    if ok:
-        assert result.exit_code == 0, f"{args}: {result.output}\n{result.exception!r}"
-    return result
-
-
-def run_json(*args: str) -> Any:
-    return json.loads(run(*args, "--json").stdout)
 
 
 def add(content: str, *extra: str) -> dict[str, Any]:
