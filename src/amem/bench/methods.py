@@ -71,7 +71,7 @@ def open_memory(out: Path, store: str, settings: Settings) -> Memory:
     path = store_path(out, store, settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     base = store.removesuffix(CONSOLIDATED)
-    if base == "raw":
+    if store == "raw":  # raw turns are written without an LLM; their consolidated copy is judged by one
         return Memory(settings=replace(settings, database_url=f"sqlite:///{path}", llm="none"))
     pipeline = "paper" if base == "amem_paper" else "amem"
     return Memory(settings=replace(settings, database_url=f"sqlite:///{path}", pipeline=pipeline))
@@ -109,8 +109,8 @@ def derive_no_evolution(out: Path, settings: Settings) -> int:
 
 
 def consolidated_copy(out: Path, store: str, settings: Settings) -> dict[str, object]:
-    """A compacted copy of ``store`` consolidated now (with the store's own LLM, if it has one), and
-    what that changed: active notes, links and compacted file size before and after."""
+    """A compacted copy of ``store`` consolidated now (near duplicates judged by the run's LLM, the raw
+    store's too), and what that changed: active notes, links and compacted size before and after."""
     import sqlite3
 
     source, target = store_path(out, store, settings), store_path(out, store + CONSOLIDATED, settings)
