@@ -114,10 +114,16 @@ def consolidated_copy(out: Path, store: str, settings: Settings) -> dict[str, ob
     import sqlite3
 
     source, target = store_path(out, store, settings), store_path(out, store + CONSOLIDATED, settings)
+    answers: list[tuple[str, str, str]] = []  # the previous copy's LLM cache: a rerun asks nothing again
+    if target.exists():
+        with sqlite3.connect(target) as db:
+            answers = db.execute("SELECT key, value, created_at FROM llm_cache").fetchall()
     for suffix in ("", "-wal", "-shm"):
         Path(f"{target}{suffix}").unlink(missing_ok=True)
     with sqlite3.connect(source) as db:
         db.execute("VACUUM INTO ?", (str(target),))
+    with sqlite3.connect(target) as db:
+        db.executemany("INSERT OR IGNORE INTO llm_cache VALUES (?, ?, ?)", answers)
     before = target.stat().st_size
     with open_memory(out, store + CONSOLIDATED, settings) as memory:
         report = memory.consolidate()
