@@ -321,10 +321,40 @@ def test_consolidation_marks_an_update_found_between_near_duplicates(
     old = memory.add("Maya: my phone number is 555 0101.")
     new = memory.add("Maya: my phone number is 555 0199.")
     memory.settings = replace(memory.settings, **{"merge_similarity": 0.5})
-    fake_llm.script = [{"verdict": "updates", "why": "new number"}]
+    fake_llm.script = [
+        {"verdict": "updates", "old_fact": "number 555 0101", "new_fact": "number 555 0199", "why": "new"}
+    ]
     report = memory.consolidate()
     assert [(c.kind, c.note_id, c.other_id) for c in report.changes] == [("supersede", old.id, new.id)]
     assert memory.get(old.id).superseded_by == new.id
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"verdict": "updates", "old_fact": "", "new_fact": "", "why": "changed"},  # no evidence
+        {"verdict": "updates", "old_fact": "lives in Rome", "new_fact": "lives in Oslo", "why": "moved"},
+        {"verdict": "updates", "old_fact": "tea time", "new_fact": "tea time", "why": "same thing"},
+    ],
+)
+def test_an_update_without_grounded_changed_evidence_counts_as_different(
+    memory: Memory, fake_llm: FakeLLM, answer: dict[str, str]
+) -> None:
+    old = memory.add("Maya: thanks for the tea time, Tom!")
+    memory.add("Maya: thanks for the lovely tea time, Tom!!")
+    memory.settings = replace(memory.settings, merge_similarity=0.5)
+    fake_llm.script = [answer]
+    report = memory.consolidate()
+    assert report.judged == 1 and not report.changes
+    assert memory.get(old.id).superseded_by is None
+
+
+def test_notes_of_different_speakers_are_never_merged(memory: Memory, fake_llm: FakeLLM) -> None:
+    memory.add("Thanks, you are the best!", metadata={"speaker": "Jon"})
+    memory.add("Thanks, you are the best!!", metadata={"speaker": "Gina"})
+    fake_llm.script = [same()]
+    report = memory.consolidate()
+    assert report.judged == 0 and not report.changes
 
 
 # -- runs: dry run, versions, undo -----------------------------------------------------------------
