@@ -308,6 +308,13 @@ def test_a_new_note_that_replaces_a_fact_supersedes_it(memory: Memory, fake_llm:
     assert [h.note.id for h in hits][:2] == [new.id, old.id]  # the current fact first, then the older
 
 
+def test_a_note_never_supersedes_another_speakers_note(memory: Memory, fake_llm: FakeLLM) -> None:
+    old = memory.add("Gina: I work at the bakery on Elm Street.", metadata={"speaker": "Gina"})
+    fake_llm.script = [attrs(supersedes=["N1"], links=[])]
+    memory.add("Jon: I work at the bakery on Elm Street now, too.", metadata={"speaker": "Jon"})
+    assert memory.get(old.id).superseded_by is None
+
+
 def test_supersedes_is_ignored_for_notes_not_offered_as_updatable(memory: Memory, fake_llm: FakeLLM) -> None:
     old = memory.add("completely unrelated words about turtles")
     fake_llm.script = [attrs(supersedes=["N1"])]

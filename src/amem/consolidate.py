@@ -121,7 +121,7 @@ def consolidate(
         if len(pair) < 2 or any(n.status != NoteStatus.active for n in pair.values()):
             continue
         older, newer = sorted(pair.values(), key=lambda n: (n.event_time, n.ingest_time, n.id))
-        if _speakers_differ(older, newer):
+        if lifecycle.speakers_differ(older, newer):
             continue  # one person's words never merge with or replace another's
         try:
             answer, call = mem.runner.run(merge_prompt.render(older, newer), [older.id, newer.id])
@@ -192,13 +192,6 @@ def consolidate(
         report.links_after = len(links) - report.count("prune")  # as the merges would leave them
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _speakers_differ(a: Note, b: Note) -> bool:
-    """Both notes name their speaker (metadata "speaker", as conversation ingestion records) and the
-    speakers differ: "Thanks, Jon!" and "Thanks, Gina!" are two people's words, never one fact."""
-    one, two = a.metadata.get("speaker"), b.metadata.get("speaker")
-    return bool(one) and bool(two) and str(one).casefold() != str(two).casefold()
 
 
 def _repointed(links: list[Link], merged_into: dict[str, str]) -> list[Link]:

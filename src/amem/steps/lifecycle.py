@@ -95,6 +95,14 @@ def strengthened(link: Link, uses: int, now: datetime, policy: Policy, step: flo
     return link.model_copy(update={"weight": min(MAX_LINK_WEIGHT, weight), "updated_at": now})
 
 
+def speakers_differ(a: Note, b: Note) -> bool:
+    """Both notes name their speaker (metadata "speaker", as conversation ingestion records) and the
+    speakers differ: "Thanks, Jon!" and "Thanks, Gina!" are two people's words, never one fact, and one
+    person's remark does not replace another's."""
+    one, two = a.metadata.get("speaker"), b.metadata.get("speaker")
+    return bool(one) and bool(two) and str(one).casefold() != str(two).casefold()
+
+
 def survivor_first(a: Note, b: Note) -> tuple[Note, Note]:
     """Which of two duplicates stays: a pinned one, else the older (its id is the one already cited)."""
     if b.pinned and not a.pinned:

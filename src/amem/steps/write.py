@@ -15,6 +15,7 @@ from ..notes import Note
 from ..prompts import analyse, batch, evolve, note
 from ..prompts.common import Candidate
 from ..text import STOPWORDS
+from . import lifecycle
 
 #: The candidates for a (possibly enriched) note, aliased N1..Nk.
 NeighbourFinder = Callable[[Note], list[Candidate]]
@@ -130,7 +131,11 @@ def construct_one(runner: LLMRunner, new: Note, candidates: list[Candidate], evo
             if plausible_update(u.context, notes[u.note])
         ],
         call_ids=[call.id],
-        supersedes=[by_alias[a] for a in out.supersedes if notes[a].event_time <= new.event_time],
+        supersedes=[
+            by_alias[a]
+            for a in out.supersedes
+            if notes[a].event_time <= new.event_time and not lifecycle.speakers_differ(notes[a], new)
+        ],
     )
 
 
