@@ -189,7 +189,8 @@ def consolidation(report: ConsolidationReport) -> None:
     click.echo(f"  changes: {counts}")
     if report.unconfirmed or report.judged:
         click.echo(
-            f"  near-duplicate pairs: {report.judged} judged by the LLM, {report.unconfirmed} unconfirmed"
+            f"  near-duplicate pairs: {report.judged} judged by the LLM"
+            f" ({report.updates_left} called an update: left to evolution), {report.unconfirmed} unconfirmed"
             + (" (left as they are)" if report.unconfirmed else "")
         )
     click.echo(

@@ -138,8 +138,9 @@ def consolidated_copy(out: Path, store: str, settings: Settings) -> dict[str, ob
         "links_after": report.links_after,
         "bytes_before": before,
         "bytes_after": target.stat().st_size,
-        "changes": {kind: report.count(kind) for kind in ("merge", "supersede", "prune", "archive")},
+        "changes": {kind: report.count(kind) for kind in ("merge", "prune", "archive")},
         "judged": report.judged,
+        "updates_left": report.updates_left,
         "unconfirmed": report.unconfirmed,
         "seconds": round(report.seconds, 2),
     }

@@ -47,8 +47,8 @@ def markdown(summary: dict[str, Any]) -> str:
     if run.get("consolidation"):
         lines += [
             "",
-            "| store | notes | links | bytes (compacted) | merged / superseded / pruned / archived | "
-            "pairs judged / unconfirmed | seconds |",
+            "| store | notes | links | bytes (compacted) | merged / pruned / archived "
+            "| pairs judged (called updates) / unconfirmed | seconds |",
             "|---|---|---|---|---|---|---|",
         ]
         for store, c in run["consolidation"].items():
@@ -56,7 +56,7 @@ def markdown(summary: dict[str, Any]) -> str:
             lines.append(
                 f"| {store} | {c['notes_before']} → {c['notes_after']} | {c['links_before']} → "
                 f"{c['links_after']} | {c['bytes_before']:,} → {c['bytes_after']:,} | {kinds['merge']} / "
-                f"{kinds['supersede']} / {kinds['prune']} / {kinds['archive']} | {c['judged']} / "
+                f"{kinds['prune']} / {kinds['archive']} | {c['judged']} ({c.get('updates_left', 0)}) / "
                 f"{c['unconfirmed']} | {c['seconds']} |"
             )
     lines.append("")

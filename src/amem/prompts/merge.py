@@ -23,13 +23,13 @@ from ..notes import Note
 from ..text import STOPWORDS
 from .common import clean_sentence, show_note
 
-VERSION = "merge-v2"
+VERSION = "merge-v3"
 STEP = "merge"
 
 Verdict = Literal["different", "same", "updates"]
 
 INSTRUCTIONS = """You keep an agent's long-term memory free of repetition. Compare the OLDER and the NEWER note and answer with one JSON object:
-- "verdict": "same" when both record the same single fact or event (the newer one only repeats it); "updates" only when the newer note makes a specific fact of the older one no longer true (a changed job, address, number, plan or status); "different" otherwise. Greetings, thanks, encouragement and reactions said again on another day are "different".
+- "verdict": "same" when the newer note says again what the older one says: the same fact or event, or the same kind of remark (thanks, greetings, goodbyes, encouragement) repeated; "updates" when the newer note changes a specific fact of the older one (a different job, address, number, plan or status); "different" when they are about different things.
 - "old_fact": for "updates", the fact from the OLDER note that is no longer true, in its words; else "".
 - "new_fact": for "updates", what the NEWER note says instead, in its words; else "".
 - "why": a short reason.
@@ -38,7 +38,9 @@ Examples:
 OLDER [3 May 2023] Ana: I work at the bakery on Elm Street. NEWER [9 June 2023] Ana: I quit the bakery, I work at the library now.
 {"verdict": "updates", "old_fact": "works at the bakery", "new_fact": "works at the library", "why": "Ana changed jobs"}
 OLDER [3 May 2023] Ben: Thanks, Ana, you always cheer me up! NEWER [9 June 2023] Ben: Thanks Ana, you're the best at cheering me up.
-{"verdict": "different", "old_fact": "", "new_fact": "", "why": "thanks said again on another day"}
+{"verdict": "same", "old_fact": "", "new_fact": "", "why": "the same thanks said again"}
+OLDER [3 May 2023] Ben: I adopted a grey cat. NEWER [9 June 2023] Ben: I adopted a grey dog.
+{"verdict": "different", "old_fact": "", "new_fact": "", "why": "two different pets"}
 
 Now the real notes."""
 
