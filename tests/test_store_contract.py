@@ -617,3 +617,16 @@ def test_a_database_from_before_upkeep_migrates_and_old_versions_read(
         assert [v.cause for v in s2.versions_in_batch("b")] == [VersionCause.archive]
     finally:
         s2.close()
+
+
+def test_find_by_hashes_answers_many_hashes_within_a_scope(store: Store) -> None:
+    a, b, c = (
+        note("one", content_hash="h1"),
+        note("two", content_hash="h2"),
+        note("x", "u2", content_hash="h1"),
+    )
+    for n, v in ((a, vec(0)), (b, vec(1)), (c, vec(2))):
+        store.insert_note(n, v)
+    found = store.find_by_hashes(Scope(user_id="u1", exact=True), ["h1", "h2", "h3"])
+    assert found == {"h1": [a.id], "h2": [b.id]}
+    assert store.find_by_hashes(Scope(user_id="u1", exact=True), []) == {}

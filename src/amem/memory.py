@@ -10,12 +10,12 @@ from datetime import datetime
 from typing import Any
 
 from . import consolidate as consolidation
-from . import upkeep
+from . import pipeline, upkeep
 from .config import Settings
-from .embed.base import Embedder, Vectors
+from .embed.base import Embedder
 from .errors import ConfigError, InvalidInput, NotFound, StoreError
 from .llm.base import LLM
-from .llm.runner import CallFailed, LLMRunner
+from .llm.runner import LLMRunner
 from .notes import (
     EnrichReport,
     EnrichState,
@@ -33,7 +33,7 @@ from .notes import (
     to_utc,
     utcnow,
 )
-from .steps import graph, lifecycle, write
+from .steps import graph, lifecycle
 from .steps.retrieve import SearchOptions
 from .steps.retrieve import search as run_search
 from .store import Filters, Store, open_store
@@ -42,8 +42,7 @@ log = logging.getLogger("amem")
 
 #: Largest note content accepted, in characters. Longer text should be split into several notes.
 MAX_CONTENT_CHARS = 20_000
-#: After this many failed enrichment attempts a note is marked ``failed`` (still stored and searchable).
-MAX_ENRICH_ATTEMPTS = 3
+MAX_ENRICH_ATTEMPTS = pipeline.MAX_ENRICH_ATTEMPTS  # re-exported: callers import it from here
 
 Progress = Callable[[int, int], None]
 
@@ -209,9 +208,9 @@ class Memory:
         self._check_embedder()
         base = self.embedder.embed_documents([note.embedding_text()])[0]
         if not self.llm_enabled:
-            self._store_pending(note, base, None)
+            pipeline.store_pending(self, note, base, None)
             return note
-        return self._enrich(note, base, is_new=True)
+        return pipeline.enrich_one(self, note, base, is_new=True)
 
     def add_many(
         self,
@@ -230,11 +229,13 @@ class Memory:
         fresh: list[int] = []
         first_of: dict[str, int] = {}
         later: list[tuple[int, int]] = []  # (duplicate, first of its content in this call)
+        known = upkeep.find_duplicates(self, notes) if self.settings.dedupe else {}
         for i, note in enumerate(notes):
             if not self.settings.dedupe:
                 fresh.append(i)
-            elif (existing := upkeep.find_duplicate(self, note)) is not None:
-                results[i] = upkeep.fold_duplicate(self, existing, note)
+            elif (existing := known.get(note.content_hash)) is not None:
+                folded = upkeep.fold_duplicate(self, existing, note)
+                results[i] = known[note.content_hash] = folded  # a second copy folds into the updated note
             elif note.content_hash in first_of:
                 later.append((i, first_of[note.content_hash]))
             else:
@@ -258,12 +259,14 @@ class Memory:
             if not self.llm_enabled:
                 with self.store.atomic():  # no LLM: the whole group is one transaction
                     for n, b in zip(group, bases, strict=True):
-                        self._store_pending(n, b, None)
+                        pipeline.store_pending(self, n, b, None)
                         out.append(n)
             elif size == 1 or len(group) == 1 or self.settings.pipeline == "paper":
-                out.extend(self._enrich(n, b, is_new=True) for n, b in zip(group, bases, strict=True))
+                out.extend(
+                    pipeline.enrich_one(self, n, b, is_new=True) for n, b in zip(group, bases, strict=True)
+                )
             else:
-                out.extend(self._enrich_batch(group, bases))
+                out.extend(pipeline.enrich_batch(self, group, bases))
             if progress:
                 progress(len(out), len(notes))
 
@@ -295,173 +298,6 @@ class Memory:
                 raise InvalidInput(f"bad note input: {exc}") from None
         raise InvalidInput(f"cannot add a {type(item).__name__}; give a string, a dict or a NoteInput")
 
-    def _candidates(self, vector: Vectors, note: Note) -> list[write.Candidate]:
-        active = Filters(statuses=[NoteStatus.active])  # archived and merged notes are not linked to
-        found = self.store.nearest(vector, self.link_k, note.scope, active, exclude=[note.id])
-        found = [(nid, sim) for nid, sim in found if sim >= self.link_floor]
-        notes = self.store.get_notes([nid for nid, _ in found])
-        return write.make_candidates([(notes[nid], sim) for nid, sim in found if nid in notes])
-
-    def _enrich(self, note: Note, base: Vectors, is_new: bool) -> Note:
-        try:
-            if self.settings.pipeline == "paper":
-
-                def finder(enriched: Note) -> list[write.Candidate]:
-                    vec = self.embedder.embed_documents([enriched.embedding_text()])[0]
-                    return self._candidates(vec, enriched)
-
-                decision = write.construct_paper(self.runner, note, finder, self.evolve_floor)
-            else:
-                decision = write.construct_one(
-                    self.runner, note, self._candidates(base, note), self.evolve_floor
-                )
-        except CallFailed as exc:
-            return self._store_pending(note, base, exc.call, is_new=is_new)
-        return self._apply(note, decision, is_new)
-
-    def _enrich_batch(self, group: list[Note], bases: Vectors) -> list[Note]:
-        candidates = write.pool_candidates(
-            [self._candidates(base, note) for note, base in zip(group, bases, strict=True)],
-            self.link_k + len(group),
-        )
-        try:
-            decisions = write.construct_batch(self.runner, group, candidates, self.evolve_floor)
-        except CallFailed as exc:
-            if exc.unreachable:  # no point asking again note by note: keep them all pending
-                with self.store.atomic():
-                    return [self._store_pending(n, b, exc.call) for n, b in zip(group, bases, strict=True)]
-            decisions = {}
-        out = []
-        group_ids = {n.id for n in group}
-        later: list[Link] = []
-        for note, base in zip(group, bases, strict=True):
-            decision = decisions.get(note.id)
-            if decision is None:  # left out of the batch answer: give it its own call
-                out.append(self._enrich(note, base, is_new=True))
-                continue
-            # links between notes of this batch wait until the whole batch is stored
-            later.extend(
-                Link(source_id=note.id, target_id=t, reason=r, llm_call_id=decision.call_ids[0])
-                for t, r in decision.links
-                if t in group_ids and t != note.id
-            )
-            decision.links = [(t, r) for t, r in decision.links if t not in group_ids]
-            out.append(self._apply(note, decision, True))
-        if later:
-            upkeep.add_links(self, later, VersionCause.enrich, "linked to notes of its batch")
-        return out
-
-    def _store_pending(self, note: Note, base: Vectors, call: LLMCall | None, is_new: bool = True) -> Note:
-        if call is not None:
-            note.enrich_attempts += 1
-            note.last_error = call.error
-            log.warning("note %s stored as pending: %s", note.id, call.error)
-        note.state = (
-            EnrichState.failed if note.enrich_attempts >= MAX_ENRICH_ATTEMPTS else EnrichState.pending
-        )
-        note.updated_at = utcnow()
-        with self.store.atomic():
-            if is_new:
-                self.store.insert_note(note, base)
-                upkeep.write_version(
-                    self.store, note, VersionCause.create, call.id if call else None, "stored pending"
-                )
-            else:
-                current = self.store.get_note(note.id)
-                if current is None:
-                    raise NotFound(f"note {note.id} was deleted while it was being enriched")
-                # attempts and error only, on the stored note: an edit made meanwhile is kept
-                note = current.model_copy(
-                    update={
-                        "enrich_attempts": note.enrich_attempts,
-                        "last_error": note.last_error,
-                        "state": note.state if current.version == note.version else current.state,
-                        "updated_at": note.updated_at,
-                    }
-                )
-                self.store.update_note(note)  # not a content change: no version
-        return note
-
-    def _apply(self, note: Note, decision: write.Decision, is_new: bool) -> Note:
-        """Write the note, its links and the neighbour updates in one transaction."""
-        call_id = decision.call_ids[-1] if decision.call_ids else None
-        note.keywords, note.tags, note.context = decision.keywords, decision.tags, decision.context
-        note.state, note.last_error = EnrichState.enriched, None
-        note.updated_at = utcnow()
-        neighbours = self.store.get_notes([u.note_id for u in decision.updates])
-        changed: list[Note] = []
-        for update in decision.updates:
-            old = neighbours.get(update.note_id)
-            if old is None or (old.context == update.context and old.tags == update.tags):
-                continue
-            changed.append(
-                old.model_copy(
-                    update={
-                        "context": update.context,
-                        "tags": update.tags or old.tags,
-                        "updated_at": utcnow(),
-                    }
-                )
-            )
-        texts = [note.embedding_text()] + [n.embedding_text() for n in changed]
-        vectors = self.embedder.embed_documents(texts)
-        with self.store.atomic():
-            # one read takes every lock this write needs, in id order (no deadlock between writers)
-            own = [] if is_new else [note.id]
-            live = self.store.get_notes(
-                own + [t for t, _ in decision.links] + [n.id for n in changed] + decision.supersedes
-            )
-            if is_new:
-                self.store.insert_note(note, vectors[0])
-            else:
-                current = live.get(note.id)
-                if current is None:
-                    raise NotFound(f"note {note.id} was deleted while it was being enriched")
-                if current.version != note.version:
-                    # edited or evolved while the LLM worked on the older text: keep that change, and let
-                    # a later `enrich` look at the note again if it is still pending
-                    return current
-                note.version = current.version + 1
-                self.store.update_note(note, vectors[0])
-            self._link(note, decision, live, call_id, is_new)
-            cause = VersionCause.create if is_new else VersionCause.enrich
-            upkeep.write_version(self.store, note, cause, call_id)
-            for nb, vec in zip(changed, vectors[1:], strict=True):
-                current = live.get(nb.id)
-                if current is None or current.version != nb.version:
-                    continue  # changed or deleted meanwhile: never overwrite a newer version
-                nb.version += 1
-                self.store.update_note(nb, vec)
-                upkeep.write_version(
-                    self.store, nb, VersionCause.evolve, call_id, f"evolved by note {note.id}"
-                )
-            for old_id in decision.supersedes:
-                old = live.get(old_id)
-                if old is not None and old.scope == note.scope and old.status == NoteStatus.active:
-                    upkeep.supersede(self, old, note.id, "the LLM found it replaced", call_id)
-        return note
-
-    def _link(
-        self, note: Note, decision: write.Decision, live: dict[str, Note], call_id: str | None, is_new: bool
-    ) -> None:
-        """The decision's links; one that exists already was re-confirmed by the LLM and grows stronger."""
-        existing = (
-            {}
-            if is_new
-            else {lk.target_id: lk for lk in self.store.links_for([note.id]) if lk.source_id == note.id}
-        )
-        policy = lifecycle.Policy.from_settings(self.settings)
-        now = utcnow()
-        self.store.upsert_links(
-            [
-                lifecycle.strengthened(existing[target], 1, now, policy, lifecycle.CONFIRM_STEP)
-                if target in existing
-                else Link(source_id=note.id, target_id=target, reason=reason, llm_call_id=call_id)
-                for target, reason in decision.links
-                if target in live and target != note.id
-            ]
-        )
-
     def enrich(
         self, limit: int | None = None, include_failed: bool = False, progress: Progress | None = None
     ) -> EnrichReport:
@@ -478,7 +314,7 @@ class Memory:
                 note.enrich_attempts = 0
             base = self.embedder.embed_documents([note.embedding_text()])[0]
             try:
-                done = self._enrich(note, base, is_new=False)
+                done = pipeline.enrich_one(self, note, base, is_new=False)
             except NotFound:
                 continue  # deleted meanwhile: nothing left to enrich
             if done.state == EnrichState.enriched:

@@ -306,9 +306,22 @@ class Usage:
 
 def find_duplicate(mem: Memory, note: Note) -> Note | None:
     """An active note of the same exact scope with the same normalised content, oldest first."""
-    ids = mem.store.find_by_hash(note.scope, note.content_hash)
-    found = [n for n in mem.store.get_notes(ids).values() if n.status == NoteStatus.active]
-    return min(found, key=lambda n: (n.ingest_time, n.id)) if found else None
+    return find_duplicates(mem, [note]).get(note.content_hash)
+
+
+def find_duplicates(mem: Memory, notes: Sequence[Note]) -> dict[str, Note]:
+    """content hash -> the oldest active stored note with it, for new notes of one exact scope (one
+    query per 500-1,000 hashes: a bulk load must not pay a query per note)."""
+    if not notes:
+        return {}
+    found = mem.store.find_by_hashes(notes[0].scope, [n.content_hash for n in notes])
+    stored = mem.store.get_notes([i for ids in found.values() for i in ids])
+    out: dict[str, Note] = {}
+    for digest, ids in found.items():
+        live = [stored[i] for i in ids if i in stored and stored[i].status == NoteStatus.active]
+        if live:
+            out[digest] = min(live, key=lambda n: (n.ingest_time, n.id))
+    return out
 
 
 def fold_duplicate(mem: Memory, existing: Note, new: Note) -> Note:

@@ -372,6 +372,16 @@ class PostgresStore:
         where = self._sql_where([*clauses, "n.content_hash = %s"])
         return [r["id"] for r in self._rows(f"SELECT n.id FROM notes n{where}", [*params, content_hash])]
 
+    def find_by_hashes(self, scope: Scope, hashes: Sequence[str]) -> dict[str, list[str]]:
+        clauses, params = self._where(scope, None)
+        where = self._sql_where([*clauses, "n.content_hash = ANY(%s)"])
+        out: dict[str, list[str]] = {}
+        for start in range(0, len(hashes), 1000):
+            chunk = list(dict.fromkeys(hashes[start : start + 1000]))
+            for r in self._rows(f"SELECT n.content_hash, n.id FROM notes n{where}", [*params, chunk]):
+                out.setdefault(r["content_hash"], []).append(r["id"])
+        return out
+
     # -- links --------------------------------------------------------------------------------
     def upsert_links(self, links: Sequence[Link]) -> None:
         with self.atomic():

@@ -327,6 +327,18 @@ class SQLiteStore:
         cond = f"{where} AND n.content_hash = ?" if where else " WHERE n.content_hash = ?"
         return [r[0] for r in self._exec(f"SELECT n.id FROM notes n{cond}", [*params, content_hash])]
 
+    def find_by_hashes(self, scope: Scope, hashes: Sequence[str]) -> dict[str, list[str]]:
+        where, params = self._where(scope, None)
+        out: dict[str, list[str]] = {}
+        for chunk in _chunks(list(dict.fromkeys(hashes)), 500):
+            marks = ",".join("?" * len(chunk))
+            cond = (
+                f"{where} AND n.content_hash IN ({marks})" if where else f" WHERE n.content_hash IN ({marks})"
+            )
+            for r in self._exec(f"SELECT n.content_hash, n.id FROM notes n{cond}", [*params, *chunk]):
+                out.setdefault(r[0], []).append(r[1])
+        return out
+
     # -- links --------------------------------------------------------------------------------
     def upsert_links(self, links: Sequence[Link]) -> None:
         def run() -> None:
