@@ -93,9 +93,8 @@ def store_pending(mem: Memory, note: Note, base: Vectors, call: LLMCall | None, 
     with mem.store.atomic():
         if is_new:
             mem.store.insert_note(note, base)
-            upkeep.write_version(
-                mem.store, note, VersionCause.create, call.id if call else None, "stored pending"
-            )
+            cause, call_id = VersionCause.create, call.id if call else None
+            upkeep.write_version(mem.store, note, cause, call_id, "stored pending", new=True)
         else:
             current = mem.store.get_note(note.id)
             if current is None:

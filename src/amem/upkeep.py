@@ -31,9 +31,11 @@ def write_version(
     call_id: str | None = None,
     detail: str = "",
     batch: str | None = None,
+    new: bool = False,
 ) -> None:
-    """A version of ``note`` as stored now, with its outgoing links (call inside the transaction)."""
-    links = [lk for lk in store.links_for([note.id]) if lk.source_id == note.id]
+    """A version of ``note`` as stored now, with its outgoing links (call inside the transaction). A note
+    just inserted has none yet: ``new`` spares the query (bulk loads write one version per note)."""
+    links = [] if new else [lk for lk in store.links_for([note.id]) if lk.source_id == note.id]
     store.add_version(NoteVersion.snapshot(note, cause, call_id, detail, links=links, batch=batch))
 
 
