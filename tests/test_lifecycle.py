@@ -448,3 +448,22 @@ def test_undo_refuses_a_run_from_a_narrower_scope(plain: Memory) -> None:
         plain.scoped(user_id="bob").undo_consolidation(report.run_id)
     plain.undo_consolidation(report.run_id)
     assert plain.get(note.id).status == NoteStatus.active
+
+
+def test_a_note_added_in_a_batch_can_supersede_an_older_one(memory: Memory, fake_llm: FakeLLM) -> None:
+    old = memory.add("Maya works at the bakery on Elm Street.")
+
+    def entry(alias: str, supersedes: list[str]) -> dict[str, Any]:
+        return {"note": alias, "keywords": ["work"], "tags": ["work"], "context": f"Note {alias} about work.",
+                "links": [], "supersedes": supersedes}  # fmt: skip
+
+    fake_llm.script = [{"notes": [entry("T1", []), entry("T2", ["N1"])], "updates": []}]
+    notes = memory.add_many(
+        [
+            "Tom bought bread at the bakery.",
+            "Maya works at the library now, not at the bakery on Elm Street.",
+        ],
+        batch_size=2,
+    )
+    assert "supersedes" in str(fake_llm.calls[-1][1])  # offered: the old note was UPDATABLE
+    assert memory.get(old.id).superseded_by == notes[1].id

@@ -18,12 +18,14 @@ from .note import (
     UpdateOut,
     attribute_properties,
     filter_links,
+    filter_supersedes,
     filter_updates,
     link_schema,
+    supersedes_schema,
     update_schema,
 )
 
-VERSION = "batch-v4"
+VERSION = "batch-v5"
 STEP = "construct_batch"
 
 INSTRUCTIONS = """You maintain an agent's long-term memory as small atomic notes.
@@ -33,7 +35,8 @@ Several NEW NOTES (T1, T2, ...) arrive together; they come last. Answer with one
 - "keywords": 3 to 6 salient nouns, verbs or concepts from that note. No speaker names, no dates;
 - "tags": 2 to 4 broad lower-case categories;
 - "context": one sentence about that note only: who did or said what, about which topic, and why it matters, with relative times turned into dates using the note's own date;
-- "links": RELATED NOTES (N...) or other new notes (T...) that share a specific person, event, object or plan with it, each with a short reason naming what they share; often empty.
+- "links": RELATED NOTES (N...) or other new notes (T...) that share a specific person, event, object or plan with it, each with a short reason naming what they share; often empty;
+- "supersedes" (only when some related note is UPDATABLE): the UPDATABLE note whose fact this note replaces, so that it is no longer true (a new job, a cancelled plan, a changed address). Usually empty.
 "updates": for an UPDATABLE related note (N...) that the new notes change, complete or contradict (a plan decided, a problem solved, a fact that changed): its corrected one-sentence context and tags. Leave it empty otherwise.
 
 Example input:
@@ -44,7 +47,7 @@ NEW NOTES:
 A1 [14 March 2022 (Monday)] Priya: My sister finally passed her driving test yesterday!
 A2 [14 March 2022 (Monday)] Tom: Congratulations to her! Is she buying a car now?
 Example answer:
-{"notes": [{"note": "A1", "keywords": ["sister", "driving test", "passed"], "tags": ["family", "achievement"], "context": "Priya says her sister passed her driving test on 13 March 2022.", "links": [{"to": "R1", "why": "same driving test"}]}, {"note": "A2", "keywords": ["congratulations", "car"], "tags": ["family", "plans"], "context": "Tom congratulates Priya's sister and asks whether she will buy a car.", "links": [{"to": "A1", "why": "reply about the passed test"}]}], "updates": [{"note": "R1", "context": "Priya's sister kept failing her driving test until she passed it on 13 March 2022.", "tags": ["family", "driving"]}]}
+{"notes": [{"note": "A1", "keywords": ["sister", "driving test", "passed"], "tags": ["family", "achievement"], "context": "Priya says her sister passed her driving test on 13 March 2022.", "links": [{"to": "R1", "why": "same driving test"}], "supersedes": []}, {"note": "A2", "keywords": ["congratulations", "car"], "tags": ["family", "plans"], "context": "Tom congratulates Priya's sister and asks whether she will buy a car.", "links": [{"to": "A1", "why": "reply about the passed test"}], "supersedes": []}], "updates": [{"note": "R1", "context": "Priya's sister kept failing her driving test until she passed it on 13 March 2022.", "tags": ["family", "driving"]}]}
 
 Now the real input."""
 
@@ -55,6 +58,7 @@ class BatchNote(BaseModel):
     tags: list[str]
     context: str
     links: list[LinkOut] = Field(default_factory=list)
+    supersedes: list[str] = Field(default_factory=list)
 
     @field_validator("keywords", mode="before")
     @classmethod
@@ -93,6 +97,7 @@ class BatchOutput(BaseModel):
             if alias in new_aliases and alias not in kept and entry.usable():
                 entry.note = alias
                 entry.links = [link for link in filter_links(entry.links, link_aliases) if link.to != alias]
+                entry.supersedes = filter_supersedes(entry.supersedes, set(ctx.get("update_aliases", ())))
                 kept[alias] = entry
         if not kept and new_aliases:
             raise ValueError("give one entry per new note (T1, T2, ...)")
@@ -119,6 +124,8 @@ def render(
     item_props: dict[str, Any] = {"note": {"type": "string", "enum": new_aliases}, **attribute_properties()}
     item_props["links"] = link_schema(link_aliases + new_aliases)
     item_props["links"]["maxItems"] = min(4, len(link_aliases) + len(new_aliases))
+    if updatable:
+        item_props["supersedes"] = supersedes_schema(updatable)
     properties: dict[str, Any] = {
         "notes": {
             "type": "array",

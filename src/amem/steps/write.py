@@ -190,8 +190,10 @@ def construct_batch(
     prompt = batch.render(aliases, candidates, allowed)
     out, call = runner.run(prompt, [n.id for n in new] + [c.note.id for c in candidates])
     decisions: dict[str, Decision] = {}
+    cands = {c.alias: c.note for c in candidates}
     for entry in out.notes:
         note_id = by_alias[entry.note]
+        mine = dict(aliases)[entry.note]
         decisions[note_id] = Decision(
             keywords=grounded(
                 without_speaker(entry.keywords, dict(aliases)[entry.note]),
@@ -202,10 +204,14 @@ def construct_batch(
             context=grounded_context(entry.context, dict(aliases)[entry.note]),
             links=[(by_alias[link.to], link.why) for link in entry.links],
             call_ids=[call.id],
+            supersedes=[
+                by_alias[a]
+                for a in entry.supersedes
+                if cands[a].event_time <= mine.event_time and not lifecycle.speakers_differ(cands[a], mine)
+            ],
         )
     if decisions:
         first = next(iter(decisions.values()))
-        cands = {c.alias: c.note for c in candidates}
         first.updates = [
             NeighbourUpdate(by_alias[u.note], u.context, u.tags)
             for u in out.updates
