@@ -312,6 +312,7 @@ def test_a_note_never_supersedes_another_speakers_note(memory: Memory, fake_llm:
     old = memory.add("Gina: I work at the bakery on Elm Street.", metadata={"speaker": "Gina"})
     fake_llm.script = [attrs(supersedes=["N1"], links=[])]
     memory.add("Jon: I work at the bakery on Elm Street now, too.", metadata={"speaker": "Jon"})
+    assert "supersedes" in str(fake_llm.calls[-1][1])  # offered (close enough), then refused
     assert memory.get(old.id).superseded_by is None
 
 

@@ -247,9 +247,7 @@ def _prune(mem: Memory, source: str, targets: list[tuple[str, float]], batch: st
         if note is None:
             return
         mem.store.delete_links([(source, t) for t, _ in targets])
-        note = note.model_copy(update={"version": note.version + 1, "updated_at": utcnow()})
-        mem.store.update_note(note)
-        upkeep.write_version(mem.store, note, VersionCause.prune, None, detail, batch)
+        upkeep.change(mem, note, VersionCause.prune, detail, batch)
 
 
 def _archive(mem: Memory, note: Note, reason: str, batch: str | None) -> None:

@@ -26,3 +26,12 @@ def query_words(text: str, limit: int = 64) -> list[str]:
     words = [w for w in _WORD.findall(text.lower()) if len(w) > 1 or w.isdigit()]
     content = [w for w in words if w not in STOPWORDS]
     return list(dict.fromkeys(content or words))[:limit]
+
+
+_STEM_WORD = re.compile(r"[^\W_]{3,}", re.UNICODE)
+
+
+def word_stems(text: str) -> set[str]:
+    """Crude stems (first four letters of words of 3+ letters, stop words out): enough to tell whether
+    an LLM's sentence is grounded in a note, cheap and language-agnostic."""
+    return {w[:4] for w in (m.lower() for m in _STEM_WORD.findall(text)) if w not in STOPWORDS}

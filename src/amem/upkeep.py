@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from .errors import InvalidInput, NotFound, StoreError
-from .notes import Link, Note, NoteStatus, NoteVersion, SearchHit, VersionCause, utcnow
+from .notes import Link, Note, NoteStatus, NoteVersion, SearchHit, VersionCause, content_hash, utcnow
 from .steps import lifecycle
 
 if TYPE_CHECKING:
@@ -47,10 +47,7 @@ def add_links(mem: Memory, links: Sequence[Link], cause: VersionCause, detail: s
         keep = [lk for lk in links if lk.source_id in notes and lk.target_id in notes]
         mem.store.upsert_links(keep)
         for source_id in sorted({lk.source_id for lk in keep}):
-            note = notes[source_id]
-            note = note.model_copy(update={"version": note.version + 1, "updated_at": utcnow()})
-            mem.store.update_note(note)
-            write_version(mem.store, note, cause, None, detail)
+            change(mem, notes[source_id], cause, detail)  # a version that records the new links
 
 
 def _save(mem: Memory, note: Note, reembed: bool) -> None:
@@ -76,7 +73,8 @@ def change(
     batch: str | None = None,
     **fields: object,
 ) -> Note:
-    """Set plain fields (status, pin, expiry, superseded_by) on a note as a new version."""
+    """Set plain fields (status, pin, expiry, superseded_by; none: only its links changed) on a note as
+    a new version. Inside a caller's transaction it joins it."""
     with mem.store.atomic():
         current = _fresh(mem, note.id, note.version)
         new = current.model_copy(update={**fields, "version": current.version + 1, "updated_at": utcnow()})
@@ -141,13 +139,8 @@ def merge(
         others = mem.store.get_notes(sorted(touched - {s.id}))
         for other in others.values():
             pointer = s.id if other.superseded_by == a.id else other.superseded_by
-            other = other.model_copy(
-                update={"version": other.version + 1, "updated_at": now, "superseded_by": pointer}
-            )
-            mem.store.update_note(other)
-            write_version(
-                mem.store, other, VersionCause.merge, None, f"link to {a.id} now points to {s.id}", batch
-            )
+            moved_detail = f"link to {a.id} now points to {s.id}"
+            change(mem, other, VersionCause.merge, moved_detail, batch, superseded_by=pointer)
     return new_s
 
 
@@ -204,8 +197,6 @@ def restore(
     with mem.store.atomic():
         current = _fresh(mem, note_id)
         fields = old.model_dump(include=NoteVersion.SNAPSHOT_FIELDS - {"links"})
-        from .notes import content_hash
-
         new = current.model_copy(
             update={
                 **fields,

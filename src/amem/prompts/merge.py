@@ -12,7 +12,6 @@ greetings; an answer whose evidence is missing, ungrounded or unchanged now coun
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import BaseModel, ValidationInfo, field_validator, model_validator
@@ -20,7 +19,7 @@ from pydantic import BaseModel, ValidationInfo, field_validator, model_validator
 from ..llm.base import Message
 from ..llm.runner import Prompt
 from ..notes import Note
-from ..text import STOPWORDS
+from ..text import word_stems as stems
 from .common import clean_sentence, show_note
 
 VERSION = "merge-v3"
@@ -43,12 +42,6 @@ OLDER [3 May 2023] Ben: I adopted a grey cat. NEWER [9 June 2023] Ben: I adopted
 {"verdict": "different", "old_fact": "", "new_fact": "", "why": "two different pets"}
 
 Now the real notes."""
-
-_WORD = re.compile(r"[A-Za-z0-9']+")
-
-
-def stems(text: str) -> set[str]:
-    return {w[:4] for w in (m.lower() for m in _WORD.findall(text)) if w not in STOPWORDS}
 
 
 class MergeOutput(BaseModel):

@@ -14,7 +14,7 @@ from ..llm.runner import LLMRunner
 from ..notes import Note
 from ..prompts import analyse, batch, evolve, note
 from ..prompts.common import Candidate
-from ..text import STOPWORDS
+from ..text import word_stems
 from . import lifecycle
 
 #: The candidates for a (possibly enriched) note, aliased N1..Nk.
@@ -52,20 +52,14 @@ def without_speaker(keywords: list[str], note: Note) -> list[str]:
     return kept or keywords
 
 
-_WORD = re.compile(r"[^\W_]{3,}", re.UNICODE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
-_STOP = STOPWORDS
-
-
-def _stems(text: str) -> set[str]:
-    return {w[:4] for w in (m.lower() for m in _WORD.findall(text)) if w not in _STOP}
 
 
 def grounded(keywords: list[str], note: Note, context: str) -> list[str]:
     """Keep keywords that share a word stem with the note or its context; small models invent others
     (a 'london' for a note about Lisbon). Never leaves a note without keywords."""
-    stems = _stems(note.content) | _stems(context)
-    kept = [k for k in keywords if _stems(k) & stems]
+    stems = word_stems(note.content) | word_stems(context)
+    kept = [k for k in keywords if word_stems(k) & stems]
     return kept or keywords
 
 
@@ -73,9 +67,9 @@ def grounded_context(context: str, note: Note) -> str:
     """Drop context sentences that share no word stem with the note itself (what small models borrow
     from the neighbours shown next to it). Keeps the first sentence if nothing else would remain."""
     speaker = _SPEAKER.match(note.content)
-    own = _stems(note.content) - (_stems(speaker.group(1)) if speaker else set())
+    own = word_stems(note.content) - (word_stems(speaker.group(1)) if speaker else set())
     sentences = [s for s in _SENTENCE.split(context) if s.strip()]
-    kept = [s for s in sentences if _stems(s) & own]
+    kept = [s for s in sentences if word_stems(s) & own]
     return " ".join(kept or sentences[:1])
 
 
@@ -88,8 +82,8 @@ def plausible_update(context: str, neighbour: Note) -> bool:
     word stems of the neighbour's own content, its speaker aside. Small models otherwise overwrite a
     neighbour with the new note's context, or with a third note's."""
     speaker = _SPEAKER.match(neighbour.content)
-    own = _stems(neighbour.content) - (_stems(speaker.group(1)) if speaker else set())
-    shared = _stems(context) & own
+    own = word_stems(neighbour.content) - (word_stems(speaker.group(1)) if speaker else set())
+    shared = word_stems(context) & own
     return bool(own) and len(shared) >= min(2, len(own)) and len(shared) / len(own) >= UPDATE_OVERLAP
 
 
