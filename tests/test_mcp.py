@@ -17,7 +17,16 @@ pytest.importorskip("mcp", reason="pip install 'amem[server]'")
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-TOOLS = {"remember", "search_memory", "get_memory", "update_memory", "delete_memory", "memory_history"}
+TOOLS = {
+    "remember",
+    "search_memory",
+    "get_memory",
+    "update_memory",
+    "delete_memory",
+    "memory_history",
+    "export_memories",
+    "import_memories",
+}
 
 
 def server_env(home: Path) -> dict[str, str]:

@@ -455,31 +455,32 @@ def enrich(c: Ctx, limit: int | None, include_failed: bool, as_json: bool) -> No
 @pass_ctx
 def export_(c: Ctx, path: Path) -> None:
     """Write the memory (this scope) to PATH as JSONL ('-' for stdout)."""
-    from .transfer import export_file
+    from .transfer import export_file, export_to
 
     if str(path) == "-":
         export_file(c.memory(), sys.stdout)
         return
-    try:
-        with path.open("w", encoding="utf-8") as out:
-            lines = export_file(c.memory(), out)
-    except OSError as exc:
-        raise InvalidInput(f"cannot write {path}: {exc.strerror}") from None
-    click.echo(f"wrote {lines} records to {path}", err=True)
+    written, lines = export_to(c.memory(), path)
+    click.echo(f"wrote {lines} records to {written}", err=True)
 
 
 @cli.command(name="import")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--rescope", is_flag=True, help="Move the file's notes into this scope (--user/--agent/--run) instead."
+)
 @json_option
 @pass_ctx
-def import_(c: Ctx, path: Path, as_json: bool) -> None:
+def import_(c: Ctx, path: Path, rescope: bool, as_json: bool) -> None:
     """Load an `amem export` file (all or nothing; records already present are skipped).
 
-    Notes keep the scope they were exported with (the import is lossless), whatever --user is given.
+    Notes keep the scope they were exported with (the import is lossless). With --user (or --agent,
+    --run) every note must belong to that scope, or --rescope moves them into it; links, versions and
+    LLM calls may only name notes of the file or of that scope.
     """
     from .transfer import import_file
 
-    report = import_file(c.memory(), path)
+    report = import_file(c.memory(), path, rescope=rescope)
     _emit(as_json, report.model_dump(), lambda: click.echo(render.kv(report.model_dump())))
 
 

@@ -41,12 +41,15 @@ class Settings:
     embedder_base_url: str = "https://api.openai.com/v1"
     embedder_api_key: str = ""
     llm_timeout: float = 120.0
+    llm_max_retries: int = 3  # remote LLM: retries of a timed-out, cut or 408/409/429/5xx request
+    llm_retry_base: float = 0.5  # remote LLM: first backoff in seconds (doubling, jittered; Retry-After wins)
     llm_cache: bool = True
     llm_threads: int = 0  # 0: let the local runtime decide
     llm_context: int = 4096  # context window of the local LLM, in tokens
     pool_size: int = 4  # PostgreSQL: connections per process (SQLite uses one)
     index_memory: str = "1GB"  # PostgreSQL: maintenance_work_mem for the HNSW build after a bulk load
     api_keys: str = ""  # `amem serve`: "key1:alice,key2:bob", each key bound to one user
+    transfer_dir: str = ""  # the one folder the MCP server's export/import tools may touch (<home>/transfers)
     # upkeep (`amem consolidate`); see docs/design.md "Upkeep"
     dedupe: bool = True  # an exact duplicate written into a scope joins the existing note
     link_half_life_days: float = 90.0  # an unused link's weight halves this often (0: no decay)
@@ -64,6 +67,10 @@ class Settings:
     @property
     def models_dir(self) -> Path:
         return self.home / "models"
+
+    @property
+    def transfers_path(self) -> Path:
+        return Path(self.transfer_dir).expanduser() if self.transfer_dir else self.home / "transfers"
 
     @property
     def store_url(self) -> str:
@@ -125,7 +132,14 @@ class Settings:
         for name in ("prune_below", "archive_below", "merge_similarity"):
             if not 0.0 <= getattr(settings, name) <= 1.0:
                 raise ConfigError(f"{name} must be between 0 and 1, not {getattr(settings, name)}")
-        for name in ("link_half_life_days", "note_half_life_days", "archive_after_days", "consolidate_every"):
+        for name in (
+            "link_half_life_days",
+            "note_half_life_days",
+            "archive_after_days",
+            "consolidate_every",
+            "llm_max_retries",
+            "llm_retry_base",
+        ):
             if getattr(settings, name) < 0:
                 raise ConfigError(f"{name} must be 0 or more, not {getattr(settings, name)}")
         if settings.retrieval not in ("hybrid", "paper"):

@@ -22,6 +22,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field, field_validator
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -53,7 +54,7 @@ from ..notes import (
 )
 from ..steps.graph import Graph
 from ..store import Filters
-from ..transfer import export_lines
+from ..transfer import ImportReport, export_lines, import_lines
 from .auth import KeyRing
 from .jobs import Every, Job, Jobs
 from .limits import BodyLimit
@@ -486,6 +487,28 @@ def create_app(
             media_type="application/x-ndjson",
             headers={"Content-Disposition": 'attachment; filename="amem-export.jsonl"'},
         )
+
+    @app.post(
+        "/v1/import",
+        response_model=ImportReport,
+        tags=["notes"],
+        openapi_extra={"requestBody": {"content": {"application/x-ndjson": {"schema": {"type": "string"}}}}},
+    )
+    async def import_(
+        who: Who,
+        request: Request,
+        rescope: Annotated[bool, Query(description="move notes of another scope into the caller's")] = False,
+    ) -> ImportReport:
+        """Load an export (the body: JSON lines as ``/v1/export`` writes them), all or nothing. Every note
+        must belong to the caller's scope (or ``rescope``); links, versions and LLM calls may only name
+        notes of the body or of that scope. Records already present are skipped, so a retry is safe."""
+        raw = await request.body()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"the body is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        lines = text.splitlines()
+        return await run_in_threadpool(import_lines, who.memory, lines, "body", rescope=rescope)
 
     @app.get("/v1/graph", response_model=Graph, tags=["graph"])
     def graph(

@@ -26,7 +26,8 @@ INSTRUCTIONS = """Long-term memory that organises itself (A-MEM). Save facts wor
 keywords, tags and a context, and is linked to related memories automatically. Before answering questions
 about the past, call `search_memory`; it returns the most relevant memories plus linked ones, each with
 why it was returned. Use `get_memory` to see one memory with its links, `memory_history` to see how it
-changed, and `update_memory` / `delete_memory` to correct or forget."""
+changed, and `update_memory` / `delete_memory` to correct or forget. `export_memories` and
+`import_memories` save and load a backup file in the server's transfer folder."""
 
 
 class MemoryView(BaseModel):
@@ -95,6 +96,18 @@ class Deleted(BaseModel):
     deleted: str
 
 
+class Exported(BaseModel):
+    file: str = Field(description="the file written, inside the transfer folder")
+    records: int
+
+
+class Imported(BaseModel):
+    notes: int
+    links: int
+    versions: int
+    skipped: int = Field(description="records already present (an import can be re-run)")
+
+
 def _hit(hit: SearchHit) -> Hit:
     return Hit(
         memory=MemoryView.of(hit.note),
@@ -109,11 +122,15 @@ def _version(v: NoteVersion) -> VersionView:
 
 
 def build_server(memory: Memory) -> Any:
-    """An MCPServer whose tools act on ``memory`` (and its scope)."""
+    """An MCPServer whose tools act on ``memory`` (and its scope). Export and import name files only
+    inside ``settings.transfers_path``: the calling model never chooses a path on the machine."""
     from mcp.server.mcpserver import MCPServer
     from mcp.server.mcpserver.exceptions import ToolError
 
     from .. import __version__
+    from ..transfer import export_to, import_file
+
+    folder = memory.settings.transfers_path
 
     server = MCPServer("amem", instructions=INSTRUCTIONS, version=__version__)
 
@@ -200,6 +217,26 @@ def build_server(memory: Memory) -> Any:
         """Every version of a memory, oldest first: how it was created, described, and rewritten when
         newer memories arrived (with the LLM call that did it)."""
         return History(versions=[_version(v) for v in guarded(memory.history)(id)])
+
+    @server.tool()
+    def export_memories(
+        file: Annotated[str, Field(description="File name inside the transfer folder, e.g. backup.jsonl.")],
+    ) -> Exported:
+        """Save every memory of this scope (with links and history) to a file in the server's transfer
+        folder, as a backup or to move them to another memory. An existing file of that name is replaced."""
+        path, records = guarded(export_to)(memory, file, folder)
+        return Exported(file=path.name, records=records)
+
+    @server.tool()
+    def import_memories(
+        file: Annotated[str, Field(description="File name inside the transfer folder.")],
+        move_here: Annotated[
+            bool, Field(description="Put memories saved from another user or agent into this scope.")
+        ] = False,
+    ) -> Imported:
+        """Load memories saved by export_memories (all or nothing; memories already present are skipped)."""
+        report = guarded(import_file)(memory, file, folder=folder, rescope=move_here)
+        return Imported.model_validate(report.model_dump(include=set(Imported.model_fields)))
 
     return server
 
