@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -48,8 +47,6 @@ from ..notes import (
     NoteInput,
     NoteStatus,
     NoteVersion,
-    SearchHit,
-    to_utc,
     utcnow,
 )
 from ..steps.graph import Graph
@@ -58,11 +55,23 @@ from ..transfer import ImportReport, export_lines, import_lines
 from .auth import KeyRing
 from .jobs import Every, Job, Jobs
 from .limits import BodyLimit
+from .schemas import (
+    AddMany,
+    ConsolidateRequest,
+    EnrichRequest,
+    LinkRequest,
+    NotePage,
+    PinRequest,
+    RestoreRequest,
+    SearchRequest,
+    SearchResult,
+    UndoRequest,
+    UpdateRequest,
+)
 
 log = logging.getLogger("amem.server")
 
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a batch of ~800 notes of the largest size; bigger batches: split
-MAX_BATCH = 100_000
 STATUS = {
     InvalidInput: (400, "invalid_input"),
     ConfigError: (400, "invalid_input"),
@@ -73,95 +82,6 @@ STATUS = {
     EmbedderError: (503, "embedder_unavailable"),
     ModelNotAvailable: (503, "model_not_available"),
 }
-
-
-class FilterSpec(BaseModel):
-    """Read filters beyond scope (all optional)."""
-
-    metadata: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
-    after: datetime | None = Field(None, description="only notes whose event time is at or after this")
-    before: datetime | None = Field(None, description="only notes whose event time is before this")
-    states: list[EnrichState] | None = None
-
-    def filters(self) -> Filters:
-        return Filters(
-            metadata=self.metadata, event_after=self.after, event_before=self.before, states=self.states
-        )
-
-
-class AddMany(BaseModel):
-    items: list[NoteInput] = Field(min_length=1, max_length=MAX_BATCH)
-    batch_size: int | None = Field(None, ge=1, le=64, description="notes per LLM call")
-
-
-class SearchRequest(BaseModel):
-    query: str
-    k: int = Field(5, ge=1, le=100)
-    preset: Literal["hybrid", "paper", "keyword"] | None = None
-    expand: bool = Field(True, description="add linked neighbours of the hits")
-    token_budget: int | None = Field(1200, ge=1, le=100_000)
-    filters: FilterSpec | None = None
-    include_archived: bool = Field(False, description="also return archived and merged notes")
-
-
-class SearchResult(BaseModel):
-    hits: list[SearchHit]
-    explanations: list[str]  # why each hit was returned, in words
-
-
-class UpdateRequest(BaseModel):
-    content: str | None = None
-    keywords: list[str] | None = None
-    tags: list[str] | None = None
-    context: str | None = None
-    metadata: dict[str, Any] | None = None
-    event_time: datetime | None = None
-
-
-class EnrichRequest(BaseModel):
-    limit: int | None = Field(None, ge=1)
-    include_failed: bool = False
-
-
-class PinRequest(BaseModel):
-    pinned: bool = Field(True, description="false unpins")
-
-
-class RestoreRequest(BaseModel):
-    version: int = Field(ge=1, description="the version to put back (see /history)")
-
-
-class LinkRequest(BaseModel):
-    source_id: str
-    target_id: str
-    reason: str = ""
-    weight: float = Field(1.0, description="above 0; new links start at 1.0")
-
-
-class ConsolidateRequest(BaseModel):
-    dry_run: bool = Field(default=False, description="only report what would change")
-    as_of: datetime | None = Field(
-        default=None, description="judge decay and expiry as of this time (default now)"
-    )
-    use_llm: bool = Field(default=True, description="false: near duplicates are counted, not merged")
-    full: bool = Field(default=False, description="re-check every near-duplicate pair, not only new ones")
-
-    @field_validator("as_of")
-    @classmethod
-    def _utc(cls, v: datetime | None) -> datetime | None:
-        return None if v is None else to_utc(v)  # out-of-range times are refused here, not in the job
-
-
-class UndoRequest(BaseModel):
-    run_id: str = Field(description="the run_id of a consolidation report")
-    force: bool = Field(False, description="also restore notes changed after the run")
-
-
-class NotePage(BaseModel):
-    notes: list[Note]
-    total: int
-    limit: int
-    offset: int
 
 
 @dataclass(frozen=True)
