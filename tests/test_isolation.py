@@ -20,7 +20,10 @@ from click.testing import CliRunner
 
 from amem import Memory
 from amem.cli import cli
+from amem.config import Settings
+from amem.embed.fake import FakeEmbedder
 from amem.errors import AmemError, InvalidInput, NotFound
+from amem.llm.fake import FakeLLM
 from amem.transfer import export_lines, export_to, import_file
 from tests.conftest import make_memory
 
@@ -48,17 +51,36 @@ class World:
         return list(export_lines(self.mem.scoped(user_id="bob")))
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    home = tmp_path / "home"  # the autouse fixture's AMEM_HOME: the CLI opens this same store
-    mem = make_memory(home / "memory.db", link_floor=0.0, evolve_floor=0.0)
+def build_world(mem: Memory, home: Path) -> World:
     alice = [mem.scoped(user_id="alice").add(t).id for t in ALICE_TEXT]
     bob = [mem.scoped(user_id="bob").add(t).id for t in BOB_TEXT]
     bob_mem = mem.scoped(user_id="bob")
     bob_mem.update(bob[0], tags=["finance"])
     assert bob_mem.links(bob[1]), "bob's notes must be linked for the test to mean anything"
     mem.flush_usage()
-    yield World(mem, home, alice, bob)
+    return World(mem, home, alice, bob)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    home = tmp_path / "home"  # the autouse fixture's AMEM_HOME: the CLI opens this same store
+    mem = make_memory(home / "memory.db", link_floor=0.0, evolve_floor=0.0)
+    yield build_world(mem, home)
+    mem.close()
+
+
+@pytest.fixture
+def pg_world(pg_url: str, tmp_path: Path) -> Iterator[World]:
+    settings = Settings.resolve({"home": tmp_path / "home", "llm": "fake", "embedder": "fake"})
+    mem = Memory(
+        store=pg_url,
+        llm=FakeLLM(),
+        embedder=FakeEmbedder(64),
+        settings=settings,
+        link_floor=0.0,
+        evolve_floor=0.0,
+    )
+    yield build_world(mem, tmp_path / "home")
     mem.close()
 
 
@@ -68,6 +90,14 @@ def refused(fn: Any, *args: Any, **kwargs: Any) -> None:
 
 
 def test_library(world: World, tmp_path: Path) -> None:
+    check_library(world, tmp_path)
+
+
+def test_library_on_postgres(pg_world: World, tmp_path: Path) -> None:
+    check_library(pg_world, tmp_path)
+
+
+def check_library(world: World, tmp_path: Path) -> None:
     before = world.bob_state()
     alice = world.mem.scoped(user_id="alice")
     bob_id = world.bob[1]
