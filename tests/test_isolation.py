@@ -257,7 +257,7 @@ def test_mcp(world: World, tmp_path: Path) -> None:
             async def call(tool: str, **args: Any) -> Any:
                 return await client.call_tool(tool, args)
 
-            for tool, args in [
+            calls: list[tuple[str, dict[str, Any]]] = [
                 ("get_memory", {"id": bob_id}),
                 ("update_memory", {"id": bob_id, "content": "alice was here"}),
                 ("delete_memory", {"id": bob_id}),
@@ -270,7 +270,8 @@ def test_mcp(world: World, tmp_path: Path) -> None:
                 ("export_memories", {"file": "../stolen.jsonl"}),
                 ("export_memories", {"file": str(tmp_path / "stolen.jsonl")}),
                 ("export_memories", {"file": "escape.jsonl"}),
-            ]:
+            ]
+            for tool, args in calls:
                 result = await call(tool, **args)
                 assert result.is_error, (tool, args)
             found = await call("search_memory", query="blue notebook savings account", k=10)
