@@ -104,7 +104,10 @@ class SQLiteStore:
     def atomic(self) -> Iterator[None]:
         with self._lock:
             if self._depth == 0:
-                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")  # waits up to busy_timeout for other writers
+                except sqlite3.Error as exc:
+                    raise StoreError(f"SQLite could not start a write transaction: {exc}") from exc
             self._depth += 1
             try:
                 yield
@@ -123,10 +126,16 @@ class SQLiteStore:
                 for fn in pending:
                     fn()
 
-    def _exec(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        """Run one statement and read all its rows while holding the lock. A cursor stepped after the
+        lock was released kept a read transaction open on the shared connection: another thread's
+        BEGIN IMMEDIATE then failed at once with "database is locked" (a stale snapshot cannot take
+        the write lock, and SQLite skips the busy timeout), and that read could see the other
+        thread's uncommitted writes."""
         with self._lock:
             try:
-                return self._db.execute(sql, params)
+                cur = self._db.execute(sql, params)
+                return Rows(cur.fetchall(), cur.lastrowid)
             except sqlite3.Error as exc:
                 raise StoreError(f"SQLite error: {exc}") from exc
 
@@ -607,6 +616,22 @@ class SQLiteStore:
 
     def integrity_check(self) -> str:
         return str(self._exec("PRAGMA integrity_check").fetchone()[0])
+
+
+class Rows:
+    """A statement's rows, read in full (see ``SQLiteStore._exec``), with the cursor's ``lastrowid``."""
+
+    def __init__(self, rows: list[Any], lastrowid: int | None) -> None:
+        self.rows, self.lastrowid = rows, lastrowid
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.rows)
+
+    def fetchone(self) -> Any:  # typed as sqlite3.Cursor's: a row, or None
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list[Any]:
+        return self.rows
 
 
 def _link(r: sqlite3.Row) -> Link:
