@@ -57,16 +57,21 @@ def post_with_retry(
     error: type[AmemError],
     what: str,
     sleep: Sleep = time.sleep,
+    base_delay: float = BASE_DELAY,
+    deadline: float | None = None,
 ) -> httpx.Response:
     """POST ``payload`` as JSON; returns the first non-retryable response.
 
     Raises ``error`` once ``max_retries`` retries (after the first attempt) are spent on transient failures.
+    ``base_delay`` is the first backoff (seconds); a ``Retry-After`` from the server replaces it.
+    ``deadline`` bounds each attempt as a whole: httpx's timeouts are per read, so a server that drips
+    its answer a byte at a time would otherwise hold the caller far past the timeout it configured.
     """
     attempts = max_retries + 1
     for attempt in range(attempts):
         last = attempt == attempts - 1
         try:
-            response = client.post(url, json=payload)
+            response = _post(client, url, payload, deadline)
         except _TRANSIENT as exc:
             if last:
                 kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "could not connect"
@@ -74,7 +79,7 @@ def post_with_retry(
                     f"{what}: {kind} ({type(exc).__name__}: {exc}) after {attempts} attempt(s) to {url}; "
                     "check that the server is up and the base URL is right, or raise the timeout"
                 ) from exc
-            sleep(backoff(attempt))
+            sleep(backoff(attempt, base_delay))
             continue
         if not is_retryable(response.status_code):
             return response
@@ -84,8 +89,27 @@ def post_with_retry(
                 f"{body_tail(response)}; the service is overloaded or failing - retry later"
             )
         wait = retry_after(response)
-        sleep(backoff(attempt) if wait is None else wait)
+        sleep(backoff(attempt, base_delay) if wait is None else wait)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _post(client: httpx.Client, url: str, payload: dict[str, Any], deadline: float | None) -> httpx.Response:
+    """One POST, its body read in full; a ReadTimeout when the whole exchange outlasts ``deadline``."""
+    if deadline is None:
+        return client.post(url, json=payload)
+    give_up = time.monotonic() + deadline
+    with client.stream("POST", url, json=payload) as response:
+        body = bytearray()
+        for chunk in response.iter_raw():
+            body += chunk
+            if time.monotonic() > give_up:
+                raise httpx.ReadTimeout(
+                    f"no complete answer within {deadline:g} s ({len(body)} bytes so far)",
+                    request=response.request,
+                )
+    return httpx.Response(
+        response.status_code, headers=response.headers, content=bytes(body), request=response.request
+    )
 
 
 def body_tail(response: httpx.Response, limit: int = 300) -> str:

@@ -39,7 +39,12 @@ def make_llm(spec: str, settings: Settings) -> LLM:
         from .llm.openai_compat import OpenAICompatLLM
 
         return OpenAICompatLLM(
-            model, settings.llm_base_url, settings.llm_api_key, timeout=settings.llm_timeout
+            model,
+            settings.llm_base_url,
+            settings.llm_api_key,
+            timeout=settings.llm_timeout,
+            max_retries=settings.llm_max_retries,
+            retry_base=settings.llm_retry_base,
         )
     if provider == "fake":
         from .llm.fake import FakeLLM

@@ -45,12 +45,18 @@ class FakeLLM:
         elif self.handler is not None:
             answer = self.handler(messages, schema)
         else:
-            answer = fill_schema(schema or {"type": "object"}, _focus_text(messages[-1].content), schema)
+            answer = schema_answer(messages[-1].content, schema)
         if isinstance(answer, BaseException):
             raise answer
         text = answer if isinstance(answer, str) else json.dumps(answer)
         prompt_tokens = sum(len(m.content.split()) for m in messages)
         return Completion(text=text, usage=Usage(prompt_tokens, len(text.split())), model=self.model_id)
+
+
+def schema_answer(prompt: str, schema: dict[str, Any] | None) -> Any:
+    """The fake model's answer to ``prompt``: ``schema`` filled from the note's words. Shared with the
+    fault-injecting server (``amem.bench.flaky``), whose healthy answers must validate the same way."""
+    return fill_schema(schema or {"type": "object"}, _focus_text(prompt), schema)
 
 
 def _focus_text(prompt: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from ..errors import LLMOutputError, LLMUnavailable
-from ..http_retry import Sleep, body_tail, post_with_retry
+from ..http_retry import BASE_DELAY, Sleep, body_tail, post_with_retry
 from .base import Completion, Message, Usage
 
 #: Structured-output modes, strongest first; a 400 about response_format moves one step down.
@@ -30,11 +30,14 @@ class OpenAICompatLLM:
         max_retries: int = 3,
         supports_schema: bool = True,
         sleep: Sleep = time.sleep,
+        retry_base: float = BASE_DELAY,
     ) -> None:
         self.model = model
         self.model_id = f"openai:{model}"
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.max_retries = max_retries
+        self.retry_base = retry_base
+        self.timeout = timeout
         self._sleep = sleep
         #: Current structured-output mode; ``supports_schema`` is true only while it is json_schema.
         self._format = "json_schema" if supports_schema else "json_object"
@@ -98,6 +101,8 @@ class OpenAICompatLLM:
                 error=LLMUnavailable,
                 what=f"LLM {self.model_id}",
                 sleep=self._sleep,
+                base_delay=self.retry_base,
+                deadline=self.timeout,
             )
             if response.status_code == 400 and self._adapt(response, payload):
                 continue
