@@ -26,6 +26,7 @@ class Reply:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    drip: float = 0.0  # seconds between the body's bytes: each read is quick, the whole answer is not
 
 
 @dataclass
@@ -57,7 +58,13 @@ class Server:
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
-                    self.wfile.write(data)
+                    if reply.drip:
+                        for byte in data:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            time.sleep(reply.drip)
+                    else:
+                        self.wfile.write(data)
                 except OSError:  # the client gave up (timeout test)
                     pass
 
@@ -270,3 +277,13 @@ def test_embedder_errors(server: Server) -> None:
     server.script = [Reply(body=emb_body([[1.0, 0.0]]))]
     OpenAICompatEmbedder("e", server.url, "x", dimensions=2).embed_query("a")
     assert server.seen[-1].body["dimensions"] == 2
+
+
+def test_a_drip_fed_embedding_is_given_up_at_the_timeout(server: Server) -> None:
+    body = emb_body([[1.0, 0.0]])
+    server.default = Reply(body=body, drip=0.05)  # ~60 bytes: 3 s in all, 50 ms per read
+    emb = OpenAICompatEmbedder("e", server.url, "", timeout=0.3, max_retries=0, sleep=lambda s: None)
+    start = time.monotonic()
+    with pytest.raises(EmbedderError, match="timed out"):
+        emb.embed_query("a")
+    assert time.monotonic() - start < 1.5

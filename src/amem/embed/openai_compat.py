@@ -34,6 +34,7 @@ class OpenAICompatEmbedder:
         self.model_id = f"openai:{model}"
         self.url = base_url.rstrip("/") + "/embeddings"
         self.max_retries = max_retries
+        self.timeout = timeout
         self._requested = dimensions  # sent to the server (OpenAI text-embedding-3 can shorten vectors)
         self._dimensions = dimensions
         self._sleep = sleep
@@ -76,6 +77,7 @@ class OpenAICompatEmbedder:
             error=EmbedderError,
             what=f"embedder {self.model_id}",
             sleep=self._sleep,
+            deadline=self.timeout,  # a server dripping its answer cannot hold a write for longer
         )
         status = response.status_code
         if status in (401, 403):
