@@ -9,11 +9,25 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from hypothesis import settings
 
 from amem import Memory
 from amem.config import Settings
 from amem.embed.fake import FakeEmbedder
 from amem.llm.fake import FakeLLM
+
+#: Property tests and fuzzing (tests/test_hostile.py, tests/test_fuzz.py) run a bounded number of examples by
+#: default; AMEM_FUZZ_EXAMPLES=N runs N examples for every property instead (a longer fuzzing session).
+FUZZ_EXAMPLES = int(os.environ.get("AMEM_FUZZ_EXAMPLES", "0") or 0)
+settings.register_profile("amem", max_examples=100, deadline=None, database=None, print_blob=True)
+settings.register_profile("amem-long", max_examples=max(FUZZ_EXAMPLES, 1), deadline=None, database=None)
+settings.load_profile("amem-long" if FUZZ_EXAMPLES else "amem")
+
+
+def examples(default: int) -> int:
+    """How many examples a property runs: ``default`` (sized so the file stays within about a minute on
+    two CPUs), or AMEM_FUZZ_EXAMPLES when set."""
+    return FUZZ_EXAMPLES or default
 
 
 @pytest.fixture(autouse=True)

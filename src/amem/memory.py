@@ -29,7 +29,9 @@ from .notes import (
     SearchHit,
     VersionCause,
     check_metadata,
+    check_text,
     content_hash,
+    text_problem,
     to_utc,
     utcnow,
 )
@@ -89,7 +91,7 @@ class Memory:
         self._embedder: Embedder | None = (
             embedder if embedder is not None and not isinstance(embedder, str) else None
         )
-        self.scope = Scope(user_id=user_id, agent_id=agent_id, run_id=run_id)
+        self.scope = _scope(user_id, agent_id, run_id)
         self.link_k, self.link_floor, self.evolve_floor = link_k, link_floor, evolve_floor
         self.batch_size = batch_size
         self._runner: LLMRunner | None = None
@@ -136,7 +138,7 @@ class Memory:
         """The same memory (store, models) seen through another scope."""
         other = object.__new__(Memory)
         other.__dict__.update(self.__dict__)
-        other.scope = Scope(user_id=user_id, agent_id=agent_id, run_id=run_id)
+        other.scope = _scope(user_id, agent_id, run_id)
         return other
 
     def close(self) -> None:
@@ -160,8 +162,7 @@ class Memory:
             raise InvalidInput(
                 f"content is {len(content)} characters; the limit is {MAX_CONTENT_CHARS}. Split it into notes"
             )
-        if "\x00" in content:
-            raise InvalidInput("content contains a NUL character; remove it")
+        check_text(content, "content")
         check_metadata(item.metadata)
         now = utcnow()
         return Note(
@@ -329,7 +330,7 @@ class Memory:
 
     # -- reading ---------------------------------------------------------------------------------
     def get(self, note_id: str) -> Note:
-        valid = isinstance(note_id, str) and "\x00" not in note_id
+        valid = isinstance(note_id, str) and text_problem(note_id) is None
         note = self.store.get_note(note_id) if valid else None
         if note is None or not self.scope.matches(note):
             raise NotFound(f"no note {note_id!r} in this scope; `amem list` shows the ids")
@@ -350,6 +351,7 @@ class Memory:
             raise InvalidInput("links join two different notes of the same scope")
         if not 0 < weight <= lifecycle.MAX_LINK_WEIGHT:
             raise InvalidInput(f"weight must be above 0 and at most {lifecycle.MAX_LINK_WEIGHT}")
+        reason = _texts([reason], "reason")[0]
         link = Link(source_id=source_id, target_id=target_id, reason=reason.strip(), weight=weight)
         upkeep.add_links(self, [link], VersionCause.update, "linked by hand")
         return link
@@ -386,6 +388,8 @@ class Memory:
         whose both ends came back grow stronger); benchmarks turn it off."""
         if not isinstance(query, str) or not query.strip():
             raise InvalidInput("query is empty; give the text to search for")
+        if (problem := text_problem(query.replace("\x00", " "))) is not None:
+            raise InvalidInput(f"query {problem}")
         if k < 1 or k > 1000:
             raise InvalidInput("k must be between 1 and 1000")
         preset = preset or self.settings.retrieval
@@ -426,20 +430,22 @@ class Memory:
         note = self.get(note_id)
         changes: dict[str, Any] = {}
         if content is not None:
-            checked = self._new_note(NoteInput(content=content))
+            checked = self._new_note(self._coerce({"content": content}))
             changes |= {"content": checked.content, "content_hash": checked.content_hash}
             if keywords is None and tags is None and context is None:
                 changes["state"] = EnrichState.pending
         if keywords is not None:
-            changes["keywords"] = [str(k).strip() for k in keywords if str(k).strip()]
+            changes["keywords"] = [k.strip() for k in _texts(keywords, "keywords") if k.strip()]
         if tags is not None:
-            changes["tags"] = [str(t).strip().lower() for t in tags if str(t).strip()]
+            changes["tags"] = [t.strip().lower() for t in _texts(tags, "tags") if t.strip()]
         if context is not None:
-            changes["context"] = context.strip()
+            changes["context"] = _texts([context], "context")[0].strip()
         if metadata is not None:
             check_metadata(metadata)
             changes["metadata"] = dict(metadata)
         if event_time is not None:
+            if not isinstance(event_time, datetime):
+                raise InvalidInput(f"event_time must be a datetime, not {type(event_time).__name__}")
             changes["event_time"] = to_utc(event_time)
         if not changes:
             raise InvalidInput(
@@ -551,3 +557,26 @@ class Memory:
         if filters is None or filters.statuses is None:  # the memory as search sees it
             filters = (filters or Filters()).with_statuses([NoteStatus.active])
         return graph.build(self.store, self.scope, filters, limit)
+
+
+def _scope(user_id: str | None, agent_id: str | None, run_id: str | None) -> Scope:
+    """A memory's scope; each field must be text every store can hold (it is compared in SQL)."""
+    for name, value in (("user_id", user_id), ("agent_id", agent_id), ("run_id", run_id)):
+        if value is not None:
+            if not isinstance(value, str):
+                raise InvalidInput(f"{name} must be a string, not {type(value).__name__}")
+            check_text(value, name)
+    return Scope(user_id=user_id, agent_id=agent_id, run_id=run_id)
+
+
+def _texts(values: Sequence[str] | str, what: str) -> list[str]:
+    """Hand-given attributes: a list of strings (one string is not a list of letters), each storable."""
+    if isinstance(values, str) and what in ("keywords", "tags"):
+        raise InvalidInput(f"{what} must be a list of strings, not one string")
+    out = []
+    for value in values:
+        if not isinstance(value, str):
+            raise InvalidInput(f"{what} must be text, not {type(value).__name__}")
+        check_text(value, what)
+        out.append(value)
+    return out

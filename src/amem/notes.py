@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import unicodedata
 import uuid
 from datetime import datetime, timezone
@@ -16,6 +17,9 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import InvalidInput
+
+#: The largest count both stores keep (PostgreSQL's integer columns are signed 32-bit).
+INT32 = 2**31 - 1
 
 
 def utcnow() -> datetime:
@@ -102,8 +106,8 @@ class Note(BaseModel):
     embedding_model: str = ""
     content_hash: str = ""
     state: EnrichState = EnrichState.pending
-    version: int = 1
-    enrich_attempts: int = 0
+    version: int = Field(default=1, ge=0, le=INT32)
+    enrich_attempts: int = Field(default=0, ge=0, le=INT32)
     last_error: str | None = None
     status: NoteStatus = NoteStatus.active
     pinned: bool = False
@@ -114,7 +118,7 @@ class Note(BaseModel):
     #: and, for a merge, the absorbed note's id and content), so nothing a merge folds in is lost.
     sources: list[dict[str, Any]] = Field(default_factory=list)
     #: Usage counters (not versioned): how often search returned the note, and when last.
-    retrievals: int = 0
+    retrievals: int = Field(default=0, ge=0, le=INT32)
     last_retrieved_at: datetime | None = None
 
     @field_validator("event_time", "ingest_time", "updated_at")
@@ -169,6 +173,11 @@ class Link(BaseModel):
     def _utc(cls, v: datetime) -> datetime:
         return to_utc(v)
 
+    @field_validator("weight")
+    @classmethod
+    def _weight(cls, v: float) -> float:
+        return _link_weight(v)
+
     def effective_weight(self, now: datetime, half_life_days: float) -> float:
         """The weight decayed by disuse: it halves every ``half_life_days`` since the link was last
         created, confirmed or used (``updated_at``). Stored weights change only on use, so decay costs
@@ -204,12 +213,29 @@ class LinkSnapshot(BaseModel):
     created_at: datetime
     llm_call_id: str | None = None
 
+    @field_validator("weight")
+    @classmethod
+    def _weight(cls, v: float) -> float:
+        return _link_weight(v)
+
+    @field_validator("created_at")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        return to_utc(v)
+
+
+def _link_weight(value: float) -> float:
+    """A stored link weight is a finite number, not negative (SQLite keeps NaN as NULL, jsonb refuses it)."""
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"a link weight must be a finite number of at least 0, not {value}")
+    return value
+
 
 class NoteVersion(BaseModel):
     """A full snapshot of a note after a change, and what caused that change."""
 
     note_id: str
-    version: int
+    version: int = Field(ge=0, le=INT32)
     cause: VersionCause
     created_at: datetime = Field(default_factory=utcnow)
     llm_call_id: str | None = None
@@ -231,6 +257,16 @@ class NoteVersion(BaseModel):
     links: list[LinkSnapshot] | None = None
     #: the consolidation run (or other batch of changes) that wrote this version, to undo it as a whole
     batch: str | None = None
+
+    @field_validator("created_at", "event_time")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        return to_utc(v)
+
+    @field_validator("expires_at")
+    @classmethod
+    def _utc_opt(cls, v: datetime | None) -> datetime | None:
+        return None if v is None else to_utc(v)
 
     #: the fields a version stores beyond its bookkeeping (note_id, version, cause, time, call, detail)
     SNAPSHOT_FIELDS: ClassVar[set[str]] = {
@@ -292,15 +328,20 @@ class LLMCall(BaseModel):
     step: str
     prompt_version: str
     model: str
-    input_tokens: int = 0
-    output_tokens: int = 0
+    input_tokens: int = Field(default=0, ge=0, le=INT32)
+    output_tokens: int = Field(default=0, ge=0, le=INT32)
     latency_ms: float = 0.0
     ok: bool = True
     cached: bool = False
     error: str | None = None
-    attempts: int = 1
+    attempts: int = Field(default=1, ge=0, le=INT32)
     note_ids: list[str] = Field(default_factory=list)
     created_at: datetime = Field(default_factory=utcnow)
+
+    @field_validator("created_at")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        return to_utc(v)
 
 
 class Why(BaseModel):
@@ -348,15 +389,55 @@ def is_metadata_key(key: object) -> bool:
     return isinstance(key, str) and 0 < len(key) <= 64 and set(key) <= _METADATA_KEY_CHARS
 
 
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be stored as text in every store, or None: a NUL character (PostgreSQL text
+    refuses it) or a lone surrogate (not encodable as UTF-8, e.g. bytes decoded with surrogateescape)."""
+    if "\x00" in value:
+        return "contains a NUL character; remove it"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (
+            f"is not valid Unicode (a lone surrogate at character {exc.start}, as from undecodable bytes); "
+            "decode the input as UTF-8 first"
+        )
+    return None
+
+
+def check_text(value: str, what: str) -> None:
+    """Raise InvalidInput naming ``what`` when ``value`` cannot be stored as text (see ``text_problem``)."""
+    problem = text_problem(value)
+    if problem is not None:
+        raise InvalidInput(f"{what} {problem}")
+
+
+def check_json_text(value: Any, where: str) -> None:
+    """``check_text`` for every string (and key) of a JSON value: an import or a batch read from a file."""
+    if isinstance(value, str):
+        check_text(value, where)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str):
+                check_text(key, f"{where} key {key!r}")
+            check_json_text(item, f"{where}.{key}")
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            check_json_text(item, f"{where}[{i}]")
+
+
 def check_metadata(metadata: dict[str, Any]) -> None:
-    """Metadata must be plain JSON (no NaN/Infinity) with keys that filters can address."""
+    """Metadata must be plain JSON (no NaN/Infinity) with keys that filters can address, and text that
+    every store keeps as given (no NUL, no lone surrogate)."""
+    if not isinstance(metadata, dict):
+        raise InvalidInput(f"metadata must be a JSON object, not {type(metadata).__name__}")
     for key in metadata:
         if not is_metadata_key(key):
             raise InvalidInput(f"metadata key {key!r}: use 1-64 letters, digits, '_' or '-'")
     try:
         json.dumps(metadata, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidInput(f"metadata must be plain JSON (no NaN, Infinity or objects): {exc}") from None
+    check_json_text(metadata, "metadata")
 
 
 class NoteInput(BaseModel):

@@ -9,6 +9,8 @@ from typing import Any
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
 _PY_LITERALS = {"True": "true", "False": "false", "None": "null"}
+#: A lone UTF-16 surrogate (``"\\ud800"`` in JSON): no store can keep it as text, so it becomes U+FFFD.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def parse_json_object(text: str) -> dict[str, Any]:
@@ -24,13 +26,28 @@ def parse_json_object(text: str) -> dict[str, Any]:
         for attempt in (span, _repair(span)):
             try:
                 value = json.loads(attempt, strict=False)  # raw newlines inside strings are common
+                if isinstance(value, dict):
+                    cleaned: dict[str, Any] = _valid_text(value)
+                    return cleaned
             except json.JSONDecodeError as exc:
                 last_error = f"invalid JSON: {exc.msg} at char {exc.pos}"
                 continue
-            if isinstance(value, dict):
-                return value
+            except RecursionError:  # thousands of nested brackets: no answer of ours is that deep
+                last_error = "JSON nested too deeply"
+                continue
             last_error = "JSON is not an object"
     raise ValueError(last_error)
+
+
+def _valid_text(value: Any) -> Any:
+    """Every string (and key) with lone surrogates replaced, so whatever the answer carries can be stored."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_valid_text(v) for v in value]
+    if isinstance(value, dict):
+        return {_valid_text(k): _valid_text(v) for k, v in value.items()}
+    return value
 
 
 def _outer_object(text: str) -> str | None:

@@ -24,6 +24,7 @@ from ..notes import (
     NoteVersion,
     Scope,
     is_metadata_key,
+    text_problem,
     to_utc,
 )
 
@@ -56,7 +57,7 @@ class Filters(BaseModel):
                 raise InvalidInput(f"metadata filter key {key!r}: use 1-64 letters, digits, '_' or '-'")
             bad_int = isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63
             bad_float = isinstance(value, float) and not math.isfinite(value)
-            if bad_int or bad_float or (isinstance(value, str) and "\x00" in value):
+            if bad_int or bad_float or (isinstance(value, str) and text_problem(value) is not None):
                 raise InvalidInput(
                     f"metadata filter {key!r}: the value {value!r} can never match; give plain JSON"
                 )

@@ -115,12 +115,17 @@ NOTE_COLUMNS = (
 
 
 def fmt_time(value: datetime) -> str:
-    return value.astimezone(timezone.utc).strftime(TIME_FMT)
+    # the year zero-padded by hand: glibc's %Y writes year 99 as "99", which sorts after "2024" (time
+    # filters went wrong) and which fromisoformat cannot read back (the note became unreadable)
+    utc = value.astimezone(timezone.utc)
+    return f"{utc.year:04d}" + utc.strftime(TIME_FMT[2:])
 
 
 def parse_time(value: str) -> datetime:
     # fromisoformat is ~10x faster than strptime (reading 10^5 notes spent 20 s here); the stored text
     # is always TIME_FMT, whose trailing Z Python 3.10's fromisoformat does not accept
+    if value.index("-") != 4:  # a year before 1000 written unpadded by an older fmt_time
+        value = value.zfill(len(value) + 4 - value.index("-"))
     return datetime.fromisoformat(value[:-1]).replace(tzinfo=timezone.utc)
 
 
