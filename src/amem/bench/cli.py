@@ -78,6 +78,59 @@ def scale(
     click.echo(f"\nresults in {folder}", err=True)
 
 
+@bench.command(name="faults")
+@click.option(
+    "--kills", type=click.IntRange(min=1), default=20, show_default=True, help="SIGKILLs per store."
+)
+@click.option("--crash-notes", type=click.IntRange(min=10), default=1000, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--processes", type=click.IntRange(min=0), default=4, show_default=True)
+@click.option("--load-ops", type=click.IntRange(min=1), default=40, show_default=True, help="Per worker.")
+@click.option("--provider-notes", type=click.IntRange(min=4, max=300), default=24, show_default=True)
+@click.option(
+    "--rate", type=click.FloatRange(0.01, 1.0), default=0.3, show_default=True, help="Provider fault rate."
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--postgres",
+    default=None,
+    help="Also run on this PostgreSQL server (URL; databases amem_faults_* are created per scenario).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for the stores and results [default <home>/bench/faults].",
+)
+@click.pass_obj
+def faults(
+    obj: Any,
+    kills: int,
+    crash_notes: int,
+    threads: int,
+    processes: int,
+    load_ops: int,
+    provider_notes: int,
+    rate: float,
+    seed: int,
+    postgres: str | None,
+    out: Path | None,
+) -> None:
+    """Inject every fault of RELIABILITY.md (SIGKILLs, concurrent writers, a failing LLM provider) and
+    report what was lost; exits 1 if anything was. Uses the fake LLM and embedder: it tests amem."""
+    from .faults import Plan, markdown, run_all
+
+    plan = Plan(kills, crash_notes, threads, processes, load_ops, provider_notes, rate, seed)
+    folder = out or obj.settings.home / "bench" / "faults"
+    rows = run_all(plan, folder, postgres, lambda line: click.echo(line, err=True))
+    table = markdown(rows)
+    (folder / "results.md").write_text(table + "\n")
+    click.echo(table)
+    click.echo(f"\nresults in {folder}", err=True)
+    if not all(r.ok for r in rows):
+        raise SystemExit(1)
+
+
 @bench.command(name="locomo")
 @click.option(
     "--data",

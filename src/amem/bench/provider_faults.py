@@ -105,8 +105,8 @@ class ProviderFaultReport:
             "errors": self.errors,
         }
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
 
 
 def make_inputs(count: int, seed: int) -> list[NoteInput]:
