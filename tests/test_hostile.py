@@ -339,11 +339,6 @@ def test_jsonl_with_lone_surrogate_escape_is_refused_not_crashing(
     assert m.count() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ingest.read_jsonl splits with str.splitlines(), which also breaks lines at U+2028, U+0085, "
-    "\\x1c-\\x1e, \\v and \\f inside JSON strings; reported to the lead (ingest.py is not this helper's)",
-)
 def test_jsonl_with_unicode_line_separators_inside_strings(tmp_path: Path) -> None:
     path = tmp_path / "u.jsonl"
     text = "a\u2028b\x85c\x1cd\x0be\x0cf"

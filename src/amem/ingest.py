@@ -11,6 +11,7 @@ from typing import Any
 from . import locomo
 from .errors import InvalidInput
 from .memory import Memory, NoteInput
+from .transfer import lines_of
 
 BarFactory = Callable[[str, int], AbstractContextManager[Callable[[int, int], None]]]
 
@@ -19,7 +20,7 @@ def read_jsonl(path: Path) -> list[NoteInput]:
     """Every line checked before anything is added; errors name the line."""
     items = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = lines_of(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise InvalidInput(
             f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); nothing was added"

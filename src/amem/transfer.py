@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from .errors import InvalidInput
 from .memory import Memory
-from .notes import Link, LLMCall, Note, NoteVersion
+from .notes import Link, LLMCall, Note, NoteVersion, check_json_text
 
 FORMAT = "amem-export"
 FORMAT_VERSION = 1
@@ -128,7 +128,13 @@ def import_file(
         raise InvalidInput(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise InvalidInput(f"cannot open {path}: {exc.strerror}") from None
-    return import_lines(memory, text.splitlines(), str(path), rescope=rescope)
+    return import_lines(memory, lines_of(text), str(path), rescope=rescope)
+
+
+def lines_of(text: str) -> list[str]:
+    """JSON lines split at newlines only: ``str.splitlines`` would also cut at U+2028, U+0085, form
+    feeds and the like, which JSON written with ``ensure_ascii=False`` may hold inside its strings."""
+    return text.replace("\r\n", "\n").split("\n")
 
 
 def import_lines(memory: Memory, lines: Iterable[str], label: str, *, rescope: bool = False) -> ImportReport:
@@ -142,14 +148,18 @@ def import_lines(memory: Memory, lines: Iterable[str], label: str, *, rescope: b
         raise InvalidInput(f"{label} is empty; expected an amem export")
     header, body = records[0][2], records[1:]
     store = memory.store
-    model = header.get("embedding_model")
+    model, dims = header.get("embedding_model"), header.get("dimensions")
+    if model is not None and not isinstance(model, str):
+        raise InvalidInput(f"{label}: the header's embedding_model must be a string, not {model!r}")
+    if dims is not None and not (isinstance(dims, int | str) and str(dims).isdigit()):
+        raise InvalidInput(f"{label}: the header's dimensions must be a whole number, not {dims!r}")
     own = store.get_meta("embedding_model")
     if own is not None and model is not None and own != model:
         raise InvalidInput(
             f"the export was embedded with {model!r} but this memory uses {own!r}; "
             "import into an empty memory"
         )
-    dims, own_dims = header.get("dimensions"), store.get_meta("dimensions")
+    own_dims = store.get_meta("dimensions")
     if dims is not None and own_dims is not None and str(dims) != str(own_dims):
         raise InvalidInput(f"the export has {dims}-dimensional vectors but this memory holds {own_dims}")
     plan = _Plan(memory, label, rescope, int(own_dims or dims or 0))
@@ -283,6 +293,10 @@ def _records(lines: Iterable[str], label: str) -> Iterator[tuple[int, str, Any]]
             raise InvalidInput(f"{label}:{number}: not JSON ({exc.msg}); nothing was imported") from None
         except RecursionError:
             raise InvalidInput(f"{label}:{number}: JSON nested too deeply; nothing was imported") from None
+        try:
+            check_json_text(record, f"{label}:{number}")  # NUL or a lone surrogate: no store keeps it
+        except (InvalidInput, RecursionError) as exc:
+            raise InvalidInput(f"{exc}; nothing was imported") from None
         if not header_seen:
             header_seen = True
             if not isinstance(record, dict) or record.get("type") != FORMAT:

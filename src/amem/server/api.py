@@ -51,7 +51,7 @@ from ..notes import (
 )
 from ..steps.graph import Graph
 from ..store import Filters
-from ..transfer import ImportReport, export_lines, import_lines
+from ..transfer import ImportReport, export_lines, import_lines, lines_of
 from .auth import KeyRing
 from .jobs import Every, Job, Jobs
 from .limits import BodyLimit
@@ -427,8 +427,7 @@ def create_app(
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InvalidInput(f"the body is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-        lines = text.splitlines()
-        return await run_in_threadpool(import_lines, who.memory, lines, "body", rescope=rescope)
+        return await run_in_threadpool(import_lines, who.memory, lines_of(text), "body", rescope=rescope)
 
     @app.get("/v1/graph", response_model=Graph, tags=["graph"])
     def graph(
