@@ -822,3 +822,21 @@ def test_models_pull_of_the_embedder_says_it_is_installed(tmp_path: Path) -> Non
     result = CliRunner().invoke(cli, ["--home", str(tmp_path), "models", "pull", "all-minilm-l6-v2"])
     assert result.exit_code == 0, result.output
     assert "nothing to pull" in result.output
+
+
+def test_stored_text_cannot_drive_the_terminal() -> None:
+    """A note (or tag, reason, error) holding escape sequences or bidi overrides prints them as visible
+    escapes: an ANSI sequence in someone's note must not retitle, recolour or rewrite the reader's screen."""
+    hostile = "Door code 4471\x1b]0;owned\x07 \x1b[2J\x1b[8mhidden\u202eevil\r"
+    note = add(hostile)
+    run("update", note["id"], "--tags", "a\x1b[31mred", "--context", "ctx\x9b31m")
+    outputs = [
+        run("list").output,
+        run("get", note["id"]).output,
+        run("search", "door code").output,
+        run("history", note["id"]).output,
+    ]
+    for out in outputs:
+        assert "\x1b" not in out and "\x9b" not in out and "\u202e" not in out and "\r" not in out, out
+    assert "\\u001b]0;owned\\u0007" in outputs[0] and "\\u202e" in outputs[0]
+    assert json.loads(run("get", note["id"], "--json").stdout)["content"] == hostile.strip()

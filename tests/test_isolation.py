@@ -390,3 +390,18 @@ def test_export_to_replaces_a_file_whole(world: World, tmp_path: Path) -> None:
     with pytest.raises(AmemError, match="cannot write"):
         export_to(world.mem, tmp_path / "backup.jsonl" / "x.jsonl", tmp_path)
     assert os.path.exists(target)
+
+
+def test_import_refuses_ids_that_are_not_ids(world: World, tmp_path: Path) -> None:
+    path, _ = export_to(world.mem.scoped(user_id="alice"), tmp_path / "alice.jsonl")
+    rows = records(path)
+    note = next(r for r in rows if r["type"] == "note")
+    fresh = make_memory(tmp_path / "other" / "memory.db")
+    try:
+        for bad in ["", "a b", "../x", "x\x1b[2J", "x" * 129, "ünï"]:
+            note["data"]["id"] = bad
+            with pytest.raises(InvalidInput, match="is not an id"):
+                import_file(fresh, write(tmp_path / "bad.jsonl", [rows[0], note]))
+        assert fresh.count() == 0
+    finally:
+        fresh.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
@@ -29,8 +30,19 @@ def progress_bar(label: str, total: int) -> Iterator[Callable[[int, int], None]]
         yield update
 
 
+#: What a terminal acts on rather than shows: C0/C1 controls (an ANSI escape sequence in a note could
+#: recolour, hide or retitle the screen) and the bidirectional controls that reorder what is read.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def shown(value: object) -> str:
+    """Stored text as a terminal may show it: every control character as a visible ``\\uXXXX``. All
+    stored text (which anyone with write access may have written) goes through here before printing."""
+    return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", str(value))
+
+
 def _wrap(text: str, indent: str = "    ") -> str:
-    return textwrap.fill(text, width=100, initial_indent=indent, subsequent_indent=indent)
+    return textwrap.fill(shown(text), width=100, initial_indent=indent, subsequent_indent=indent)
 
 
 def _when(value: datetime) -> str:
@@ -41,7 +53,9 @@ def _flags(status: NoteStatus, pinned: bool, merged_into: str | None) -> str:
     """' archived', ' merged into 1a2b3c4d', ' pinned': empty for an ordinary active note."""
     out = ""
     if status == NoteStatus.merged:
-        out += " " + click.style("merged" + (f" into {merged_into[:8]}" if merged_into else ""), fg="yellow")
+        out += " " + click.style(
+            "merged" + (f" into {shown(merged_into[:8])}" if merged_into else ""), fg="yellow"
+        )
     elif status != NoteStatus.active:
         out += " " + click.style(status.value, fg="yellow")
     if pinned:
@@ -55,7 +69,7 @@ def _lifecycle_line(
     """One compact line for what upkeep put on a note: superseded, expiry, folded-in sources."""
     parts = []
     if superseded_by:
-        parts.append(f"superseded by {superseded_by[:8]}")
+        parts.append(f"superseded by {shown(superseded_by[:8])}")
     if expires_at is not None:
         parts.append(f"expires {_when(expires_at)}")
     if sources:
@@ -67,12 +81,12 @@ def source_lines(note: Note) -> list[str]:
     """Where else the note's fact came from: exact duplicates written later and notes merged into it."""
     lines = [f"    sources ({len(note.sources)}):"]
     for src in note.sources:
-        origin = f"merged {str(src['note_id'])[:8]}" if src.get("note_id") else "duplicate"
+        origin = f"merged {shown(str(src['note_id'])[:8])}" if src.get("note_id") else "duplicate"
         when = str(src.get("event_time") or "")[:10]
-        meta = ", ".join(f"{k}={v}" for k, v in (src.get("metadata") or {}).items())
+        meta = shown(", ".join(f"{k}={v}" for k, v in (src.get("metadata") or {}).items()))
         line = f"      {origin} [{when}]" + (f" {meta}" if meta else "")
         if src.get("content"):
-            line += f" {textwrap.shorten(str(src['content']), 60)}"
+            line += f" {textwrap.shorten(shown(src['content']), 60)}"
         lines.append(line)
     return lines
 
@@ -80,7 +94,7 @@ def source_lines(note: Note) -> list[str]:
 def note_block(note: Note, with_sources: bool = False) -> str:
     """The note; ``with_sources`` lists its sources (provenance), else only their number is shown."""
     head = (
-        click.style(note.id, fg="cyan")
+        click.style(shown(note.id), fg="cyan")
         + f"  [{format_date(note.event_time)}]  {note.state.value}  v{note.version}"
         + _flags(note.status, note.pinned, note.merged_into)
     )
@@ -89,15 +103,15 @@ def note_block(note: Note, with_sources: bool = False) -> str:
     if extra := _lifecycle_line(note.superseded_by, note.expires_at, count):
         lines.append(extra)
     if note.keywords:
-        lines.append("    keywords: " + ", ".join(note.keywords))
+        lines.append("    keywords: " + shown(", ".join(note.keywords)))
     if note.tags:
-        lines.append("    tags:     " + ", ".join(note.tags))
+        lines.append("    tags:     " + shown(", ".join(note.tags)))
     if note.context:
         lines.append(_wrap("context:  " + note.context))
     if note.metadata:
-        lines.append("    metadata: " + ", ".join(f"{k}={v}" for k, v in note.metadata.items()))
+        lines.append("    metadata: " + shown(", ".join(f"{k}={v}" for k, v in note.metadata.items())))
     if note.last_error:
-        lines.append(click.style("    last error: " + note.last_error, fg="yellow"))
+        lines.append(click.style("    last error: " + shown(note.last_error), fg="yellow"))
     if with_sources and note.sources:
         lines.extend(source_lines(note))
     return "\n".join(lines)
@@ -120,9 +134,9 @@ def links(memory: Memory, note_id: str, found: Sequence[Link]) -> None:
         other = lk.target_id if outgoing else lk.source_id
         arrow = "->" if outgoing else "<-"
         text = others[other].content if other in others else "(missing)"
-        click.echo(f"      {arrow} {other[:8]} w={lk.weight:.2f} {textwrap.shorten(text, 60)}")
+        click.echo(f"      {arrow} {shown(other[:8])} w={lk.weight:.2f} {textwrap.shorten(shown(text), 60)}")
         if lk.reason:
-            click.echo(f"         because: {textwrap.shorten(lk.reason, 80)}")
+            click.echo(f"         because: {textwrap.shorten(shown(lk.reason), 80)}")
 
 
 def note_table(notes: Sequence[Note]) -> None:
@@ -138,19 +152,19 @@ def hits(found: Sequence[SearchHit]) -> None:
     for i, hit in enumerate(found, start=1):
         n = hit.note
         flags = _flags(n.status, False, n.merged_into)
-        superseded = f" (superseded by {n.superseded_by[:8]})" if n.superseded_by else ""
+        superseded = f" (superseded by {shown(n.superseded_by[:8])})" if n.superseded_by else ""
         click.echo(
-            f"{i:2d}. {click.style(f'{hit.score:.3f}', fg='green')}  {n.id[:8]}{flags}  "
-            f"[{format_date(n.event_time)}] {textwrap.shorten(n.content, 80)}{superseded}"
+            f"{i:2d}. {click.style(f'{hit.score:.3f}', fg='green')}  {shown(n.id[:8])}{flags}  "
+            f"[{format_date(n.event_time)}] {textwrap.shorten(shown(n.content), 80)}{superseded}"
         )
-        click.echo(f"      why: {hit.why.describe()}")
+        click.echo(f"      why: {shown(hit.why.describe())}")
 
 
 def history(versions: Sequence[NoteVersion]) -> None:
     for v in versions:
-        cause = f"{v.cause.value}" + (f" by LLM call {v.llm_call_id[:8]}" if v.llm_call_id else "")
+        cause = f"{v.cause.value}" + (f" by LLM call {shown(v.llm_call_id[:8])}" if v.llm_call_id else "")
         if v.batch:
-            cause += f" in run {v.batch}"
+            cause += f" in run {shown(v.batch)}"
         click.echo(
             click.style(f"v{v.version}", bold=True)
             + f"  {v.created_at:%Y-%m-%d %H:%M:%S}  {cause}"
@@ -161,18 +175,18 @@ def history(versions: Sequence[NoteVersion]) -> None:
         if extra := _lifecycle_line(v.superseded_by, v.expires_at, len(v.sources)):
             click.echo(extra)
         click.echo(_wrap("context: " + (v.context or "(none)")))
-        click.echo("    tags: " + (", ".join(v.tags) or "(none)"))
+        click.echo("    tags: " + (shown(", ".join(v.tags)) or "(none)"))
 
 
 def kv(data: dict[str, Any], indent: int = 0) -> str:
     lines = []
     for key, value in data.items():
         if isinstance(value, dict):
-            lines.append(" " * indent + f"{key}:")
+            lines.append(" " * indent + f"{shown(key)}:")
             lines.append(kv(value, indent + 2))
         else:
-            shown = f"{value:.3f}" if isinstance(value, float) else value
-            lines.append(" " * indent + f"{key}: {shown}")
+            text = f"{value:.3f}" if isinstance(value, float) else shown(value)
+            lines.append(" " * indent + f"{shown(key)}: {text}")
     return "\n".join(lines)
 
 
@@ -198,8 +212,8 @@ def consolidation(report: ConsolidationReport) -> None:
         f"{report.links_after}, {report.seconds:.2f} s"
     )
     for change in report.changes:
-        ids = change.note_id[:8] + (f" -> {change.other_id[:8]}" if change.other_id else "")
-        click.echo(f"  {change.kind:9s} {ids:20s} {textwrap.shorten(change.detail, 70)}".rstrip())
+        ids = shown(change.note_id[:8] + (f" -> {change.other_id[:8]}" if change.other_id else ""))
+        click.echo(f"  {change.kind:9s} {ids:20s} {textwrap.shorten(shown(change.detail), 70)}".rstrip())
     if not report.dry_run and report.changes:
         click.echo(f"undo with: amem consolidate --undo {report.run_id}")
 
@@ -209,7 +223,8 @@ def undo_summary(report: UndoReport) -> str:
     if report.skipped:
         text += (
             f", skipped {len(report.skipped)} changed after the run "
-            f"({', '.join(s[:8] for s in report.skipped[:5])}{', ...' if len(report.skipped) > 5 else ''}; "
+            f"({shown(', '.join(s[:8] for s in report.skipped[:5]))}"
+            f"{', ...' if len(report.skipped) > 5 else ''}; "
             "--force restores them anyway)"
         )
     return text

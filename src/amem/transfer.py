@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ from .errors import InvalidInput
 from .memory import Memory
 from .notes import Link, LLMCall, Note, NoteVersion, check_json_text
 
+#: ids amem makes are 32 hex digits; an imported id may be any such token, never text with spaces,
+#: controls or path characters (ids end up in URLs, file names of callers and terminal output)
+ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 FORMAT = "amem-export"
 FORMAT_VERSION = 1
 
@@ -216,6 +220,8 @@ class _Plan:
         self.records.append((number, type(obj).__name__, obj))
 
     def _own(self, where: str, note: Note) -> Note:
+        if not ID.fullmatch(note.id):
+            raise InvalidInput(f"{where}: note id {note.id!r} is not an id (letters, digits, '_.:-'; 1-128)")
         scope = self.memory.scope
         if self.rescope:
             fields = {"user_id": scope.user_id, "agent_id": scope.agent_id, "run_id": scope.run_id}
