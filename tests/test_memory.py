@@ -184,7 +184,7 @@ def test_llm_failure_keeps_note_pending_and_searchable(
 
 
 def test_repeated_failures_mark_note_failed_not_lost(memory: Memory, fake_llm: FakeLLM) -> None:
-    fake_llm.script = [LLMUnavailable("down")] * 3
+    fake_llm.script = ["not json"] * 6  # three unusable answers, each after its repair re-prompt
     note = memory.add("Important fact.")
     memory.enrich()
     memory.enrich()

@@ -15,6 +15,7 @@ from amem import Memory
 from amem.cli import cli
 from amem.config import Settings
 from amem.embed.fake import FakeEmbedder
+from amem.errors import InvalidInput
 from amem.llm.fake import FakeLLM
 from amem.notes import VersionCause
 
@@ -226,7 +227,6 @@ def test_migrate_round_trip_sqlite_postgres_sqlite_keeps_every_field(
 
 
 def test_migrate_refuses_a_store_built_with_another_embedder(tmp_path: Path, pg_url: str) -> None:
-    from amem.errors import InvalidInput
     from amem.migrate import migrate
 
     a = pg_memory(f"sqlite:///{tmp_path / 'a.db'}", tmp_path, FakeLLM())
@@ -261,13 +261,16 @@ def test_processes_opening_a_fresh_database_at_once_migrate_it_once(pg_url: str,
     assert versions == [(1,), (2,), (3,)] and opened == (4,)
 
 
-def test_nul_characters_are_stored_not_lost(pg_url: str, tmp_path: Path) -> None:
-    # content with NUL is refused at input; metadata and LLM output with one are stored (as U+FFFD)
+def test_nul_is_refused_from_callers_and_replaced_in_llm_output(pg_url: str, tmp_path: Path) -> None:
+    # a caller's NUL (content or metadata) is refused at input, as on SQLite; an LLM's is stored as U+FFFD
     llm = FakeLLM(script=[{"keywords": ["nul"], "tags": ["t"], "context": "A context with \x00 inside."}])
     memory = pg_memory(pg_url, tmp_path, llm)
-    note = memory.add("A note about a NUL character.", metadata={"k": "a\x00b"})
+    with pytest.raises(InvalidInput, match="NUL"):
+        memory.add("A note about a NUL character.", metadata={"k": "a\x00b"})
+    assert memory.count() == 0
+    note = memory.add("A note about a NUL character.", metadata={"k": "ab"})
     stored = memory.get(note.id)
-    assert stored.metadata == {"k": "a\ufffdb"} and stored.context == "A context with \ufffd inside."
+    assert stored.context == "A context with \ufffd inside."
     assert len(memory.history(note.id)) == 1
     assert memory.search("NUL \x00 character", k=1)[0].note.id == note.id
     memory.close()

@@ -630,3 +630,41 @@ def test_find_by_hashes_answers_many_hashes_within_a_scope(store: Store) -> None
     found = store.find_by_hashes(Scope(user_id="u1", exact=True), ["h1", "h2", "h3"])
     assert found == {"h1": [a.id], "h2": [b.id]}
     assert store.find_by_hashes(Scope(user_id="u1", exact=True), []) == {}
+
+
+def test_lock_hashes_holds_a_second_writer_of_the_same_content_until_commit(reopen: StoreFactory) -> None:
+    """Two connections (two processes): the second gets past ``lock_hashes`` for the same scope and hash
+    only once the first transaction has ended; on PostgreSQL another scope or hash does not wait."""
+    import threading
+    import time
+
+    first, second = reopen(), reopen()
+    first.insert_note(note("zero", content_hash="h0"), vec(1))  # PostgreSQL fixes the vector column now
+    scope = Scope(user_id="u1", exact=True)
+    holding = threading.Event()
+
+    def hold() -> None:
+        with first.atomic():
+            first.lock_hashes(scope, ["h2", "h1"])
+            first.insert_note(note("one", content_hash="h1"), vec(0))  # SQLite: the write lock is taken
+            holding.set()
+            time.sleep(0.5)
+
+    def other_keys_pass() -> None:
+        with second.atomic():
+            second.lock_hashes(Scope(user_id="u2", exact=True), ["h1"])
+            second.lock_hashes(scope, ["h3"])
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert holding.wait(10)
+    if first.url.startswith("postgresql"):
+        began = time.monotonic()
+        other_keys_pass()
+        assert time.monotonic() - began < 0.4
+    with second.atomic():
+        second.lock_hashes(scope, ["h1"])
+        assert second.find_by_hashes(scope, ["h1"])  # the first writer's note is visible by then
+    thread.join()
+    first.close()
+    second.close()

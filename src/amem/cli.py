@@ -447,7 +447,9 @@ def enrich(c: Ctx, limit: int | None, include_failed: bool, as_json: bool) -> No
     total = min(m.count(Filters(states=states)), limit or 10**9)
     with render.progress_bar("enriching", total) as bar:
         report = m.enrich(limit=limit, include_failed=include_failed, progress=bar)
-    _emit(as_json, report.model_dump(), lambda: click.echo(render.enrich_summary(report)))
+    _emit(as_json, report.model_dump(exclude_none=True), lambda: click.echo(render.enrich_summary(report)))
+    if report.stopped:  # the provider was unreachable: the rest waits for the next run
+        click.echo(f"stopped early: {report.stopped}", err=True)
 
 
 @cli.command(name="export")

@@ -204,13 +204,13 @@ class Memory:
         An exact duplicate in this scope returns the existing note instead (its provenance recorded)."""
         given = {"content": content, "event_time": event_time, "metadata": metadata or {}}
         note = self._new_note(self._coerce({**given, "pinned": pinned, "expires_at": expires_at}))
-        if self.settings.dedupe and (existing := upkeep.find_duplicate(self, note)) is not None:
-            return upkeep.fold_duplicate(self, existing, note)
+        existing = upkeep.find_duplicate(self, note) if self.settings.dedupe else None
+        if existing is not None and (folded := pipeline.fold(self, note, existing)) is not None:
+            return folded
         self._check_embedder()
         base = self.embedder.embed_documents([note.embedding_text()])[0]
         if not self.llm_enabled:
-            pipeline.store_pending(self, note, base, None)
-            return note
+            return pipeline.store_pending(self, note, base, None)
         return pipeline.enrich_one(self, note, base, is_new=True)
 
     def add_many(
@@ -232,11 +232,11 @@ class Memory:
         later: list[tuple[int, int]] = []  # (duplicate, first of its content in this call)
         known = upkeep.find_duplicates(self, notes) if self.settings.dedupe else {}
         for i, note in enumerate(notes):
-            if not self.settings.dedupe:
-                fresh.append(i)
-            elif (existing := known.get(note.content_hash)) is not None:
-                folded = upkeep.fold_duplicate(self, existing, note)
+            existing = known.get(note.content_hash)
+            if existing is not None and (folded := pipeline.fold(self, note, existing)) is not None:
                 results[i] = known[note.content_hash] = folded  # a second copy folds into the updated note
+            elif not self.settings.dedupe:
+                fresh.append(i)
             elif note.content_hash in first_of:
                 later.append((i, first_of[note.content_hash]))
             else:
@@ -249,19 +249,16 @@ class Memory:
         for i, stored in zip(fresh, out, strict=True):
             results[i] = stored
         for i, j in later:
-            first = self.store.get_note(notes[j].id) or notes[j]
-            results[i] = upkeep.fold_duplicate(self, first, notes[i])
+            first = results[j] or notes[j]  # stored as itself, or folded into a copy stored meanwhile
+            results[i] = pipeline.fold(self, notes[i], self.store.get_note(first.id) or first) or first
         return [r for r in results if r is not None]
 
     def _add_groups(self, notes: list[Note], size: int, out: list[Note], progress: Progress | None) -> None:
         for start in range(0, len(notes), size):
             group = notes[start : start + size]
             bases = self.embedder.embed_documents([n.embedding_text() for n in group])
-            if not self.llm_enabled:
-                with self.store.atomic():  # no LLM: the whole group is one transaction
-                    for n, b in zip(group, bases, strict=True):
-                        pipeline.store_pending(self, n, b, None)
-                        out.append(n)
+            if not self.llm_enabled:  # no LLM: the whole group is one transaction
+                out.extend(pipeline.store_new_pending(self, group, bases, None))
             elif size == 1 or len(group) == 1 or self.settings.pipeline == "paper":
                 out.extend(
                     pipeline.enrich_one(self, n, b, is_new=True) for n, b in zip(group, bases, strict=True)
@@ -302,31 +299,9 @@ class Memory:
     def enrich(
         self, limit: int | None = None, include_failed: bool = False, progress: Progress | None = None
     ) -> EnrichReport:
-        """Finish notes stored as pending (the LLM was down or answered garbage)."""
-        states = [EnrichState.pending] + ([EnrichState.failed] if include_failed else [])
-        todo = self.store.list_notes(self.scope, Filters(states=states), limit=limit or 1_000_000)
-        todo.reverse()  # oldest first, like the original order of arrival
-        report = EnrichReport()
-        for i, listed in enumerate(todo, start=1):
-            note = self.store.get_note(listed.id)  # re-read: enriching an earlier note may evolve this one
-            if note is None or note.state not in states:
-                continue
-            if include_failed and note.state == EnrichState.failed:
-                note.enrich_attempts = 0
-            base = self.embedder.embed_documents([note.embedding_text()])[0]
-            try:
-                done = pipeline.enrich_one(self, note, base, is_new=False)
-            except NotFound:
-                continue  # deleted meanwhile: nothing left to enrich
-            if done.state == EnrichState.enriched:
-                report.enriched += 1
-            elif done.state == EnrichState.failed:
-                report.failed += 1
-            else:
-                report.still_pending += 1
-            if progress:
-                progress(i, len(todo))
-        return report
+        """Finish notes stored as pending (the LLM was down or answered garbage), oldest first. The run
+        stops at the first call that cannot reach the provider (``EnrichReport.stopped`` says so)."""
+        return pipeline.enrich_pending(self, limit, include_failed, progress)
 
     # -- reading ---------------------------------------------------------------------------------
     def get(self, note_id: str) -> Note:

@@ -452,6 +452,10 @@ class NoteInput(BaseModel):
 
 
 class EnrichReport(BaseModel):
+    """What an ``enrich`` run did. Notes it did not reach count as still pending (or failed)."""
+
     enriched: int = 0
     still_pending: int = 0
     failed: int = 0
+    #: why the run ended before trying every note (the LLM provider was unreachable); None when it did not
+    stopped: str | None = None

@@ -1,20 +1,24 @@
 """The write pipeline's storage side: find a new note's neighbours, run the LLM step, and write the
 note, its links, evolved neighbours and superseded notes in one transaction (or keep it pending).
 
-``Memory`` owns validation and batching and calls these; the decisions themselves are pure
+Exact duplicates are checked again inside the transaction that would insert a new note, under a lock on
+(scope, content hash): two writers adding the same content at once make one note, the second folded into
+it. ``Memory`` owns validation and batching and calls these; the decisions themselves are pure
 (``steps/write.py``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from . import upkeep
 from .embed.base import Vectors
 from .errors import NotFound
 from .llm.runner import CallFailed
-from .notes import EnrichState, Link, LLMCall, Note, NoteStatus, VersionCause, utcnow
+from .notes import EnrichReport, EnrichState, Link, LLMCall, Note, NoteStatus, VersionCause, utcnow
 from .steps import lifecycle, write
 from .store import Filters
 
@@ -22,8 +26,13 @@ if TYPE_CHECKING:
     from .memory import Memory
 
 log = logging.getLogger("amem")
-#: After this many failed enrichment attempts a note is marked ``failed`` (still stored and searchable).
+#: After this many unusable LLM answers a note is marked ``failed`` (still stored and searchable). A call
+#: that could not reach the provider is no attempt: an outage says nothing about the note.
 MAX_ENRICH_ATTEMPTS = 3
+Progress = Callable[[int, int], None]
+#: inside ``store_new_pending``: the stored copies of the group's contents, read under its locks (each
+#: ``store_pending`` of the group then needs no query of its own)
+_group_twins: ContextVar[dict[str, Note] | None] = ContextVar("group_twins", default=None)
 
 
 def neighbours_of(mem: Memory, vector: Vectors, note: Note) -> list[write.Candidate]:
@@ -34,7 +43,14 @@ def neighbours_of(mem: Memory, vector: Vectors, note: Note) -> list[write.Candid
     return write.make_candidates([(notes[nid], sim) for nid, sim in found if nid in notes])
 
 
-def enrich_one(mem: Memory, note: Note, base: Vectors, is_new: bool) -> Note:
+def enrich_one(mem: Memory, note: Note, base: Vectors, is_new: bool, incoming: Sequence[Link] = ()) -> Note:
+    return _enrich(mem, note, base, is_new, incoming)[0]
+
+
+def _enrich(
+    mem: Memory, note: Note, base: Vectors, is_new: bool, incoming: Sequence[Link] = ()
+) -> tuple[Note, CallFailed | None]:
+    """The note as stored, and the failed call when the LLM gave nothing usable (it is then pending)."""
     try:
         if mem.settings.pipeline == "paper":
 
@@ -46,8 +62,17 @@ def enrich_one(mem: Memory, note: Note, base: Vectors, is_new: bool) -> Note:
         else:
             decision = write.construct_one(mem.runner, note, neighbours_of(mem, base, note), mem.evolve_floor)
     except CallFailed as exc:
-        return store_pending(mem, note, base, exc.call, is_new=is_new)
-    return apply(mem, note, decision, is_new)
+        if not exc.unreachable:
+            note.enrich_attempts += 1
+        if not incoming:
+            return store_pending(mem, note, base, exc.call, is_new=is_new), exc
+        with mem.store.atomic():
+            twins = lock_twins(mem, [note]) if is_new else []
+            live = mem.store.get_notes(twins + [lk.source_id for lk in incoming])  # every lock, in one read
+            stored = store_pending(mem, note, base, exc.call, is_new=is_new)
+            link_in(mem, stored, incoming, live)
+        return stored, exc
+    return apply(mem, note, decision, is_new, incoming), None
 
 
 def enrich_batch(mem: Memory, group: list[Note], bases: Vectors) -> list[Note]:
@@ -59,39 +84,96 @@ def enrich_batch(mem: Memory, group: list[Note], bases: Vectors) -> list[Note]:
         decisions = write.construct_batch(mem.runner, group, candidates, mem.evolve_floor)
     except CallFailed as exc:
         if exc.unreachable:  # no point asking again note by note: keep them all pending
-            with mem.store.atomic():
-                return [store_pending(mem, n, b, exc.call) for n, b in zip(group, bases, strict=True)]
+            return store_new_pending(mem, group, bases, exc.call)
         decisions = {}
     out = []
-    group_ids = {n.id for n in group}
-    later: list[Link] = []
+    in_batch = {n.id for n in group}
+    stored: dict[str, str] = {}  # note of this batch -> the note it is stored as (a duplicate may fold)
+    waiting: dict[str, list[Link]] = {}  # links to notes of this batch not stored yet, by target
     for note, base in zip(group, bases, strict=True):
+        incoming = waiting.pop(note.id, [])
         decision = decisions.get(note.id)
         if decision is None:  # left out of the batch answer: give it its own call
-            out.append(enrich_one(mem, note, base, is_new=True))
-            continue
-        # links between notes of this batch wait until the whole batch is stored
-        later.extend(
-            Link(source_id=note.id, target_id=t, reason=r, llm_call_id=decision.call_ids[0])
-            for t, r in decision.links
-            if t in group_ids and t != note.id
-        )
-        decision.links = [(t, r) for t, r in decision.links if t not in group_ids]
-        out.append(apply(mem, note, decision, True))
-    if later:
-        upkeep.add_links(mem, later, VersionCause.enrich, "linked to notes of its batch")
+            done = enrich_one(mem, note, base, True, incoming)
+        else:
+            # a link between notes of this batch is written with whichever end is stored last (the notes
+            # are stored in order): a crash between the two transactions never loses it for good
+            ahead = [(t, r) for t, r in decision.links if t in in_batch and t not in stored]
+            decision.links = [
+                (stored.get(t, t), r) for t, r in decision.links if t not in in_batch or t in stored
+            ]
+            done = apply(mem, note, decision, True, incoming)
+            for target, reason in ahead:
+                link = Link(
+                    source_id=done.id, target_id=target, reason=reason, llm_call_id=decision.call_ids[0]
+                )
+                waiting.setdefault(target, []).append(link)
+        stored[note.id] = done.id
+        out.append(done)
     return out
 
 
+def lock_twins(mem: Memory, notes: Sequence[Note]) -> list[str]:
+    """Inside the write transaction, before any other read: lock the notes' (scope, content hash) pairs
+    (PostgreSQL; SQLite's write transactions are serial) and return the ids of stored notes sharing a
+    content with one of them. One scope for all (a memory writes in its own). Nothing with dedupe off."""
+    if not mem.settings.dedupe or not notes:
+        return []
+    scope, hashes = notes[0].scope, sorted({n.content_hash for n in notes})
+    mem.store.lock_hashes(scope, hashes)
+    return sorted({i for ids in mem.store.find_by_hashes(scope, hashes).values() for i in ids})
+
+
+def twin_of(note: Note, live: dict[str, Note]) -> Note | None:
+    """The oldest active note among ``live`` with ``note``'s content in its exact scope."""
+    same = [
+        n
+        for n in live.values()
+        if n.content_hash == note.content_hash
+        and n.scope == note.scope
+        and n.status == NoteStatus.active
+        and n.id != note.id
+    ]
+    return min(same, key=lambda n: (n.ingest_time, n.id)) if same else None
+
+
+def fold(mem: Memory, note: Note, hint: Note) -> Note | None:
+    """``note`` repeats ``hint``, read before any transaction: fold it in (provenance, pin, expiry) under
+    the lock, into the twin stored then; None when there is none any more (merged or deleted meanwhile:
+    the caller stores the note after all)."""
+    if not upkeep.adds_to(hint, note):
+        return hint  # nothing to write
+    with mem.store.atomic():
+        twin = twin_of(note, mem.store.get_notes(lock_twins(mem, [note])))
+        return None if twin is None else upkeep.fold_duplicate(mem, twin, note)
+
+
+def store_new_pending(mem: Memory, notes: list[Note], bases: Vectors, call: LLMCall | None) -> list[Note]:
+    """New notes stored pending in one transaction (no LLM, or it was unreachable); each one a copy of
+    a stored note is folded into it instead. All the locks are taken before the first insert."""
+    with mem.store.atomic():
+        token = _group_twins.set(mem.store.get_notes(lock_twins(mem, notes)))
+        try:
+            return [store_pending(mem, n, b, call) for n, b in zip(notes, bases, strict=True)]
+        finally:
+            _group_twins.reset(token)
+
+
 def store_pending(mem: Memory, note: Note, base: Vectors, call: LLMCall | None, is_new: bool = True) -> Note:
+    """Keep the note with its content embedding, waiting for ``enrich``; ``call`` is the failed call, if
+    any (the caller has counted the attempt, when it was one). A new note that repeats a stored one is
+    folded into it."""
     if call is not None:
-        note.enrich_attempts += 1
         note.last_error = call.error
         log.warning("note %s stored as pending: %s", note.id, call.error)
     note.state = EnrichState.failed if note.enrich_attempts >= MAX_ENRICH_ATTEMPTS else EnrichState.pending
     note.updated_at = utcnow()
     with mem.store.atomic():
         if is_new:
+            twins = _group_twins.get()
+            twin = twin_of(note, mem.store.get_notes(lock_twins(mem, [note])) if twins is None else twins)
+            if twin is not None:
+                return upkeep.fold_duplicate(mem, twin, note)
             mem.store.insert_note(note, base)
             cause, call_id = VersionCause.create, call.id if call else None
             upkeep.write_version(mem.store, note, cause, call_id, "stored pending", new=True)
@@ -112,8 +194,12 @@ def store_pending(mem: Memory, note: Note, base: Vectors, call: LLMCall | None, 
     return note
 
 
-def apply(mem: Memory, note: Note, decision: write.Decision, is_new: bool) -> Note:
-    """Write the note, its links and the neighbour updates in one transaction."""
+def apply(
+    mem: Memory, note: Note, decision: write.Decision, is_new: bool, incoming: Sequence[Link] = ()
+) -> Note:
+    """Write the note, its links (and ``incoming``: links to it from notes of its batch stored before
+    it) and the neighbour updates in one transaction. A new note whose content was stored meanwhile by
+    another writer is folded into that note instead."""
     call_id = decision.call_ids[-1] if decision.call_ids else None
     note.keywords, note.tags, note.context = decision.keywords, decision.tags, decision.context
     note.state, note.last_error = EnrichState.enriched, None
@@ -136,11 +222,17 @@ def apply(mem: Memory, note: Note, decision: write.Decision, is_new: bool) -> No
     texts = [note.embedding_text()] + [n.embedding_text() for n in changed]
     vectors = mem.embedder.embed_documents(texts)
     with mem.store.atomic():
-        # one read takes every lock this write needs, in id order (no deadlock between writers)
-        own = [] if is_new else [note.id]
+        # the (scope, content) lock first, then one read takes every row lock this write needs, in id
+        # order (no deadlock between writers)
+        own = lock_twins(mem, [note]) if is_new else [note.id]
+        sources = [lk.source_id for lk in incoming]
         live = mem.store.get_notes(
-            own + [t for t, _ in decision.links] + [n.id for n in changed] + decision.supersedes
+            own + sources + [t for t, _ in decision.links] + [n.id for n in changed] + decision.supersedes
         )
+        if is_new and mem.settings.dedupe and (twin := twin_of(note, live)) is not None:
+            folded = upkeep.fold_duplicate(mem, twin, note)  # stored by another writer meanwhile
+            link_in(mem, folded, incoming, live)
+            return folded
         if is_new:
             mem.store.insert_note(note, vectors[0])
         else:
@@ -167,6 +259,7 @@ def apply(mem: Memory, note: Note, decision: write.Decision, is_new: bool) -> No
             old = live.get(old_id)
             if old is not None and old.scope == note.scope and old.status == NoteStatus.active:
                 upkeep.supersede(mem, old, note.id, "the LLM found it replaced", call_id)
+        link_in(mem, note, incoming, live)
     return note
 
 
@@ -195,3 +288,61 @@ def link(
             if target in live and target != note.id
         ]
     )
+
+
+def link_in(mem: Memory, target: Note, incoming: Sequence[Link], live: dict[str, Note]) -> None:
+    """Links to ``target`` from notes of its batch stored before it (``live``: read and locked in this
+    transaction), each source getting a version that records its new link."""
+    links = [
+        lk.model_copy(update={"target_id": target.id})
+        for lk in incoming
+        if lk.source_id in live and lk.source_id != target.id
+    ]
+    if not links:
+        return
+    mem.store.upsert_links(links)
+    for source in mem.store.get_notes(sorted({lk.source_id for lk in links})).values():  # as changed now
+        upkeep.change(mem, source, VersionCause.enrich, "linked to a later note of its batch")
+
+
+def enrich_pending(
+    mem: Memory, limit: int | None, include_failed: bool, progress: Progress | None
+) -> EnrichReport:
+    """``Memory.enrich``: each pending note in turn, oldest first, until the provider is unreachable."""
+    states = [EnrichState.pending] + ([EnrichState.failed] if include_failed else [])
+    todo = mem.store.list_notes(mem.scope, Filters(states=states), limit=limit or 1_000_000)
+    todo.reverse()  # oldest first, like the original order of arrival
+    report = EnrichReport()
+
+    def count(state: EnrichState) -> None:
+        if state == EnrichState.enriched:
+            report.enriched += 1
+        elif state == EnrichState.failed:
+            report.failed += 1
+        else:
+            report.still_pending += 1
+
+    for i, listed in enumerate(todo, start=1):
+        note = mem.store.get_note(listed.id)  # re-read: enriching an earlier note may evolve this one
+        if note is None or note.state not in states:
+            continue
+        if include_failed and note.state == EnrichState.failed:
+            note.enrich_attempts = 0
+        base = mem.embedder.embed_documents([note.embedding_text()])[0]
+        try:
+            done, failure = _enrich(mem, note, base, is_new=False)
+        except NotFound:
+            continue  # deleted meanwhile: nothing left to enrich
+        count(done.state)
+        if progress:
+            progress(i, len(todo))
+        if failure is not None and failure.unreachable:  # asking about the next note would fail too
+            rest = todo[i:]
+            for left in rest:
+                count(left.state)
+            report.stopped = (
+                f"the LLM provider was unreachable ({failure.call.error}); {len(rest)} more note(s) were "
+                "not tried: run enrich again once it is back"
+            )
+            break
+    return report

@@ -11,7 +11,8 @@ The retry rule this run checks, as the code implements it:
 - The pipeline never repeats a call: ``add`` makes one call; ``add_many`` makes one batch call, then one
   call per note only when the batch answer was unusable or left a note out (a different prompt, not a
   retry), and none when the provider was unreachable (the whole batch is stored pending); ``enrich`` makes
-  one call per pending note. A failed call leaves its note stored as ``pending``, never dropped or emptied.
+  one call per pending note in turn and stops at the first unreachable one. A failed call leaves its note
+  stored as ``pending``, never dropped or emptied; only an unusable answer counts as an enrich attempt.
 """
 
 from __future__ import annotations
@@ -243,11 +244,17 @@ def _enrich_phase(
             _phase(name, server, first, faults, calls, started, settings.llm_max_retries, report)
         )
         subjects = [c.note_ids[0] for c in calls if c.note_ids]
-        if sorted(subjects) != sorted(todo):
+        # one call per pending note; after an unreachable call (the last one) the run stops
+        stopped = bool(calls) and _unreachable(calls[-1])
+        if len(subjects) != len(set(subjects)) or not (
+            set(subjects) <= todo if stopped else set(subjects) == todo
+        ):
             report.violations.append(
                 f"{name}: {len(todo)} pending note(s) but calls for {len(subjects)} "
                 f"({len(set(subjects))} distinct): enrich must make exactly one call per pending note"
             )
+        if any(_unreachable(c) for c in calls[:-1]):
+            report.violations.append(f"{name}: enrich went on after the provider was unreachable")
         for call in calls:
             note = mem.store.get_note(call.note_ids[0]) if call.note_ids else None
             if note is not None and (note.state == EnrichState.enriched) != call.ok:
@@ -400,7 +407,8 @@ def _honest_pending(note: Note, versions: list[NoteVersion]) -> bool:
         and all(v.cause == VersionCause.evolve for v in versions[1:])
         and not note.keywords
         and bool(note.last_error)
-        and note.enrich_attempts >= 1
+        # an unusable answer is an attempt; an unreachable provider is none
+        and (note.enrich_attempts >= 1) != (note.last_error or "").startswith("LLMUnavailable")
     )
 
 

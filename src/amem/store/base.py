@@ -143,6 +143,13 @@ class Store(Protocol):
         """``find_by_hash`` for many hashes in a few queries (hash -> ids; absent hashes left out)."""
         ...
 
+    def lock_hashes(self, scope: Scope, hashes: Sequence[str]) -> None:
+        """Inside ``atomic()``: until the transaction ends, no other transaction gets past this call for
+        the same (exact scope, content hash), so a writer may check for a duplicate and then insert
+        without a race. Locks are taken in sorted order (no deadlock between two writers); take them
+        before reading any note the write will lock. SQLite's write transactions are serial already."""
+        ...
+
     # links
     def upsert_links(self, links: Sequence[Link]) -> None: ...
     def delete_links(self, pairs: Sequence[tuple[str, str]]) -> None: ...

@@ -109,6 +109,7 @@ class PostgresStore:
                 finally:
                     local.conn = None
                     local.dims = None
+                    local.hash_locks = set()  # advisory locks end with the transaction
         except self._psycopg.Error as exc:
             raise self._error(exc) from exc
 
@@ -381,6 +382,22 @@ class PostgresStore:
             for r in self._rows(f"SELECT n.content_hash, n.id FROM notes n{where}", [*params, chunk]):
                 out.setdefault(r["content_hash"], []).append(r["id"])
         return out
+
+    def lock_hashes(self, scope: Scope, hashes: Sequence[str]) -> None:
+        """Transaction-scoped advisory locks on (exact scope, hash), in sorted order, in one statement
+        (a function scan runs in array order); keys this transaction holds already cost no round trip."""
+        if not self._in_transaction():
+            raise StoreError("lock_hashes needs a transaction: call it inside atomic()")
+        held: set[str] | None = getattr(self._local, "hash_locks", None)
+        if held is None:
+            held = self._local.hash_locks = set()
+        fields = (scope.user_id, scope.agent_id, scope.run_id)
+        keys = sorted({json.dumps(["amem:hash", *fields, h]) for h in hashes} - held)
+        if keys:
+            self._rows(
+                "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(%s::text[]) k", [keys]
+            )
+            held.update(keys)
 
     # -- links --------------------------------------------------------------------------------
     def upsert_links(self, links: Sequence[Link]) -> None:

@@ -348,6 +348,9 @@ class SQLiteStore:
                 out.setdefault(r[0], []).append(r[1])
         return out
 
+    def lock_hashes(self, scope: Scope, hashes: Sequence[str]) -> None:
+        """Nothing to do: a write transaction here is BEGIN IMMEDIATE, one at a time across processes."""
+
     # -- links --------------------------------------------------------------------------------
     def upsert_links(self, links: Sequence[Link]) -> None:
         def run() -> None:
