@@ -68,8 +68,8 @@ def run_all(plan: Plan, folder: Path, postgres: str | None, say: Say) -> list[Ro
             say(f"{store}: provider {kind} at {plan.rate:.0%}")
             rows.append(provider_row(store, url_for(f"llm_{kind}"), {kind: plan.rate}, kind, plan))
         say(f"{store}: every provider fault mixed")
-        mixed = {kind: plan.rate / len(FAULT_KINDS) * 2 for kind in FAULT_KINDS}
-        rows.append(provider_row(store, url_for("llm_mixed"), mixed, "all mixed", plan))
+        mixed = {kind: plan.rate / len(FAULT_KINDS) for kind in FAULT_KINDS}  # the same rate in all
+        rows.append(provider_row(store, url_for("llm_mixed"), mixed, "all mixed", plan, notes=3))
     (folder / "results.json").write_text(json.dumps([r.__dict__ for r in rows], indent=1, default=str))
     return rows
 
@@ -84,9 +84,10 @@ def crash_row(store: str, url: str, work: Path, plan: Plan) -> Row:
         f"{r.notes_returned} notes returned before the last",
         f"{r.missing_notes} notes, {r.missing_links} links, {r.missing_versions} versions; "
         f"{r.duplicates_after_rerun} duplicates after the rerun"
-        + ("" if r.final.get("ok") and r.after_kills.get("ok") else "; integrity check FAILED"),
+        + ("" if r.final.get("ok") and r.after_kills.get("ok") else "; integrity check FAILED")
+        + ("" if r.kills >= plan.kills else "; the input ran out before every kill: raise --crash-notes"),
         r.seconds,
-        r.ok and lost == 0,
+        r.ok and lost == 0 and r.kills >= plan.kills,
         r.as_dict(),
     )
 
@@ -113,9 +114,11 @@ def load_row(store: str, url: str, work: Path, plan: Plan) -> Row:
     )
 
 
-def provider_row(store: str, url: str, rates: dict[str, float], what: str, plan: Plan) -> Row:
+def provider_row(store: str, url: str, rates: dict[str, float], what: str, plan: Plan, notes: int = 1) -> Row:
+    """``notes`` times ``plan.provider_notes`` notes; the mixed run also enriches once while still failing."""
     started = time.perf_counter()
-    r = run_provider_faults(url, plan.provider_notes, rates, plan.seed, faulty_enrich=what == "all mixed")
+    count = min(300, plan.provider_notes * notes)
+    r = run_provider_faults(url, count, rates, plan.seed, faulty_enrich=what == "all mixed")
     faults: dict[str, int] = {}
     for phase in r.phases:
         for kind, n in phase.faults.items():
