@@ -152,7 +152,7 @@ def add(
 
     def human() -> None:
         if note.ingest_time < started:
-            click.echo(f"already remembered as {note.id} (an exact duplicate: no new note was made)")
+            render.echo(f"already remembered as {note.id} (an exact duplicate: no new note was made)")
         render.note(c.memory(), note)
 
     _emit(as_json, note.model_dump(mode="json"), human)
@@ -449,7 +449,7 @@ def enrich(c: Ctx, limit: int | None, include_failed: bool, as_json: bool) -> No
         report = m.enrich(limit=limit, include_failed=include_failed, progress=bar)
     _emit(as_json, report.model_dump(exclude_none=True), lambda: click.echo(render.enrich_summary(report)))
     if report.stopped:  # the provider was unreachable: the rest waits for the next run
-        click.echo(f"stopped early: {report.stopped}", err=True)
+        render.echo(f"stopped early: {report.stopped}", err=True)
 
 
 @cli.command(name="export")
@@ -596,7 +596,7 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except AmemError as exc:
-        click.echo(f"error: {exc}", err=True)
+        render.echo(f"error: {exc}", err=True)  # provider error bodies are quoted in some messages
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted; everything already added is stored", err=True)

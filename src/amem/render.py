@@ -41,6 +41,11 @@ def shown(value: object) -> str:
     return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", str(value))
 
 
+def echo(text: str, err: bool = False) -> None:
+    """A line made of text that may quote stored or remote text (not for lines with styles)."""
+    click.echo(shown(text), err=err)
+
+
 def _wrap(text: str, indent: str = "    ") -> str:
     return textwrap.fill(shown(text), width=100, initial_indent=indent, subsequent_indent=indent)
 

@@ -27,6 +27,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,9 @@ TOPICS = (
 SCOPE_USER = "crash"
 #: a resumed writer redoes this many of the writes it had finished before the kill (they fold as duplicates)
 OVERLAP = 2
-# byte offsets in the shared flag file
+# byte offsets in the shared flag file; bytes 4-7 count the ops the running writer has journaled
 IN_TXN, READY, DONE = 0, 1, 2
+OPS_DONE = slice(4, 8)
 FLAG_BYTES = 8
 
 Item = tuple[int, str, dict[str, Any]]  # (distinct content index, content, metadata)
@@ -246,6 +248,7 @@ def write(url: str, workdir: Path, notes: int, seed: int, final: bool) -> None:
             out.write(json.dumps(entry) + "\n")
             out.flush()
             os.fsync(out.fileno())
+            flags[OPS_DONE] = (n + 1).to_bytes(4, "little")
     mem.close()
     flags[DONE] = 1
 
@@ -274,6 +277,10 @@ def _context() -> Any:
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
+def _reached(flags: mmap.mmap, target: int) -> bool:
+    return int.from_bytes(flags[OPS_DONE], "little") >= target
+
+
 def _wait(proc: Any, pred: Callable[[], bool], timeout: float, step: float = 0.0005) -> bool:
     """Until ``pred`` holds or the process has exited."""
     end = time.monotonic() + timeout
@@ -290,12 +297,13 @@ def run_crash(
     kills: int = 20,
     notes: int = 240,
     seed: int = 0,
-    max_delay: float = 0.5,
     progress: Progress | None = None,
 ) -> CrashReport:
     """Kill the writer ``kills`` times (SIGKILL), restarting it after each; then check and rerun.
-    Delays are drawn from ``seed``: one kill in seven comes right after start (during open or
-    migration), half of the others wait for the writer to be inside a transaction."""
+    Kill points are drawn from ``seed``: one kill in seven comes right after start (during open or
+    migration); the others after a random number of ops, sized so the input outlasts the kills on a
+    fast machine or a slow one, plus a few random milliseconds, and half of them wait for the writer
+    to be inside a transaction."""
     began = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "flags.bin").write_bytes(bytes(FLAG_BYTES))
@@ -316,7 +324,10 @@ def run_crash(
             time.sleep(rng.uniform(0.0, 0.05))
         else:
             _wait(proc, lambda: flags[READY] == 1, 120.0, 0.005)
-            time.sleep(rng.uniform(0.02, max_delay))
+            left = len(ops) - (_last_done(journal) + 1)
+            target = rng.randint(1, max(1, 2 * left // (kills - k + 1) - 1)) + _last_done(journal) + 1
+            _wait(proc, partial(_reached, flags, target), 300.0, 0.001)
+            time.sleep(rng.uniform(0.0, 0.01))
             if rng.random() < 0.5:
                 _wait(proc, lambda: flags[IN_TXN] == 1, 2.0)
         if not proc.is_alive():
