@@ -1,11 +1,14 @@
-"""Shared fixtures: a memory on a temporary SQLite file with the fake LLM and the hash embedder."""
+"""Shared fixtures: memories with the fake LLM and the hash embedder (``make_memory``), on a temporary
+SQLite file or on both stores (``store_url``), and a PostgreSQL server for the session."""
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import EllipsisType
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -13,8 +16,11 @@ from hypothesis import settings
 
 from amem import Memory
 from amem.config import Settings
+from amem.embed.base import Embedder
 from amem.embed.fake import FakeEmbedder
+from amem.llm.base import LLM, Message
 from amem.llm.fake import FakeLLM
+from amem.store import sqlite_path
 
 #: Property tests and fuzzing (tests/test_hostile.py, tests/test_fuzz.py) run a bounded number of examples by
 #: default; AMEM_FUZZ_EXAMPLES=N runs N examples for every property instead (a longer fuzzing session).
@@ -56,22 +62,85 @@ def embedder() -> FakeEmbedder:
     return FakeEmbedder(64)
 
 
-def make_memory(path: Path, llm: FakeLLM | None = None, **kwargs: object) -> Memory:
-    settings = Settings.resolve({"home": path.parent, "llm": "fake", "embedder": "fake"})
+def make_memory(
+    store: Path | str,
+    home: Path | None = None,
+    llm: LLM | EllipsisType | None = ...,
+    dims: int = 64,
+    *,
+    embedder: Embedder | None = None,
+    options: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Memory:
+    """A memory on ``store`` (a SQLite file path, or any store URL) with the hash embedder of ``dims``
+    dimensions (or ``embedder``), nothing read from the environment. ``llm``: a fresh FakeLLM when not
+    given, None for no LLM (notes are stored pending, no call). ``home`` defaults to the SQLite file's
+    folder; ``options`` are more settings (``{"llm_cache": False}``); ``kwargs`` go to ``Memory`` (scope,
+    floors, pipeline...)."""
+    if home is None:
+        path = sqlite_path(str(store))
+        if path is None:
+            raise ValueError(f"give a home for the store {store!r}")
+        home = path.parent
+    model = FakeLLM() if llm is ... else llm
+    config = {"home": home, "llm": "none" if model is None else "fake", "embedder": "fake", **(options or {})}
     return Memory(
-        store=str(path),
-        llm=llm or FakeLLM(),
-        embedder=FakeEmbedder(64),
-        settings=settings,
-        **kwargs,  # type: ignore[arg-type]
+        store=str(store),
+        llm=model,
+        embedder=embedder or FakeEmbedder(dims),
+        settings=Settings.resolve(config, env={}),
+        **kwargs,
     )
 
 
 @pytest.fixture
 def memory(tmp_path: Path, fake_llm: FakeLLM) -> Iterator[Memory]:
-    m = make_memory(tmp_path / "memory.db", fake_llm)
+    m = make_memory(tmp_path / "memory.db", llm=fake_llm)
     yield m
     m.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The test runs on both stores: a SQLite file of its own, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+#: a handler for FakeLLM: (messages, schema) -> the answer
+Handler = Callable[[list[Message], dict[str, Any] | None], Any]
+Opener = Callable[..., Memory]
+
+
+@pytest.fixture
+def open_memory(store_url: str, tmp_path: Path) -> Iterator[Opener]:
+    """Views of the test's store (both stores) in any scope: ``open_memory(llm, user_id=..., pipeline=...)``
+    with ``llm`` "none", "fake" (the schema-filling fake) or a FakeLLM handler. One Memory (one connection
+    pool) per kind of LLM and pipeline, shared by every example of a property test; a handler replaces the
+    previous one."""
+    bases: dict[tuple[str, str | None], Memory] = {}
+    handlers: list[Handler] = []
+
+    def handle(messages: list[Message], schema: dict[str, Any] | None) -> Any:
+        return handlers[-1](messages, schema)
+
+    def make(
+        llm: str | Handler = "none", *, user_id: str | None = None, pipeline: str | None = None
+    ) -> Memory:
+        if callable(llm):
+            handlers.append(llm)
+        kind = "handler" if callable(llm) else llm
+        if (kind, pipeline) not in bases:
+            model = {"none": None, "fake": FakeLLM(), "handler": FakeLLM(handler=handle)}[kind]
+            bases[kind, pipeline] = make_memory(
+                store_url, tmp_path, model, options={"llm_cache": False}, pipeline=pipeline
+            )
+        return bases[kind, pipeline].scoped(user_id=user_id)
+
+    yield make
+    for m in bases.values():
+        m.close()
 
 
 @pytest.fixture(scope="session")

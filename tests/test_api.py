@@ -138,7 +138,7 @@ def test_enrich_job_finishes_pending_notes(tmp_path: Path) -> None:
     from amem.llm.fake import FakeLLM
 
     llm = FakeLLM(script=[LLMUnavailable("down")])
-    m = make_memory(tmp_path / "p.db", llm)
+    m = make_memory(tmp_path / "p.db", llm=llm)
     with TestClient(create_app(m)) as c:
         note = c.post("/v1/notes", json={"content": "Maya adopted a beagle"}).json()
         assert note["state"] == "pending"

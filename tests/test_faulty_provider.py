@@ -45,13 +45,6 @@ NOTES = 12
 SEEDS = dict(zip(FAULTS, (11, 12, 13, 14, 15, 16, 17, 18), strict=True))
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'faults.db'}"
-    return str(request.getfixturevalue("pg_url"))
-
-
 def cli_enrich(home: Path, seen: list[dict[str, Any]]) -> Enricher:
     """`amem enrich --json` through click, configured only by AMEM_* variables (as a user would)."""
 

@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 
 from amem import Filters, InvalidInput, Memory, NoteInput
-from amem.config import Settings
-from amem.embed.fake import FakeEmbedder
 from amem.ingest import ingest_jsonl, ingest_locomo, read_jsonl, stored_sources
-from amem.llm.fake import FakeLLM
 from amem.locomo import Conversation, Turn, load, parse_session_time
+
+from .conftest import make_memory
 
 FIXTURE = Path(__file__).parent / "data" / "locomo_tiny.json"
 
@@ -26,14 +25,9 @@ CONV_B_IDS = ["D1:1", "D1:2", "D2:1", "D2:2", "D10:1"]  # session_10 after sessi
 pytestmark = pytest.mark.usefixtures("fake_models_env")
 
 
-def make_memory(home: Path, **kwargs: object) -> Memory:
-    settings = Settings.resolve({"home": home, "llm": "fake", "embedder": "fake"}, env={})
-    return Memory(llm=FakeLLM(), embedder=FakeEmbedder(), settings=settings, **kwargs)  # type: ignore[arg-type]
-
-
 @pytest.fixture
 def memory(tmp_path: Path) -> Iterator[Memory]:
-    m = make_memory(tmp_path / "mem")
+    m = make_memory(tmp_path / "mem" / "memory.db")
     yield m
     m.close()
 
@@ -322,7 +316,7 @@ def test_ingested_conversations_do_not_see_each_other(memory: Memory) -> None:
 
 
 def test_ingest_locomo_into_a_user_scope_keeps_every_conversation(tmp_path: Path) -> None:
-    m = make_memory(tmp_path / "alice", user_id="alice")
+    m = make_memory(tmp_path / "alice" / "memory.db", user_id="alice")
     try:
         report = ingest_locomo(m, FIXTURE)
         assert report["added"] == len(CONV_A_IDS) + len(CONV_B_IDS)
@@ -333,7 +327,7 @@ def test_ingest_locomo_into_a_user_scope_keeps_every_conversation(tmp_path: Path
 
 
 def test_ingest_locomo_with_a_user_uses_that_user(tmp_path: Path) -> None:
-    m = make_memory(tmp_path / "alice", user_id="alice")
+    m = make_memory(tmp_path / "alice" / "memory.db", user_id="alice")
     try:
         ingest_locomo(m, FIXTURE, only=["conv-a"])
         assert {n.user_id for n in m.store.iter_notes(m.scope)} == {"alice"}

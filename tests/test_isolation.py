@@ -136,8 +136,9 @@ def check_library(world: World, tmp_path: Path) -> None:
     bob_file, _ = export_to(world.mem.scoped(user_id="bob"), tmp_path / "bob.jsonl")
     with pytest.raises(InvalidInput, match="outside this memory's scope"):
         import_file(alice, bob_file)
-    with pytest.raises(InvalidInput, match="already taken"):
-        import_file(alice, bob_file, rescope=True)  # bob's ids cannot be taken over by alice
+    copied = import_file(alice, bob_file, rescope=True)  # copies under new ids; bob's notes untouched
+    assert copied.notes == 3 and alice.count() == 6 and not set(world.bob) & {n.id for n in alice.list()}
+    assert import_file(alice, bob_file, rescope=True).notes == 0  # a rerun finds its copies
     assert world.bob_state() == before
 
 
@@ -232,7 +233,9 @@ def test_rest(world: World) -> None:
         r = client.post("/v1/import", content=bob_export.encode(), headers=as_alice)
         assert r.status_code == 400 and "outside this memory's scope" in r.json()["error"]["message"]
         r = client.post("/v1/import?rescope=true", content=bob_export.encode(), headers=as_alice)
-        assert r.status_code == 400 and "already taken" in r.json()["error"]["message"]
+        assert r.status_code == 200 and r.json()["notes"] == 3, r.text
+        mine = {n["id"] for n in client.get("/v1/notes?limit=100", headers=as_alice).json()["notes"]}
+        assert len(mine) == 6 and not mine & set(world.bob)
     assert world.bob_state() == before
 
 
@@ -263,7 +266,6 @@ def test_mcp(world: World, tmp_path: Path) -> None:
                 ("delete_memory", {"id": bob_id}),
                 ("memory_history", {"id": bob_id}),
                 ("import_memories", {"file": "bob.jsonl"}),
-                ("import_memories", {"file": "bob.jsonl", "move_here": True}),
                 ("import_memories", {"file": "../home/memory.db"}),
                 ("import_memories", {"file": str(outside)}),
                 ("import_memories", {"file": "escape.jsonl"}),
@@ -278,13 +280,17 @@ def test_mcp(world: World, tmp_path: Path) -> None:
             hits = found.structured_content["hits"]
             assert hits and all(h["memory"]["id"] in world.alice for h in hits)
             done = await call("export_memories", file="mine/alice.jsonl")
-            assert not done.is_error and done.structured_content["file"] == "alice.jsonl"
+            assert not done.is_error and done.structured_content["file"] == "mine/alice.jsonl"
+            again = await call("import_memories", file="mine/alice.jsonl")  # the name it gave works
+            assert not again.is_error and again.structured_content["notes"] == 0
+            moved = await call("import_memories", file="bob.jsonl", move_here=True)
+            assert not moved.is_error and moved.structured_content["notes"] == 3
 
     anyio.run(session)
     assert outside.read_text() == "secret\n" and not (tmp_path / "stolen.jsonl").exists()
     text = (folder / "mine" / "alice.jsonl").read_text()
     assert all(a in text for a in world.alice) and not any(b in text for b in world.bob)
-    assert world.bob_state() == before
+    assert world.bob_state() == before and alice.count() == 6
 
 
 # -- the transfer folder and the import's scope checks ---------------------------------------------
@@ -366,7 +372,7 @@ def test_import_refuses_records_that_reach_another_scope(world: World, tmp_path:
         import_file(world.mem, write(tmp_path / "h.jsonl", [*rows, link]))
 
 
-def test_rescope_moves_notes_into_the_importing_scope(world: World, tmp_path: Path) -> None:
+def test_rescope_copies_notes_into_the_importing_scope(world: World, tmp_path: Path) -> None:
     path, _ = export_to(world.mem.scoped(user_id="alice"), tmp_path / "alice.jsonl")
     fresh = make_memory(tmp_path / "other" / "memory.db")
     try:
@@ -376,7 +382,12 @@ def test_rescope_moves_notes_into_the_importing_scope(world: World, tmp_path: Pa
         assert fresh.count() == 0
         report = import_file(carol, path, rescope=True)
         assert report.notes == 3 and carol.count() == 3 and fresh.scoped(user_id="alice").count() == 0
-        assert all(carol.links(i) for i in world.alice[1:2])  # the links came along, inside carol's scope
+        copies = carol.list()
+        assert not {n.id for n in copies} & set(world.alice)  # copies get ids of their own
+        links = [lk for n in copies for lk in carol.links(n.id)]
+        ids = {n.id for n in copies}
+        assert links and all({lk.source_id, lk.target_id} <= ids for lk in links)  # links came along
+        assert all(carol.history(n.id) for n in copies) and all(carol.llm_calls(n.id) for n in copies)
     finally:
         fresh.close()
 
@@ -405,3 +416,38 @@ def test_import_refuses_ids_that_are_not_ids(world: World, tmp_path: Path) -> No
         assert fresh.count() == 0
     finally:
         fresh.close()
+
+
+def test_import_refuses_taking_over_an_llm_call_of_another_scope(world: World, tmp_path: Path) -> None:
+    before = world.bob_state()
+    alice = world.mem.scoped(user_id="alice")
+    bob_call = world.mem.scoped(user_id="bob").llm_calls(world.bob[0])[0]
+    rows = records(export_to(alice, tmp_path / "alice.jsonl")[0])
+    call = next(r for r in rows if r["type"] == "llm_call")
+    for data, match in [
+        ({**call["data"], "id": bob_call.id, "error": "overwritten"}, "already taken"),
+        ({**call["data"], "id": "c-orphan", "note_ids": []}, "for no note"),
+    ]:
+        with pytest.raises(InvalidInput, match=match):
+            import_file(alice, write(tmp_path / "c.jsonl", [*rows, {"type": "llm_call", "data": data}]))
+    assert world.bob_state() == before
+
+
+def test_a_server_import_cannot_choose_the_model_of_an_empty_store(tmp_path: Path) -> None:
+    pytest.importorskip("fastapi", reason="pip install 'amem[server]'")
+    from fastapi.testclient import TestClient
+
+    from amem.server.api import create_app
+    from amem.server.auth import KeyRing, parse_keys
+
+    source = make_memory(tmp_path / "a" / "memory.db")
+    source.add("A note embedded by the 64-dimensional fake embedder")
+    body = "".join(line + "\n" for line in export_lines(source)).replace('"fake:64"', '"other:3"')
+    source.close()
+    empty = make_memory(tmp_path / "b" / "memory.db")
+    key = "alice-key-0123456789abcdef"
+    with TestClient(create_app(empty, KeyRing(parse_keys(f"{key}:alice")))) as client:
+        r = client.post("/v1/import?rescope=true", content=body, headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 400 and "embeds with 'fake:64'" in r.json()["error"]["message"], r.text
+    assert empty.store.get_meta("embedding_model") is None and empty.count() == 0
+    empty.close()

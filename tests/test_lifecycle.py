@@ -62,7 +62,7 @@ def state(memory: Memory) -> dict[str, Any]:
 def memory(request: pytest.FixtureRequest, tmp_path: Path, fake_llm: FakeLLM) -> Iterator[Memory]:
     """Every rule on both stores (PostgreSQL: a real server, see conftest)."""
     if request.param == "sqlite":
-        m = make_memory(tmp_path / "memory.db", fake_llm)
+        m = make_memory(tmp_path / "memory.db", llm=fake_llm)
     else:
         settings = Settings.resolve({"home": tmp_path, "llm": "fake", "embedder": "fake"})
         url = request.getfixturevalue("pg_url")

@@ -88,7 +88,7 @@ def test_unknown_aliases_and_copied_example_aliases_are_dropped(memory: Memory, 
 
 def test_evolution_updates_neighbour_with_new_version_and_fresh_index(tmp_path: Path) -> None:
     fake_llm = FakeLLM()
-    memory = make_memory(tmp_path / "m.db", fake_llm, evolve_floor=0.0)
+    memory = make_memory(tmp_path / "m.db", llm=fake_llm, evolve_floor=0.0)
     old = memory.add("Maya: I signed up for the Berlin marathon in September.")
     fake_llm.script = [
         attrs(
@@ -118,7 +118,7 @@ def test_evolution_updates_neighbour_with_new_version_and_fresh_index(tmp_path: 
 
 def test_evolution_is_not_offered_below_the_similarity_floor(tmp_path: Path) -> None:
     llm = FakeLLM()
-    m = make_memory(tmp_path / "m.db", llm, evolve_floor=0.99, link_floor=-1.0)
+    m = make_memory(tmp_path / "m.db", llm=llm, evolve_floor=0.99, link_floor=-1.0)
     m.add("Maya likes running marathons.")
     llm.script = [attrs(updates=[{"note": "N1", "context": "should never be applied here", "tags": ["x"]}])]
     m.add("Jonas moved to Lisbon for a new job.")
@@ -246,7 +246,7 @@ def test_batch_links_between_new_notes(memory: Memory, fake_llm: FakeLLM) -> Non
 
 def test_paper_pipeline_makes_two_calls_and_maps_positions_safely(tmp_path: Path) -> None:
     llm = FakeLLM()
-    m = make_memory(tmp_path / "p.db", llm, pipeline="paper", evolve_floor=0.0)
+    m = make_memory(tmp_path / "p.db", llm=llm, pipeline="paper", evolve_floor=0.0)
     first = m.add("Maya signed up for the Berlin marathon.")
     assert [c.step for c in m.llm_calls()] == ["analyse"]  # no neighbours: no evolution call
     llm.script = [
@@ -269,7 +269,7 @@ def test_paper_pipeline_makes_two_calls_and_maps_positions_safely(tmp_path: Path
 
 def test_paper_pipeline_misaligned_lists_are_not_applied(tmp_path: Path) -> None:
     llm = FakeLLM()
-    m = make_memory(tmp_path / "p.db", llm, pipeline="paper", evolve_floor=0.0)
+    m = make_memory(tmp_path / "p.db", llm=llm, pipeline="paper", evolve_floor=0.0)
     first = m.add("note one about cats")
     llm.script = [
         attrs(),
@@ -288,7 +288,7 @@ def test_paper_pipeline_misaligned_lists_are_not_applied(tmp_path: Path) -> None
 
 def test_scopes_never_mix_for_reads_links_or_evolution(tmp_path: Path) -> None:
     llm = FakeLLM()
-    base = make_memory(tmp_path / "s.db", llm)
+    base = make_memory(tmp_path / "s.db", llm=llm)
     alice, bob = base.scoped(user_id="alice"), base.scoped(user_id="bob")
     secret = alice.add("Alice's bank PIN hint is the dog's birthday.")
     llm.script = [
@@ -336,10 +336,10 @@ def test_delete_removes_links_both_ways(memory: Memory, fake_llm: FakeLLM) -> No
 
 def test_cache_makes_a_rerun_free(tmp_path: Path) -> None:
     llm = FakeLLM()
-    m = make_memory(tmp_path / "c.db", llm)
+    m = make_memory(tmp_path / "c.db", llm=llm)
     note = m.add("Cache me", event_time=datetime(2024, 1, 1))
     calls_before = len(llm.calls)
-    m2 = make_memory(tmp_path / "c.db", llm)
+    m2 = make_memory(tmp_path / "c.db", llm=llm)
     m2.store.delete_note(note.id)
     m2.add("Cache me", event_time=datetime(2024, 1, 1))
     assert len(llm.calls) == calls_before
@@ -348,12 +348,12 @@ def test_cache_makes_a_rerun_free(tmp_path: Path) -> None:
 
 def test_restart_keeps_everything(tmp_path: Path) -> None:
     llm = FakeLLM()
-    m = make_memory(tmp_path / "r.db", llm)
+    m = make_memory(tmp_path / "r.db", llm=llm)
     a = m.add("First persistent note about kayaks.")
     llm.script = [attrs(links=[{"to": "N1", "why": "kayaks"}])]
     b = m.add("Second persistent note about kayaks.")
     m.close()
-    m2 = make_memory(tmp_path / "r.db", FakeLLM())
+    m2 = make_memory(tmp_path / "r.db", llm=FakeLLM())
     assert m2.get(a.id) == a and m2.get(b.id).keywords == b.keywords
     assert len(m2.links(b.id)) == 1
     assert m2.search("kayaks", k=2, expand=False)[0].note.id in {a.id, b.id}
@@ -450,7 +450,7 @@ def test_bad_batch_answer_falls_back_to_one_call_per_note(memory: Memory, fake_l
 
 def test_enrich_never_overwrites_an_edit_made_while_the_llm_worked(tmp_path: Path) -> None:
     llm = FakeLLM(script=[LLMUnavailable("down")])
-    m = make_memory(tmp_path / "m.db", llm)
+    m = make_memory(tmp_path / "m.db", llm=llm)
     note = m.add("Jonas works in Berlin.")
     assert note.state == EnrichState.pending
 

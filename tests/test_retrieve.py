@@ -23,7 +23,7 @@ def attrs(**extra: object) -> dict[str, object]:
 def linked(tmp_path: Path) -> tuple[Memory, dict[str, str]]:
     """Three notes: 'kayak' <- linked from 'paddle trip', and an unrelated one."""
     llm = FakeLLM()
-    m = make_memory(tmp_path / "r.db", llm, link_floor=-1.0)
+    m = make_memory(tmp_path / "r.db", llm=llm, link_floor=-1.0)
     llm.script = [attrs(context="Sam bought a red kayak.")]
     kayak = m.add("Sam bought a red kayak.", event_time=datetime(2023, 1, 5))
     llm.script = [attrs(context="Unrelated.")]

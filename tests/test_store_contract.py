@@ -294,6 +294,9 @@ def test_llm_calls_are_recorded_per_note(store: Store) -> None:
     store.record_llm_call(call)
     assert store.llm_calls("n2")[0].id == call.id
     assert store.llm_calls()[0].input_tokens == 10
+    found = store.get_llm_calls([call.id, "absent", call.id])
+    assert list(found) == [call.id] and found[call.id].note_ids == ["n1", "n2"]
+    assert store.get_llm_calls([]) == {}
 
 
 def test_stats_counts(store: Store) -> None:

@@ -449,3 +449,39 @@ def test_not_utf8_is_invalid_input(source: Memory, dest: Memory, tmp_path: Path)
     with pytest.raises(InvalidInput):
         import_file(dest, path)
     assert dest.count() == 0
+
+
+def test_round_trip_keeps_superseded_and_merged_notes(tmp_path: Path) -> None:
+    """Pointers run forward (an old note points at the newer one that replaced it): the import must
+    accept a note whose superseded_by or merged_into names a later line of the file."""
+    from amem import upkeep
+
+    src = make_memory(tmp_path / "src")
+    old = src.add("Maya lives in Berlin")
+    new = src.add("Maya moved to Lisbon in May")
+    twin = src.add("Maya's cat is called Miso")
+    upkeep.supersede(src, src.get(old.id), new.id, "moved", None)
+    upkeep.merge(src, src.get(new.id), src.get(twin.id), "merged by hand", None, None)
+    path = write_export(src, tmp_path / "export.jsonl")
+    dest = make_memory(tmp_path / "dest")
+    try:
+        report = import_file(dest, path)
+        assert report.notes == 3
+        before, after = snapshot(src), snapshot(dest)
+        for part in ("notes", "links", "versions", "calls"):
+            assert after[part] == before[part], part
+        assert dest.get(old.id).superseded_by == new.id and dest.get(twin.id).merged_into == new.id
+    finally:
+        src.close()
+        dest.close()
+
+
+def test_versions_beyond_a_kept_note_are_skipped(source: Memory, tmp_path: Path) -> None:
+    path = write_export(source, tmp_path / "export.jsonl")
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    version = next(r for r in rows if r["type"] == "version")
+    rows.append({"type": "version", "data": {**version["data"], "version": 99}})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = import_file(source, path)  # every note is already here
+    assert report.notes == 0 and report.versions == 0
+    assert all(v.version < 99 for v in source.history(version["data"]["note_id"]))

@@ -62,7 +62,7 @@ def save_shot(browser: Browser, tmp_path: Path, name: str) -> Path:
 
 
 def test_search_open_a_note_and_click_the_graph(tmp_path: Path, browser: Browser) -> None:
-    memory = make_memory(tmp_path / "web.db", FakeLLM(), link_floor=0.0, evolve_floor=0.0)
+    memory = make_memory(tmp_path / "web.db", llm=FakeLLM(), link_floor=0.0, evolve_floor=0.0)
     berlin = memory.add("Maya signed up for the Berlin marathon in September", event_time="2024-03-01")
     memory.add("Maya will run the Berlin marathon in September in new shoes", event_time="2024-03-05")
     for i, text in enumerate(
@@ -117,7 +117,7 @@ def test_search_open_a_note_and_click_the_graph(tmp_path: Path, browser: Browser
 
 
 def test_a_few_thousand_nodes_draw_and_the_page_stays_responsive(tmp_path: Path, browser: Browser) -> None:
-    memory = make_memory(tmp_path / "big.db", FakeLLM())
+    memory = make_memory(tmp_path / "big.db", llm=FakeLLM())
     rng = np.random.default_rng(1)
     notes = [f"note {i} about topic {rng.integers(0, 50)}" for i in range(3000)]
     stored = Memory(
@@ -161,7 +161,7 @@ def test_a_few_thousand_nodes_draw_and_the_page_stays_responsive(tmp_path: Path,
 def test_with_api_keys_the_page_asks_for_a_key_and_shows_only_its_user(
     tmp_path: Path, browser: Browser
 ) -> None:
-    memory = make_memory(tmp_path / "keys.db", FakeLLM())
+    memory = make_memory(tmp_path / "keys.db", llm=FakeLLM())
     memory.scoped("alice").add("Alice keeps bees in the garden")
     memory.scoped("bob").add("Bob's secret: the safe code is 4711")
     keys = KeyRing({"alice-key-0123456789abcdef": "alice"})

@@ -18,7 +18,6 @@ import pytest
 import amem.pipeline
 from amem import Memory
 from amem.bench.integrity import check_store
-from amem.config import Settings
 from amem.embed.fake import FakeEmbedder
 from amem.errors import LLMUnavailable
 from amem.llm.base import Message
@@ -26,24 +25,9 @@ from amem.llm.fake import FakeLLM, schema_answer
 from amem.notes import EnrichState, Note, NoteStatus
 from amem.store import Filters
 
+from .conftest import make_memory
+
 CONTENTS = [f"Fact {n}: Maria moved her pottery class to Thursday number {n}." for n in range(8)]
-
-
-def _settings(home: Path, llm: str = "fake") -> Settings:
-    return Settings.resolve({"home": home, "llm": llm, "embedder": "fake"})
-
-
-def _memory(url: str, home: Path, llm: FakeLLM | None = None, **kwargs: Any) -> Memory:
-    """A memory on ``url``; without ``llm`` it has none (notes are stored pending, no call)."""
-    settings = _settings(home, "fake" if llm is not None else "none")
-    return Memory(store=url, llm=llm, embedder=FakeEmbedder(64), settings=settings, **kwargs)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'races.db'}"
-    return str(request.getfixturevalue("pg_url"))
 
 
 def _active(mem: Memory) -> list[Note]:
@@ -55,9 +39,9 @@ class RivalEmbedder(FakeEmbedder):
     """Runs ``rival`` once, the first time it embeds: after ``add`` looked for a duplicate and before it
     writes, exactly where another writer's commit used to slip in unseen."""
 
-    def __init__(self, rival: Callable[[], None]) -> None:
+    def __init__(self, rival: Callable[[], object]) -> None:
         super().__init__(64)
-        self.rival: Callable[[], None] | None = rival
+        self.rival: Callable[[], object] | None = rival
 
     def embed_documents(self, texts: list[str]) -> Any:
         rival, self.rival = self.rival, None
@@ -77,18 +61,19 @@ WAYS = {
 
 
 @pytest.mark.parametrize("way", sorted(WAYS))
-def test_a_copy_stored_by_another_writer_meanwhile_is_folded_into(url: str, tmp_path: Path, way: str) -> None:
+def test_a_copy_stored_by_another_writer_meanwhile_is_folded_into(
+    store_url: str, tmp_path: Path, way: str
+) -> None:
     with_llm, fault, batch = WAYS[way]
     contents = CONTENTS[:3] if batch else CONTENTS[:1]
-    rival = _memory(url, tmp_path / "rival")
+    rival = make_memory(store_url, tmp_path / "rival", None)
 
     def write_first() -> None:
         for content in contents:
             rival.add(content, metadata={"writer": "rival"})
 
     llm = FakeLLM([fault] if fault else None) if with_llm else None
-    settings = _settings(tmp_path / "home", "fake" if with_llm else "none")
-    mem = Memory(store=url, llm=llm, embedder=RivalEmbedder(write_first), settings=settings, batch_size=4)
+    mem = make_memory(store_url, tmp_path / "home", llm, embedder=RivalEmbedder(write_first), batch_size=4)
     try:
         if batch:
             got = mem.add_many([{"content": c, "metadata": {"writer": "me"}} for c in contents])
@@ -101,7 +86,7 @@ def test_a_copy_stored_by_another_writer_meanwhile_is_folded_into(url: str, tmp_
         for note in stored:  # the rival's note, with this write's provenance folded in
             assert note.metadata == {"writer": "rival"}
             assert note.all_metadata() == [{"writer": "rival"}, {"writer": "me"}]
-        assert check_store(url).ok
+        assert check_store(store_url).ok
     finally:
         mem.close()
         rival.close()
@@ -109,11 +94,10 @@ def test_a_copy_stored_by_another_writer_meanwhile_is_folded_into(url: str, tmp_
 
 def test_dedupe_off_still_stores_every_copy(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'm.db'}"
-    rival = _memory(url, tmp_path / "rival")
-    settings = Settings.resolve({"home": tmp_path, "llm": "fake", "embedder": "fake", "dedupe": False})
+    rival = make_memory(url, tmp_path / "rival", None)
     embedder = RivalEmbedder(lambda: None)
     embedder.rival = lambda: rival.add(CONTENTS[0])
-    with Memory(store=url, llm=FakeLLM(), embedder=embedder, settings=settings) as mem:
+    with make_memory(url, tmp_path, embedder=embedder, options={"dedupe": False}) as mem:
         mem.add(CONTENTS[0])
         mem.add(CONTENTS[0])
         assert len(_active(mem)) == 3
@@ -130,44 +114,51 @@ def _slow_llm() -> FakeLLM:
     return FakeLLM(handler=answer)
 
 
-def _writer(url: str, home: str, name: str, start: float, batch: bool) -> None:
-    """One writer: every content, each with its own provenance; one call per note or one ``add_many``."""
-    mem = _memory(url, Path(home), _slow_llm(), batch_size=3)
+def _write_all(mem: Memory, name: str, batch: bool) -> None:
+    """Every content, each with its own provenance; one call per note or one ``add_many``."""
+    items: list[dict[str, Any]] = [{"content": c, "metadata": {"writer": name}} for c in CONTENTS]
+    if batch:
+        mem.add_many(items)
+    else:
+        for item in items:
+            mem.add(item["content"], metadata=item["metadata"])
+
+
+def _writer(url: str, home: str, name: str, batch: bool, barrier: Any, arrivals: Any) -> None:
+    """A writer process: its own Memory, then it waits with every other writer and writes."""
+    mem = make_memory(url, Path(home), _slow_llm(), batch_size=3)
     try:
-        items = [{"content": c, "metadata": {"writer": name}} for c in CONTENTS]
-        time.sleep(max(0.0, start - time.time()))
-        if batch:
-            mem.add_many(items)
-        else:
-            for item in items:
-                mem.add(item["content"], metadata=item["metadata"])
+        arrivals.put((name, barrier.wait(timeout=120)))
+        _write_all(mem, name, batch)
     finally:
         mem.close()
 
 
-def test_threads_and_processes_adding_the_same_contents_make_one_note_each(url: str, tmp_path: Path) -> None:
-    _memory(url, tmp_path / "init").close()  # schema and embedder recorded before the race
-    start = time.time() + 4.0  # the processes need a moment to import
+def test_threads_and_processes_adding_the_same_contents_make_one_note_each(
+    store_url: str, tmp_path: Path
+) -> None:
+    make_memory(store_url, tmp_path / "init").close()  # schema and embedder recorded before the race
     ctx = multiprocessing.get_context("spawn")
     writers = [f"p{n}" for n in range(2)] + [f"t{n}" for n in range(3)]
+    # every writer, thread or process, waits here until all are ready (the processes need a moment to
+    # import): none starts writing alone, however long spawning takes; a writer missing after 120 s
+    # breaks the barrier and fails the test instead of letting the others write unraced
+    barrier, arrivals = ctx.Barrier(len(writers)), ctx.Queue()
     procs = [
-        ctx.Process(target=_writer, args=(url, str(tmp_path / name), name, start, n % 2 == 0))
+        ctx.Process(
+            target=_writer, args=(store_url, str(tmp_path / name), name, n % 2 == 0, barrier, arrivals)
+        )
         for n, name in enumerate(writers[:2])
     ]
     for p in procs:
         p.start()
-    shared = _memory(url, tmp_path / "threads", _slow_llm(), batch_size=3)  # threads share one Memory
+    shared = make_memory(store_url, tmp_path / "threads", _slow_llm(), batch_size=3)  # the threads share it
     errors: list[BaseException] = []
 
     def thread_writer(name: str, batch: bool) -> None:
         try:
-            time.sleep(max(0.0, start - time.time()))
-            items = [{"content": c, "metadata": {"writer": name}} for c in CONTENTS]
-            if batch:
-                shared.add_many(items)
-            else:
-                for item in items:
-                    shared.add(item["content"], metadata=item["metadata"])
+            arrivals.put((name, barrier.wait(timeout=120)))
+            _write_all(shared, name, batch)
         except BaseException as exc:  # any error surfaced to a writer fails the test
             errors.append(exc)
 
@@ -181,11 +172,16 @@ def test_threads_and_processes_adding_the_same_contents_make_one_note_each(url: 
     for p in procs:
         p.join(120)
     assert errors == [] and [p.exitcode for p in procs] == [0, 0]
+    # one release for all: each writer passed the barrier in the same round, with its own place in it
+    released = dict(arrivals.get(timeout=10) for _ in writers)
+    assert sorted(released) == sorted(writers)
+    assert sorted(released.values()) == list(range(len(writers)))
+    assert not barrier.broken
     notes = _active(shared)
     assert Counter(n.content for n in notes) == Counter(CONTENTS)  # exactly one note per content
     for note in notes:
         assert sorted(m["writer"] for m in note.all_metadata()) == sorted(writers)  # every write's provenance
-    assert check_store(url).ok
+    assert check_store(store_url).ok
     shared.close()
 
 
@@ -193,7 +189,7 @@ def test_threads_and_processes_adding_the_same_contents_make_one_note_each(url: 
 def test_an_outage_costs_no_attempt_and_stops_enrich_at_the_first_call(tmp_path: Path) -> None:
     down = LLMUnavailable("connection refused")
     llm = FakeLLM(handler=lambda messages, schema: down)
-    with _memory(f"sqlite:///{tmp_path / 'm.db'}", tmp_path, llm, batch_size=4) as mem:
+    with make_memory(tmp_path / "m.db", llm=llm, batch_size=4) as mem:
         ids = [mem.add(c).id for c in CONTENTS[:2]]
         ids += [n.id for n in mem.add_many(CONTENTS[2:6])]
         assert len(llm.calls) == 3  # two adds, one batch call; nothing asked again
@@ -213,7 +209,7 @@ def test_an_outage_costs_no_attempt_and_stops_enrich_at_the_first_call(tmp_path:
 
 def test_unusable_answers_still_count_and_the_run_goes_on(tmp_path: Path) -> None:
     llm = FakeLLM(handler=lambda messages, schema: "not json")
-    with _memory(f"sqlite:///{tmp_path / 'm.db'}", tmp_path, llm) as mem:
+    with make_memory(tmp_path / "m.db", llm=llm) as mem:
         ids = [mem.add(c).id for c in CONTENTS[:3]]
         llm.calls.clear()
         report = mem.enrich()
@@ -274,17 +270,17 @@ def _pairs(mem: Memory, ids: dict[str, str]) -> set[tuple[str, str]]:
 
 @pytest.mark.parametrize("k", [2, 3])
 def test_a_kill_inside_add_many_keeps_the_links_among_stored_notes(
-    url: str, tmp_path: Path, k: int, monkeypatch: pytest.MonkeyPatch
+    store_url: str, tmp_path: Path, k: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     items = CONTENTS[:4]
-    mem = _memory(url, tmp_path / "a", _linking_llm(), batch_size=4)
+    mem = make_memory(store_url, tmp_path / "a", _linking_llm(), batch_size=4)
     heal = _die_after(monkeypatch, k)
     with pytest.raises(Died):
         mem.add_many(items)
     mem.close()
     heal()
     # restarted: the first k notes of the batch are stored, with every link the LLM made among them
-    mem = _memory(url, tmp_path / "b", _linking_llm(), batch_size=4)
+    mem = make_memory(store_url, tmp_path / "b", _linking_llm(), batch_size=4)
     by_content = {n.content: n.id for n in _active(mem)}
     assert sorted(by_content) == sorted(items[:k])
     ids = {f"T{i}": by_content[c] for i, c in enumerate(items[:k], start=1)}
@@ -293,7 +289,7 @@ def test_a_kill_inside_add_many_keeps_the_links_among_stored_notes(
     for source, target in decided:  # the source's newest version records the link (history stays whole)
         newest = mem.store.versions(ids[source])[-1]
         assert ids[target] in {ls.target_id for ls in newest.links or []}
-    assert check_store(url).ok
+    assert check_store(store_url).ok
     # the rerun folds the stored notes and adds the rest as a batch of its own, linked as that call says
     again = mem.add_many(items)
     by_content = {n.content: n.id for n in _active(mem)}
@@ -302,13 +298,13 @@ def test_a_kill_inside_add_many_keeps_the_links_among_stored_notes(
     decided_now = {(s, t) for s, targets in BATCH_LINKS.items() for t in targets if s in rest and t in rest}
     assert _pairs(mem, rest) == decided_now
     assert _pairs(mem, ids) == decided  # the first run's links are still there
-    assert check_store(url).ok
+    assert check_store(store_url).ok
     mem.close()
 
 
 @pytest.mark.parametrize("own_call", ["answered", "unreachable"])
 def test_a_link_to_a_note_left_out_of_the_batch_answer_is_written_with_it(
-    url: str, tmp_path: Path, own_call: str
+    store_url: str, tmp_path: Path, own_call: str
 ) -> None:
     """The batch answer links T1 to T2 but leaves T2 out: T2 gets its own call, and the link is written in
     T2's transaction whether that call works or finds the provider down (T2 then stays pending)."""
@@ -326,13 +322,13 @@ def test_a_link_to_a_note_left_out_of_the_batch_answer_is_written_with_it(
             entry["links"] = [{"to": "T2", "why": "same class"}] if entry["note"] == "T1" else []
         return out
 
-    with _memory(url, tmp_path, FakeLLM(handler=answer), batch_size=3) as mem:
+    with make_memory(store_url, tmp_path, FakeLLM(handler=answer), batch_size=3) as mem:
         first, second, _ = mem.add_many(CONTENTS[:3])
         expected = EnrichState.enriched if own_call == "answered" else EnrichState.pending
         assert mem.get(second.id).state == expected
         assert ("T1", "T2") in _pairs(mem, {"T1": first.id, "T2": second.id})
         assert second.id in {ls.target_id for ls in mem.store.versions(first.id)[-1].links or []}
-        assert check_store(url).ok
+        assert check_store(store_url).ok
 
 
 def test_amem_enrich_says_it_stopped_for_an_outage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,11 +25,12 @@ from .notes import (
     NoteInput,
     NoteStatus,
     NoteVersion,
-    Scope,
     SearchHit,
     VersionCause,
     check_metadata,
     check_text,
+    checked_scope,
+    checked_texts,
     content_hash,
     text_problem,
     to_utc,
@@ -46,7 +47,7 @@ log = logging.getLogger("amem")
 MAX_CONTENT_CHARS = 20_000
 MAX_ENRICH_ATTEMPTS = pipeline.MAX_ENRICH_ATTEMPTS  # re-exported: callers import it from here
 
-Progress = Callable[[int, int], None]
+Progress = pipeline.Progress  # one type for the progress callbacks of add_many and enrich
 
 
 class Memory:
@@ -91,7 +92,7 @@ class Memory:
         self._embedder: Embedder | None = (
             embedder if embedder is not None and not isinstance(embedder, str) else None
         )
-        self.scope = _scope(user_id, agent_id, run_id)
+        self.scope = checked_scope(user_id, agent_id, run_id)
         self.link_k, self.link_floor, self.evolve_floor = link_k, link_floor, evolve_floor
         self.batch_size = batch_size
         self._runner: LLMRunner | None = None
@@ -138,7 +139,7 @@ class Memory:
         """The same memory (store, models) seen through another scope."""
         other = object.__new__(Memory)
         other.__dict__.update(self.__dict__)
-        other.scope = _scope(user_id, agent_id, run_id)
+        other.scope = checked_scope(user_id, agent_id, run_id)
         return other
 
     def close(self) -> None:
@@ -326,7 +327,7 @@ class Memory:
             raise InvalidInput("links join two different notes of the same scope")
         if not 0 < weight <= lifecycle.MAX_LINK_WEIGHT:
             raise InvalidInput(f"weight must be above 0 and at most {lifecycle.MAX_LINK_WEIGHT}")
-        reason = _texts([reason], "reason")[0]
+        reason = checked_texts([reason], "reason")[0]
         link = Link(source_id=source_id, target_id=target_id, reason=reason.strip(), weight=weight)
         upkeep.add_links(self, [link], VersionCause.update, "linked by hand")
         return link
@@ -410,11 +411,11 @@ class Memory:
             if keywords is None and tags is None and context is None:
                 changes["state"] = EnrichState.pending
         if keywords is not None:
-            changes["keywords"] = [k.strip() for k in _texts(keywords, "keywords") if k.strip()]
+            changes["keywords"] = [k.strip() for k in checked_texts(keywords, "keywords") if k.strip()]
         if tags is not None:
-            changes["tags"] = [t.strip().lower() for t in _texts(tags, "tags") if t.strip()]
+            changes["tags"] = [t.strip().lower() for t in checked_texts(tags, "tags") if t.strip()]
         if context is not None:
-            changes["context"] = _texts([context], "context")[0].strip()
+            changes["context"] = checked_texts([context], "context")[0].strip()
         if metadata is not None:
             check_metadata(metadata)
             changes["metadata"] = dict(metadata)
@@ -532,26 +533,3 @@ class Memory:
         if filters is None or filters.statuses is None:  # the memory as search sees it
             filters = (filters or Filters()).with_statuses([NoteStatus.active])
         return graph.build(self.store, self.scope, filters, limit)
-
-
-def _scope(user_id: str | None, agent_id: str | None, run_id: str | None) -> Scope:
-    """A memory's scope; each field must be text every store can hold (it is compared in SQL)."""
-    for name, value in (("user_id", user_id), ("agent_id", agent_id), ("run_id", run_id)):
-        if value is not None:
-            if not isinstance(value, str):
-                raise InvalidInput(f"{name} must be a string, not {type(value).__name__}")
-            check_text(value, name)
-    return Scope(user_id=user_id, agent_id=agent_id, run_id=run_id)
-
-
-def _texts(values: Sequence[str] | str, what: str) -> list[str]:
-    """Hand-given attributes: a list of strings (one string is not a list of letters), each storable."""
-    if isinstance(values, str) and what in ("keywords", "tags"):
-        raise InvalidInput(f"{what} must be a list of strings, not one string")
-    out = []
-    for value in values:
-        if not isinstance(value, str):
-            raise InvalidInput(f"{what} must be text, not {type(value).__name__}")
-        check_text(value, what)
-        out.append(value)
-    return out

@@ -10,6 +10,7 @@ import json
 import math
 import unicodedata
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, ClassVar
@@ -409,6 +410,29 @@ def check_text(value: str, what: str) -> None:
     problem = text_problem(value)
     if problem is not None:
         raise InvalidInput(f"{what} {problem}")
+
+
+def checked_scope(user_id: str | None, agent_id: str | None, run_id: str | None) -> Scope:
+    """A memory's scope, checked: each field must be text every store can hold (it is compared in SQL)."""
+    for name, value in (("user_id", user_id), ("agent_id", agent_id), ("run_id", run_id)):
+        if value is not None:
+            if not isinstance(value, str):
+                raise InvalidInput(f"{name} must be a string, not {type(value).__name__}")
+            check_text(value, name)
+    return Scope(user_id=user_id, agent_id=agent_id, run_id=run_id)
+
+
+def checked_texts(values: Sequence[str] | str, what: str) -> list[str]:
+    """Hand-given attributes: a list of strings (one string is not a list of letters), each storable."""
+    if isinstance(values, str) and what in ("keywords", "tags"):
+        raise InvalidInput(f"{what} must be a list of strings, not one string")
+    out = []
+    for value in values:
+        if not isinstance(value, str):
+            raise InvalidInput(f"{what} must be text, not {type(value).__name__}")
+        check_text(value, what)
+        out.append(value)
+    return out
 
 
 def check_json_text(value: Any, where: str) -> None:

@@ -13,6 +13,8 @@ import base64
 import json
 import os
 import re
+import tempfile
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -98,23 +100,26 @@ def confine(folder: str | Path, name: str | Path) -> Path:
 
 
 def export_to(memory: Memory, path: str | Path, folder: str | Path | None = None) -> tuple[Path, int]:
-    """Write the export to ``path`` (inside ``folder`` when given) through a temporary file, so a crash
+    """Write the export to ``path`` (inside ``folder`` when given) through a new temporary file, so a crash
     leaves either the old file or the whole new one. Subfolders are made only inside ``folder``; a
     plain path's folder must exist. Returns the path written and its line count."""
     target = confine(folder, path) if folder is not None else Path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    tmp: Path | None = None
     try:
         if folder is not None:
             target.parent.mkdir(parents=True, exist_ok=True)
-        with os.fdopen(os.open(tmp, flags, 0o600), "w", encoding="utf-8") as out:
+        # a fresh, exclusive file per export: two exports to one name never share a temporary file
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        tmp = Path(name)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
             count = export_file(memory, out)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, target)
     except OSError as exc:
-        with suppress(OSError):
-            tmp.unlink()
+        if tmp is not None:
+            with suppress(OSError):
+                tmp.unlink()
         raise InvalidInput(
             f"cannot write {target}: {exc.strerror}; check the folder exists and is writable"
         ) from None
@@ -122,7 +127,12 @@ def export_to(memory: Memory, path: str | Path, folder: str | Path | None = None
 
 
 def import_file(
-    memory: Memory, path: str | Path, *, folder: str | Path | None = None, rescope: bool = False
+    memory: Memory,
+    path: str | Path,
+    *,
+    folder: str | Path | None = None,
+    rescope: bool = False,
+    adopt_model: bool = True,
 ) -> ImportReport:
     """Import ``path`` (inside ``folder`` when given); see ``import_lines``."""
     source = confine(folder, path) if folder is not None else Path(path)
@@ -132,7 +142,7 @@ def import_file(
         raise InvalidInput(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise InvalidInput(f"cannot open {path}: {exc.strerror}") from None
-    return import_lines(memory, lines_of(text), str(path), rescope=rescope)
+    return import_lines(memory, lines_of(text), str(path), rescope=rescope, adopt_model=adopt_model)
 
 
 def lines_of(text: str) -> list[str]:
@@ -141,95 +151,154 @@ def lines_of(text: str) -> list[str]:
     return text.replace("\r\n", "\n").split("\n")
 
 
-def import_lines(memory: Memory, lines: Iterable[str], label: str, *, rescope: bool = False) -> ImportReport:
+def import_lines(
+    memory: Memory, lines: Iterable[str], label: str, *, rescope: bool = False, adopt_model: bool = True
+) -> ImportReport:
     """Validate every record first, then write them in one transaction: all or nothing.
 
-    Notes outside the memory's scope are refused, or with ``rescope`` moved into it (the scope's set
-    fields replace the note's). Links, versions and LLM calls may only name notes of the file or notes
-    already in the scope, and a link never joins two scopes."""
+    Notes outside the memory's scope are refused; with ``rescope`` they are copied into it (the scope's
+    set fields replace the note's) under new ids derived from the old id and the scope, so the copy can
+    sit beside the original in one store and a rerun skips it. Links, versions and LLM calls may only
+    name notes of the file or already in the scope, and a link never joins two scopes. An empty store
+    takes the file's embedding model unless ``adopt_model`` is off (servers: a tenant's file must not
+    decide the model every tenant embeds with), in which case the file must match the memory's embedder.
+    """
     records = list(_records(lines, label))
     if not records:
         raise InvalidInput(f"{label} is empty; expected an amem export")
-    header, body = records[0][2], records[1:]
+    header, body = records[0][1], records[1:]
     store = memory.store
     model, dims = header.get("embedding_model"), header.get("dimensions")
     if model is not None and not isinstance(model, str):
         raise InvalidInput(f"{label}: the header's embedding_model must be a string, not {model!r}")
-    if dims is not None and not (isinstance(dims, int | str) and str(dims).isdigit()):
+    if dims is not None and not _whole(dims):
         raise InvalidInput(f"{label}: the header's dimensions must be a whole number, not {dims!r}")
-    own = store.get_meta("embedding_model")
+    own, own_dims = store.get_meta("embedding_model"), store.get_meta("dimensions")
+    if not adopt_model:
+        own, own_dims = memory.embedder.model_id, own_dims or str(memory.embedder.dimensions)
+        if model != own:
+            raise InvalidInput(
+                f"the export was embedded with {model!r} but this memory embeds with {own!r}; "
+                "import it where that embedder is configured"
+            )
     if own is not None and model is not None and own != model:
         raise InvalidInput(
             f"the export was embedded with {model!r} but this memory uses {own!r}; "
             "import into an empty memory"
         )
-    own_dims = store.get_meta("dimensions")
-    if dims is not None and own_dims is not None and str(dims) != str(own_dims):
+    if dims is not None and own_dims is not None and int(dims) != int(own_dims):
         raise InvalidInput(f"the export has {dims}-dimensional vectors but this memory holds {own_dims}")
     plan = _Plan(memory, label, rescope, int(own_dims or dims or 0))
-    for number, _kind, obj in body:
-        plan.check(number, obj)
+    for number, obj in body:
+        if isinstance(obj, tuple):
+            plan.note(number, *obj)
+    plan.pointers()
+    for number, obj in body:
+        if not isinstance(obj, tuple):
+            plan.check(number, obj)
     report = ImportReport()
     with store.atomic():
-        if own is None and model is not None:
+        if store.get_meta("embedding_model") is None and model is not None:
             store.set_meta("embedding_model", str(model))
-        for _number, _kind, obj in plan.records:
+        for obj in plan.records:
             _write(memory, obj, report)
     return report
 
 
+def _whole(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, str) and value.isascii() and value.isdecimal())
+
+
 @dataclass
 class _Plan:
-    """The records checked against the scope; notes already rescoped."""
+    """The file's records checked against the scope, notes first (a note may point at a later one)."""
 
     memory: Memory
     label: str
     rescope: bool
     dims: int
-    records: list[tuple[int, str, Any]] = field(default_factory=list)
+    records: list[Any] = field(default_factory=list)
     notes: dict[str, Note] = field(default_factory=dict)  # by id: the file's notes, then the store's
+    renamed: dict[str, str] = field(default_factory=dict)  # note and call ids of copies made by rescope
+
+    def note(self, number: int, note: Note, vector: np.ndarray[Any, Any]) -> None:
+        where = f"{self.label}:{number}"
+        if not ID.fullmatch(note.id):
+            raise InvalidInput(f"{where}: note id {note.id!r} is not an id (letters, digits, '_.:-'; 1-128)")
+        if self.dims and vector.size != self.dims:
+            raise InvalidInput(f"{where}: a {vector.size}-dimensional vector, expected {self.dims}")
+        self.dims = self.dims or vector.size
+        if not np.all(np.isfinite(vector)):
+            raise InvalidInput(f"{where}: the note's vector holds NaN or infinity; nothing was imported")
+        note = self._own(where, note)
+        self.notes[note.id] = note
+        self.records.append((note, vector))
 
     def check(self, number: int, obj: Any) -> None:
         where = f"{self.label}:{number}"
-        if isinstance(obj, tuple):
-            note, vector = obj
-            note = self._own(where, note)
-            if self.dims and vector.size != self.dims:
-                raise InvalidInput(f"{where}: a {vector.size}-dimensional vector, expected {self.dims}")
-            self.dims = self.dims or vector.size
-            if not np.all(np.isfinite(vector)):
-                raise InvalidInput(f"{where}: the note's vector holds NaN or infinity; nothing was imported")
-            self.notes[note.id] = note
-            self.records.append((number, "note", (note, vector)))
-            for ref in (note.superseded_by, note.merged_into, *(s.get("note_id") for s in note.sources)):
-                if isinstance(ref, str):
-                    self._known(where, ref)
-            return
         if isinstance(obj, Link):
+            obj = obj.model_copy(
+                update={"source_id": self._id(obj.source_id), "target_id": self._id(obj.target_id)}
+                | {"llm_call_id": self._call_id(obj.llm_call_id)}
+            )
             source, target = self._known(where, obj.source_id), self._known(where, obj.target_id)
             if source.scope != target.scope:
                 raise InvalidInput(f"{where}: a link between two scopes; links stay within one scope")
         elif isinstance(obj, NoteVersion):
+            snaps = [
+                s.model_copy(
+                    update={"target_id": self._id(s.target_id), "llm_call_id": self._call_id(s.llm_call_id)}
+                )
+                for s in obj.links or []
+            ]
+            obj = obj.model_copy(
+                update={
+                    "note_id": self._id(obj.note_id),
+                    "llm_call_id": self._call_id(obj.llm_call_id),
+                    "links": snaps if obj.links is not None else None,
+                    **self._pointers(obj),
+                }
+            )
             owner = self._known(where, obj.note_id)
-            for snap in obj.links or []:
+            for snap in snaps:
                 if self._known(where, snap.target_id).scope != owner.scope:
                     raise InvalidInput(f"{where}: a version linking two scopes; links stay within one scope")
+            self._pointers_known(where, obj)
         elif isinstance(obj, LLMCall):
-            for note_id in obj.note_ids:
-                self._known(where, note_id)
-        self.records.append((number, type(obj).__name__, obj))
+            if not obj.note_ids:
+                raise InvalidInput(f"{where}: an LLM call for no note; nothing was imported")
+            obj = obj.model_copy(
+                update={"id": self._call_id(obj.id), "note_ids": [self._id(i) for i in obj.note_ids]}
+            )
+            mine = {self._known(where, i).id for i in obj.note_ids}
+            taken = self.memory.store.get_llm_calls([obj.id]).get(obj.id)
+            if taken is not None and not set(taken.note_ids) <= mine | set(self._visible(taken.note_ids)):
+                raise InvalidInput(f"{where}: LLM call id {obj.id} is already taken; nothing was imported")
+        self.records.append(obj)
+
+    def pointers(self) -> None:
+        """The file's notes' merge, supersede and source pointers, once every note of the file is known."""
+        for i, (note, vector) in enumerate(self.records):
+            moved = note.model_copy(update=self._pointers(note))
+            self._pointers_known(f"{self.label}: note {note.id}", moved)
+            self.records[i] = (moved, vector)
+            self.notes[moved.id] = moved
 
     def _own(self, where: str, note: Note) -> Note:
-        if not ID.fullmatch(note.id):
-            raise InvalidInput(f"{where}: note id {note.id!r} is not an id (letters, digits, '_.:-'; 1-128)")
         scope = self.memory.scope
         if self.rescope:
             fields = {"user_id": scope.user_id, "agent_id": scope.agent_id, "run_id": scope.run_id}
-            note = note.model_copy(update={k: v for k, v in fields.items() if v is not None})
+            moved = note.model_copy(update={k: v for k, v in fields.items() if v is not None})
+            if moved.scope != note.scope:
+                self.renamed[note.id] = _derived(moved.scope, note.id)
+                moved.id = self.renamed[note.id]
+            note = moved
         if not scope.matches(note):
             raise InvalidInput(
                 f"{where}: note {note.id} belongs to {_describe(note)}, outside this memory's scope "
-                f"({_describe(scope)}); import it in that scope, or move it here with rescope"
+                f"({_describe(scope)}); import it in that scope, or copy it here with rescope"
             )
         stored = self.memory.store.get_notes([note.id]).get(note.id)
         if stored is not None and stored.scope != note.scope:
@@ -238,8 +307,37 @@ class _Plan:
             )
         return note
 
+    def _id(self, note_id: str) -> str:
+        return self.renamed.get(note_id, note_id)
+
+    def _call_id(self, call_id: str | None) -> str | None:
+        """A copy's LLM calls get derived ids too (the originals may sit in the same store)."""
+        if call_id is None or not self.renamed:
+            return call_id
+        return _derived(self.memory.scope, call_id)
+
+    def _pointers(self, item: Note | NoteVersion) -> dict[str, Any]:
+        sources = [
+            {**src, "note_id": self._id(src["note_id"])} if isinstance(src.get("note_id"), str) else src
+            for src in item.sources
+        ]
+        return {
+            "superseded_by": item.superseded_by and self._id(item.superseded_by),
+            "merged_into": item.merged_into and self._id(item.merged_into),
+            "sources": sources,
+        }
+
+    def _pointers_known(self, where: str, item: Note | NoteVersion) -> None:
+        for ref in (item.superseded_by, item.merged_into, *(s.get("note_id") for s in item.sources)):
+            if isinstance(ref, str):
+                self._known(where, ref)
+
+    def _visible(self, ids: Iterable[str]) -> list[str]:
+        found = self.memory.store.get_notes([i for i in ids if "\x00" not in i])
+        return [i for i, n in found.items() if self.memory.scope.matches(n)]
+
     def _known(self, where: str, note_id: str) -> Note:
-        """A note the record may refer to: one of the file's (earlier lines) or one already in scope."""
+        """A note the record may refer to: one of the file's or one already in this scope."""
         note = self.notes.get(note_id)
         if note is None:
             stored = self.memory.store.get_notes([note_id]).get(note_id) if "\x00" not in note_id else None
@@ -252,12 +350,19 @@ class _Plan:
         return note
 
 
+def _derived(scope: Any, old_id: str) -> str:
+    """The id of a rescoped copy: fixed by the target scope and the old id, so a rerun finds it."""
+    key = "\x1f".join(str(getattr(scope, f) or "") for f in ("user_id", "agent_id", "run_id"))
+    return uuid.uuid5(uuid.NAMESPACE_OID, f"amem\x1f{key}\x1f{old_id}").hex
+
+
 def _describe(who: Any) -> str:
     parts = [f"{k} {getattr(who, k + '_id')!r}" for k in ("user", "agent", "run") if getattr(who, k + "_id")]
     return ", ".join(parts) or "no user"
 
 
 def _write(memory: Memory, obj: Any, report: ImportReport) -> None:
+    """One checked record; what is already there is skipped (a rerun of an import changes nothing)."""
     store = memory.store
     if isinstance(obj, tuple):
         note, vector = obj
@@ -274,21 +379,27 @@ def _write(memory: Memory, obj: Any, report: ImportReport) -> None:
         store.upsert_links([obj])
         report.links += 1
     elif isinstance(obj, NoteVersion):
-        if any(v.version == obj.version for v in store.versions(obj.note_id)):
+        owner = store.get_note(obj.note_id)
+        # a version beyond the stored note's own (a newer export of a note kept here) is not history
+        # of this note: adding it would leave a gap between the note and its versions
+        if (
+            owner is None
+            or obj.version > owner.version
+            or any(v.version == obj.version for v in store.versions(obj.note_id))
+        ):
             report.skipped += 1
             return
         store.add_version(obj)
         report.versions += 1
     elif isinstance(obj, LLMCall):
-        known = {c.id for n in obj.note_ids[:1] for c in store.llm_calls(n)}
-        if obj.id in known:
+        if store.get_llm_calls([obj.id]):
             report.skipped += 1
             return
         store.record_llm_call(obj)
         report.llm_calls += 1
 
 
-def _records(lines: Iterable[str], label: str) -> Iterator[tuple[int, str, Any]]:
+def _records(lines: Iterable[str], label: str) -> Iterator[tuple[int, Any]]:
     header_seen = False
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -309,12 +420,12 @@ def _records(lines: Iterable[str], label: str) -> Iterator[tuple[int, str, Any]]
                 raise InvalidInput(f"{label} is not an amem export (first line must be the header)")
             if record.get("version") != FORMAT_VERSION:
                 raise InvalidInput(f"{label}: export format {record.get('version')} is not supported")
-            yield number, FORMAT, record
+            yield number, record
             continue
-        yield number, *_parse(label, number, record)
+        yield number, _parse(label, number, record)
 
 
-def _parse(label: str, number: int, record: Any) -> tuple[str, Any]:
+def _parse(label: str, number: int, record: Any) -> Any:
     if not isinstance(record, dict) or not isinstance(record.get("data"), dict):
         raise InvalidInput(
             f"{label}:{number}: expected {{'type': ..., 'data': {{...}}}}; nothing was imported"
@@ -328,13 +439,13 @@ def _parse(label: str, number: int, record: Any) -> tuple[str, Any]:
             vector = np.frombuffer(raw, dtype="<f4").astype(np.float32)
             if vector.size == 0:
                 raise InvalidInput(f"{label}:{number}: note without embedding")
-            return kind, (Note.model_validate(data), vector)
+            return Note.model_validate(data), vector
         if kind == "link":
-            return kind, Link.model_validate(data)
+            return Link.model_validate(data)
         if kind == "version":
-            return kind, NoteVersion.model_validate(data)
+            return NoteVersion.model_validate(data)
         if kind == "llm_call":
-            return kind, LLMCall.model_validate(data)
+            return LLMCall.model_validate(data)
     except (ValidationError, ValueError) as exc:
         raise InvalidInput(f"{label}:{number}: invalid {kind}: {exc}; nothing was imported") from exc
     raise InvalidInput(f"{label}:{number}: unknown record type {kind!r}; nothing was imported")

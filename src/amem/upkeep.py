@@ -321,10 +321,10 @@ def fold_duplicate(mem: Memory, existing: Note, new: Note) -> Note:
     """An exact duplicate was written: no new note and no LLM call. When it brings metadata the note does
     not have yet (another turn, another source), that joins the note's sources (with its event time) as
     a version; a pin or a later expiry carries over. Writing the same thing twice changes nothing."""
-    if not adds_to(existing, new):
+    folded = _folding(existing, new)
+    if folded is None:
         return existing
-    fresh_source = new.metadata not in existing.all_metadata()
-    expiry = _expiry(existing, new)
+    fresh_source, expiry = folded
     source = lifecycle.source_of(new, with_content=False)
     source["note_id"] = None  # never stored as a note of its own
     sources = [*existing.sources, source] if fresh_source else existing.sources
@@ -343,14 +343,18 @@ def fold_duplicate(mem: Memory, existing: Note, new: Note) -> Note:
 
 def adds_to(existing: Note, new: Note) -> bool:
     """Would folding the duplicate ``new`` into ``existing`` change it (provenance, pin or expiry)?"""
+    return _folding(existing, new) is not None
+
+
+def _folding(existing: Note, new: Note) -> tuple[bool, datetime | None] | None:
+    """What folding ``new`` into ``existing`` brings: whether its metadata is a source the note does not
+    have yet, and the expiry the note keeps (the later of the two; none wins: a copy without expiry keeps
+    the note). None when folding would change nothing."""
     fresh_source = new.metadata not in existing.all_metadata()
-    return (
-        fresh_source or (new.pinned and not existing.pinned) or _expiry(existing, new) != existing.expires_at
-    )
-
-
-def _expiry(existing: Note, new: Note) -> datetime | None:
-    """The later expiry of the two (none wins: a copy without expiry keeps the note)."""
-    if existing.expires_at is None:
-        return None
-    return None if new.expires_at is None else max(existing.expires_at, new.expires_at)
+    if existing.expires_at is None or new.expires_at is None:
+        expiry = None
+    else:
+        expiry = max(existing.expires_at, new.expires_at)
+    if fresh_source or (new.pinned and not existing.pinned) or expiry != existing.expires_at:
+        return fresh_source, expiry
+    return None

@@ -31,6 +31,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from ..store import store_kind
 from .integrity import Consistency, check_store, ids_by_hash, note_facts
 
 PEOPLE = ("Maya", "Tom", "Priya", "Ken", "Ana")
@@ -138,16 +139,16 @@ def _enum(prop: dict[str, Any], key: str) -> list[str]:
 
 
 def linking_answer(messages: list[Any], schema: dict[str, Any] | None) -> dict[str, Any]:
-    """The fake LLM's answer, made to link every new note to up to two offered notes and to evolve the
-    closest neighbour (its context gains the new note's day), for ``note`` and ``batch`` prompts alike."""
-    from ..llm.fake import fill_schema
+    """The fake LLM's answer (``schema_answer``), adjusted to link every new note to up to two offered
+    notes and to evolve the closest neighbour (its context gains the new note's day), for ``note`` and
+    ``batch`` prompts alike."""
+    from ..llm.fake import focus_text, schema_answer
 
     prompt = messages[-1].content
-    focus = prompt[prompt.rfind("NEW NOTE") :]
-    answer: dict[str, Any] = fill_schema(schema or {"type": "object"}, focus, schema)
+    answer: dict[str, Any] = schema_answer(prompt, schema)
     props = (schema or {}).get("properties", {})
     shown = dict(_SHOWN.findall(prompt))
-    day = (_DAY.findall(focus) or ["0"])[-1]
+    day = (_DAY.findall(focus_text(prompt)) or ["0"])[-1]
     if "links" in props:
         answer["links"] = [
             {"to": a, "why": "same person or activity"} for a in _enum(props["links"], "to")[:2]
@@ -311,7 +312,7 @@ def run_crash(
     journal.unlink(missing_ok=True)
     flags = _flags(workdir)
     ops = make_input(notes, seed)
-    report = CrashReport(store="postgresql" if store_url.startswith("postgres") else "sqlite")
+    report = CrashReport(store=store_kind(store_url))
     report.ops, report.inputs = len(ops), sum(len(op) for op in ops)
     report.notes_expected = len({i for op in ops for i, _, _ in op})
     rng, ctx = random.Random(seed), _context()
@@ -418,20 +419,3 @@ def _final_run(
         report.not_as_journaled += bool(ids) and journaled != set(ids[:1])
     facts = note_facts(url, [i for ids in by_hash.values() for i in ids])
     report.evolved_versions = sum(cause == "evolve" for f in facts.values() for cause in f.causes.values())
-
-
-def _main(argv: list[str]) -> int:
-    """``python -m amem.bench.crash URL WORKDIR [KILLS [NOTES [SEED]]]``: run and print the report."""
-    if len(argv) < 2:
-        print(_main.__doc__, file=sys.stderr)
-        return 2
-    kills, notes, seed = ([int(a) for a in argv[2:5]] + [20, 240, 0][len(argv[2:5]) :])[:3]
-    report = run_crash(
-        argv[0], Path(argv[1]), kills, notes, seed, progress=lambda m: print(m, file=sys.stderr)
-    )
-    print(json.dumps(report.as_dict(), indent=2))
-    return 0 if report.ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

@@ -15,6 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..store import sqlite_path, store_kind
+from ..store.base import chunks
+
 #: the same scope on both ends: NULL matches only NULL (links join notes of the same exact scope)
 _SAME_SCOPE = """(s.user_id IS NOT DISTINCT FROM t.user_id AND s.agent_id IS NOT DISTINCT FROM t.agent_id
                   AND s.run_id IS NOT DISTINCT FROM t.run_id)"""
@@ -65,20 +68,8 @@ class Consistency:
     def ok(self) -> bool:
         return self.engine_check == "ok" and not any(self.counts.values())
 
-    def problems(self) -> list[str]:
-        out = [] if self.engine_check == "ok" else [f"engine check: {self.engine_check}"]
-        return out + [f"{name}: {n}" for name, n in self.counts.items() if n]
-
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
-
-
-def sqlite_path(url: str) -> Path | None:
-    if url.startswith("sqlite:///"):
-        return Path(url[len("sqlite:///") :])
-    if "://" not in url and url != ":memory:":
-        return Path(url).expanduser()
-    return None
 
 
 def check_store(url: str) -> Consistency:
@@ -87,7 +78,7 @@ def check_store(url: str) -> Consistency:
     path = sqlite_path(url)
     if path is not None:
         return _check_sqlite(path)
-    if url.startswith(("postgresql://", "postgres://")):
+    if store_kind(url) == "postgresql":
         return _check_postgres(url)
     raise ValueError(f"cannot check {url!r}: give sqlite:///PATH or postgresql://...")
 
@@ -175,9 +166,6 @@ def read_rows(url: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any,
 class NoteFacts:
     """What is stored about one note: enough to tell whether a write that returned survived."""
 
-    content_hash: str
-    scope: tuple[str | None, str | None, str | None]
-    version: int
     versions: int = 0
     causes: dict[int, str] = field(default_factory=dict)
     links: set[str] = field(default_factory=set)
@@ -186,14 +174,10 @@ class NoteFacts:
 def note_facts(url: str, ids: Iterable[str]) -> dict[str, NoteFacts]:
     """The stored facts of the given notes (absent ids are left out)."""
     out: dict[str, NoteFacts] = {}
-    for batch in chunks(dict.fromkeys(ids)):
+    for batch in chunks(list(dict.fromkeys(ids)), 500):
         marks = ",".join("?" * len(batch))
-        for nid, digest, user, agent, run, version in read_rows(
-            url,
-            f"SELECT id, content_hash, user_id, agent_id, run_id, version FROM notes WHERE id IN ({marks})",
-            batch,
-        ):
-            out[nid] = NoteFacts(digest, (user, agent, run), int(version))
+        for (nid,) in read_rows(url, f"SELECT id FROM notes WHERE id IN ({marks})", batch):
+            out[nid] = NoteFacts()
         for nid, version, cause in read_rows(
             url, f"SELECT note_id, version, cause FROM versions WHERE note_id IN ({marks})", batch
         ):
@@ -216,14 +200,3 @@ def ids_by_hash(url: str) -> dict[tuple[str, str | None, str | None, str | None]
     ):
         out.setdefault((digest, user, agent, run), []).append(nid)
     return out
-
-
-def chunks(items: Iterable[str], size: int = 500) -> Iterable[list[str]]:
-    batch: list[str] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
-from .crash import PEOPLE, TOPICS, _context, linking_answer, open_memory
+from ..store import store_kind
+from .crash import PEOPLE, TOPICS, _context, open_memory
 from .integrity import check_store, note_facts
 from .metrics import percentile
 
@@ -200,8 +201,7 @@ def run_load(
     processes with their own, ``ops`` operations each, all released at once; then verify."""
     began = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
-    store = "postgresql" if store_url.startswith("postgres") else "sqlite"
-    report = LoadReport(store, threads, processes, ops)
+    report = LoadReport(store_kind(store_url), threads, processes, ops)
     # the baseline runs first and alone; its memory is closed before forking (no pool threads cross a fork)
     base_mem = open_memory(store_url, workdir, "load-base")
     start = time.perf_counter()
@@ -285,21 +285,4 @@ def _verify(report: LoadReport, url: str, results: list[WorkerResult]) -> None:
     report.consistency = check_store(url).as_dict()
 
 
-def _main(argv: list[str]) -> int:
-    """``python -m amem.bench.load URL WORKDIR [OPS]``: run 8 threads + 4 processes and print the report."""
-    import sys
-
-    if len(argv) < 2:
-        print(_main.__doc__, file=sys.stderr)
-        return 2
-    report = run_load(argv[0], Path(argv[1]), ops=int(argv[2]) if len(argv) > 2 else 40)
-    print(json.dumps(report.as_dict(), indent=2))
-    return 0 if report.ok else 1
-
-
-__all__ = ["LoadReport", "Throughput", "WorkerResult", "linking_answer", "run_load", "work"]
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(_main(sys.argv[1:]))
+__all__ = ["LoadReport", "Throughput", "WorkerResult", "run_load", "work"]

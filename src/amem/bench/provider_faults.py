@@ -32,7 +32,7 @@ from ..config import Settings
 from ..memory import Memory
 from ..notes import EnrichState, LLMCall, Note, NoteInput, NoteVersion, VersionCause
 from ..prompts import batch as batch_prompt
-from ..store import Filters
+from ..store import Filters, store_kind
 from .flaky import CONTENT_FAULTS, FAULTS, FlakyLLMServer, Served
 
 Enricher = Callable[[Settings], object]
@@ -167,7 +167,7 @@ def run_provider_faults(
         raise ValueError("notes must be between 1 and 300 (the run reads every LLM call record back)")
     inputs = make_inputs(notes, seed)
     report = ProviderFaultReport(
-        store="postgresql" if store_url.startswith("postg") else "sqlite",
+        store=store_kind(store_url),
         notes=notes,
         seed=seed,
         rates=dict(rates),

@@ -56,10 +56,10 @@ class FakeLLM:
 def schema_answer(prompt: str, schema: dict[str, Any] | None) -> Any:
     """The fake model's answer to ``prompt``: ``schema`` filled from the note's words. Shared with the
     fault-injecting server (``amem.bench.flaky``), whose healthy answers must validate the same way."""
-    return fill_schema(schema or {"type": "object"}, _focus_text(prompt), schema)
+    return fill_schema(schema or {"type": "object"}, focus_text(prompt), schema)
 
 
-def _focus_text(prompt: str) -> str:
+def focus_text(prompt: str) -> str:
     """The part of the prompt after the last input marker: what the note (or question) says."""
     for marker in ("NEW NOTES:", "NEW NOTE", "CONTENT", "QUESTION:"):
         pos = prompt.rfind(marker)

@@ -417,17 +417,24 @@ def create_app(
     async def import_(
         who: Who,
         request: Request,
-        rescope: Annotated[bool, Query(description="move notes of another scope into the caller's")] = False,
+        rescope: Annotated[
+            bool, Query(description="copy notes of another scope into the caller's (new ids)")
+        ] = False,
     ) -> ImportReport:
         """Load an export (the body: JSON lines as ``/v1/export`` writes them), all or nothing. Every note
-        must belong to the caller's scope (or ``rescope``); links, versions and LLM calls may only name
-        notes of the body or of that scope. Records already present are skipped, so a retry is safe."""
+        must belong to the caller's scope, or ``rescope`` copies it in under a new id; links, versions and
+        LLM calls may only name notes of the body or of that scope; the export must be embedded with the
+        server's embedder. Records already present are skipped, so a retry is safe."""
         raw = await request.body()
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InvalidInput(f"the body is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-        return await run_in_threadpool(import_lines, who.memory, lines_of(text), "body", rescope=rescope)
+        lines = lines_of(text)
+        # adopt_model=False: one tenant's file must not choose the model every tenant embeds with
+        return await run_in_threadpool(
+            import_lines, who.memory, lines, "body", rescope=rescope, adopt_model=False
+        )
 
     @app.get("/v1/graph", response_model=Graph, tags=["graph"])
     def graph(

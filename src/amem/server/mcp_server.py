@@ -225,17 +225,17 @@ def build_server(memory: Memory) -> Any:
         """Save every memory of this scope (with links and history) to a file in the server's transfer
         folder, as a backup or to move them to another memory. An existing file of that name is replaced."""
         path, records = guarded(export_to)(memory, file, folder)
-        return Exported(file=path.name, records=records)
+        return Exported(file=path.relative_to(folder.resolve()).as_posix(), records=records)
 
     @server.tool()
     def import_memories(
         file: Annotated[str, Field(description="File name inside the transfer folder.")],
         move_here: Annotated[
-            bool, Field(description="Put memories saved from another user or agent into this scope.")
+            bool, Field(description="Copy memories saved by another user or agent into this scope.")
         ] = False,
     ) -> Imported:
         """Load memories saved by export_memories (all or nothing; memories already present are skipped)."""
-        report = guarded(import_file)(memory, file, folder=folder, rescope=move_here)
+        report = guarded(import_file)(memory, file, folder=folder, rescope=move_here, adopt_model=False)
         return Imported.model_validate(report.model_dump(include=set(Imported.model_fields)))
 
     return server

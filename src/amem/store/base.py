@@ -162,6 +162,9 @@ class Store(Protocol):
     def versions(self, note_id: str) -> list[NoteVersion]: ...
     def record_llm_call(self, call: LLMCall) -> None: ...
     def llm_calls(self, note_id: str | None = None, limit: int = 1000) -> list[LLMCall]: ...
+    def get_llm_calls(self, ids: Sequence[str]) -> dict[str, LLMCall]:
+        """The calls with these ids (absent ids left out), whatever notes they belong to."""
+        ...
 
     # search
     def nearest(
@@ -210,3 +213,9 @@ class Store(Protocol):
         ...
 
     def stats(self) -> dict[str, Any]: ...
+
+
+def chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
+    """``items`` in lists of at most ``size``: SQL parameter lists stay under the engines' limits."""
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])

@@ -508,6 +508,10 @@ class PostgresStore:
             )
         return [LLMCall(**r) for r in rows]
 
+    def get_llm_calls(self, ids: Sequence[str]) -> dict[str, LLMCall]:
+        rows = self._rows("SELECT * FROM llm_calls WHERE id = ANY(%s)", (list(dict.fromkeys(ids)),))
+        return {r["id"]: LLMCall(**r) for r in rows}
+
     # -- search -------------------------------------------------------------------------------
     def _fresh_statistics(self) -> None:
         """ANALYZE after this process added many notes: with stale statistics (a bulk load that autovacuum

@@ -22,7 +22,7 @@ from ..embed.base import Vectors
 from ..errors import StoreError
 from ..notes import Link, LLMCall, Note, NoteStatus, NoteVersion, Scope, VersionCause
 from ..text import query_words
-from .base import Filters, scope_clauses
+from .base import Filters, chunks, scope_clauses
 from .sqlite_schema import (
     MIGRATIONS,
     NOTE_COLUMNS,
@@ -257,7 +257,7 @@ class SQLiteStore:
 
     def get_notes(self, ids: Sequence[str]) -> dict[str, Note]:
         out: dict[str, Note] = {}
-        for chunk in _chunks(list(dict.fromkeys(ids)), 500):
+        for chunk in chunks(list(dict.fromkeys(ids)), 500):
             marks = ",".join("?" * len(chunk))
             for row in self._exec(f"SELECT * FROM notes WHERE id IN ({marks})", chunk):
                 out[row["id"]] = row_note(row)
@@ -265,7 +265,7 @@ class SQLiteStore:
 
     def get_vectors(self, ids: Sequence[str]) -> dict[str, Vectors]:
         out: dict[str, Vectors] = {}
-        for chunk in _chunks(list(dict.fromkeys(ids)), 500):
+        for chunk in chunks(list(dict.fromkeys(ids)), 500):
             marks = ",".join("?" * len(chunk))
             for row in self._exec(f"SELECT id, embedding FROM notes WHERE id IN ({marks})", chunk):
                 out[row[0]] = np.frombuffer(row[1], dtype=np.float32).copy()
@@ -339,7 +339,7 @@ class SQLiteStore:
     def find_by_hashes(self, scope: Scope, hashes: Sequence[str]) -> dict[str, list[str]]:
         where, params = self._where(scope, None)
         out: dict[str, list[str]] = {}
-        for chunk in _chunks(list(dict.fromkeys(hashes)), 500):
+        for chunk in chunks(list(dict.fromkeys(hashes)), 500):
             marks = ",".join("?" * len(chunk))
             cond = (
                 f"{where} AND n.content_hash IN ({marks})" if where else f" WHERE n.content_hash IN ({marks})"
@@ -382,7 +382,7 @@ class SQLiteStore:
 
     def links_for(self, ids: Sequence[str]) -> list[Link]:
         out: dict[tuple[str, str], Link] = {}
-        for chunk in _chunks(list(dict.fromkeys(ids)), 400):
+        for chunk in chunks(list(dict.fromkeys(ids)), 400):
             marks = ",".join("?" * len(chunk))
             rows = self._exec(
                 f"SELECT * FROM links WHERE source_id IN ({marks}) OR target_id IN ({marks})", chunk + chunk
@@ -452,24 +452,15 @@ class SQLiteStore:
                    WHERE m.note_id = ? ORDER BY c.created_at LIMIT ?""",
                 (note_id, limit),
             )
-        return [
-            LLMCall(
-                id=r["id"],
-                step=r["step"],
-                prompt_version=r["prompt_version"],
-                model=r["model"],
-                input_tokens=r["input_tokens"],
-                output_tokens=r["output_tokens"],
-                latency_ms=r["latency_ms"],
-                ok=bool(r["ok"]),
-                cached=bool(r["cached"]),
-                error=r["error"],
-                attempts=r["attempts"],
-                note_ids=json.loads(r["note_ids"]),
-                created_at=parse_time(r["created_at"]),
-            )
-            for r in rows
-        ]
+        return [_call(r) for r in rows]
+
+    def get_llm_calls(self, ids: Sequence[str]) -> dict[str, LLMCall]:
+        out: dict[str, LLMCall] = {}
+        for chunk in chunks(list(dict.fromkeys(ids)), 500):
+            marks = ",".join("?" * len(chunk))
+            for r in self._exec(f"SELECT * FROM llm_calls WHERE id IN ({marks})", chunk):
+                out[r["id"]] = _call(r)
+        return out
 
     # -- search -------------------------------------------------------------------------------
     def _allowed(self, scope: Scope, filters: Filters | None) -> tuple[set[str] | None, bool]:
@@ -637,6 +628,24 @@ class Rows:
         return self.rows
 
 
+def _call(r: sqlite3.Row) -> LLMCall:
+    return LLMCall(
+        id=r["id"],
+        step=r["step"],
+        prompt_version=r["prompt_version"],
+        model=r["model"],
+        input_tokens=r["input_tokens"],
+        output_tokens=r["output_tokens"],
+        latency_ms=r["latency_ms"],
+        ok=bool(r["ok"]),
+        cached=bool(r["cached"]),
+        error=r["error"],
+        attempts=r["attempts"],
+        note_ids=json.loads(r["note_ids"]),
+        created_at=parse_time(r["created_at"]),
+    )
+
+
 def _link(r: sqlite3.Row) -> Link:
     return Link(
         source_id=r["source_id"],
@@ -660,8 +669,3 @@ def _version(r: sqlite3.Row) -> NoteVersion:
         batch=r["batch"],
         **json.loads(r["snapshot"]),
     )
-
-
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
