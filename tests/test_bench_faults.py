@@ -73,3 +73,13 @@ def test_a_loss_makes_the_table_say_no_and_the_command_fail(
     assert result.stdout.splitlines()[2] == rows[0]  # the table printed is the one written
     saved = json.loads((out / "results.json").read_text())
     assert [r["ok"] for r in saved] == [False] + [True] * 10 and saved[0]["detail"]["missing_notes"] == 1
+
+
+def test_out_must_be_empty_or_an_earlier_run(tmp_path: Path) -> None:
+    """The results folder is wiped before a run: only ever one this command made."""
+    keep = tmp_path / "notes"
+    keep.mkdir()
+    (keep / "precious.txt").write_text("mine")
+    result = CliRunner().invoke(cli, ["bench", "faults", "--out", str(keep)])
+    assert result.exit_code != 0 and "not an earlier `amem bench faults` folder" in str(result.exception)
+    assert (keep / "precious.txt").read_text() == "mine"
