@@ -86,9 +86,9 @@ def scale(
 @click.option("--threads", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--processes", type=click.IntRange(min=0), default=4, show_default=True)
 @click.option("--load-ops", type=click.IntRange(min=1), default=40, show_default=True, help="Per worker.")
-@click.option("--provider-notes", type=click.IntRange(min=4, max=300), default=24, show_default=True)
+@click.option("--provider-notes", type=click.IntRange(min=4, max=100), default=60, show_default=True)
 @click.option(
-    "--rate", type=click.FloatRange(0.01, 1.0), default=0.3, show_default=True, help="Provider fault rate."
+    "--rate", type=click.FloatRange(0.01, 1.0), default=0.5, show_default=True, help="Provider fault rate."
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(

@@ -43,8 +43,8 @@ class Plan:
     threads: int = 8
     processes: int = 4
     load_ops: int = 40
-    provider_notes: int = 24
-    rate: float = 0.3
+    provider_notes: int = 60
+    rate: float = 0.5
     seed: int = 0
 
 
