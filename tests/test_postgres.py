@@ -258,7 +258,7 @@ def test_processes_opening_a_fresh_database_at_once_migrate_it_once(pg_url: str,
     with psycopg.connect(pg_url) as conn:
         versions = conn.execute("SELECT version FROM amem.schema_migrations").fetchall()
         opened = conn.execute("SELECT count(*) FROM amem.meta WHERE key LIKE 'opened_by_%'").fetchone()
-    assert versions == [(1,), (2,), (3,)] and opened == (4,)
+    assert versions == [(1,), (2,), (3,), (4,)] and opened == (4,)
 
 
 def test_nul_is_refused_from_callers_and_replaced_in_llm_output(pg_url: str, tmp_path: Path) -> None:

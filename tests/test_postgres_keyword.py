@@ -86,3 +86,23 @@ def test_a_schema_1_database_migrates_and_finds_stop_words(
     assert [i for i, _ in store.keyword("who was she with", 5, Scope())] == [n.id]
     assert [i for i, _ in store.keyword("kayaks", 5, Scope())] == [n.id]
     store.close()
+
+
+def test_paths_urls_versions_and_addresses_are_found_by_their_parts(pg_url: str) -> None:
+    """PostgreSQL's parser keeps '/etc/hosts' or 'v1.2.3' as one token; the index splits words the way
+    a query does (runs of \\w), as SQLite's FTS5 does, so each part finds the note (migration 4)."""
+    store = open_store(pg_url)
+    texts = [
+        "edit /etc/hosts first",
+        "see http://example.com/docs",
+        "upgrade to v1.2.3",
+        "mail ana@bakery.pt",
+    ]
+    ids = []
+    for i, text in enumerate(texts):
+        n = Note(content=text)
+        store.insert_note(n, np.eye(8, dtype=np.float32)[i])
+        ids.append(n.id)
+    for query, want in [("hosts", 0), ("etc", 0), ("example", 1), ("docs", 1), ("v1", 2), ("bakery", 3)]:
+        assert [i for i, _ in store.keyword(query, 5, Scope())] == [ids[want]], query
+    store.close()

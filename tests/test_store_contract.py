@@ -584,7 +584,7 @@ def _downgrade(backend: str, request: pytest.FixtureRequest, tmp_path: Path, not
                DROP COLUMN retrievals, DROP COLUMN last_retrieved_at"""
         )
         conn.execute("ALTER TABLE amem.versions DROP COLUMN batch, DROP COLUMN seq")
-        conn.execute("DELETE FROM amem.schema_migrations WHERE version = 3")
+        conn.execute("DELETE FROM amem.schema_migrations WHERE version >= 3")
         conn.execute(
             "INSERT INTO amem.versions VALUES (%s, 1, 'create', %s, NULL, '', %s)",
             (note_id, datetime(2023, 5, 8, 13, 56, tzinfo=timezone.utc), Jsonb(old_snapshot)),

@@ -139,6 +139,22 @@ MIGRATIONS: list[tuple[int, str]] = [
             WHERE batch IS NOT NULL;
         """,
     ),
+    (
+        # words as a query sees them (``text.query_words``: runs of \w): PostgreSQL's parser keeps
+        # '/etc/hosts', 'example.com/a', 'v1.2.3' or '/0' as one token, so a note holding a path, URL,
+        # version or e-mail address was not found by its parts (SQLite's FTS5 splits them); found by
+        # the hostile-input fuzz. Rebuilds the keyword column and its index once.
+        4,
+        r"""
+        DROP INDEX notes_tsv;
+        ALTER TABLE notes DROP COLUMN tsv;
+        ALTER TABLE notes ADD COLUMN tsv tsvector
+            GENERATED ALWAYS AS (
+                to_tsvector('amem.amem_english', regexp_replace(search_text, '\W+', ' ', 'g'))
+            ) STORED;
+        CREATE INDEX notes_tsv ON notes USING gin (tsv);
+        """,
+    ),
 ]
 
 #: the note columns in the order of ``note_params``: what inserts and updates write (the usage counters
