@@ -240,8 +240,11 @@ class _Plan:
         where = f"{self.label}:{number}"
         if isinstance(obj, Link):
             obj = obj.model_copy(
-                update={"source_id": self._id(obj.source_id), "target_id": self._id(obj.target_id)}
-                | {"llm_call_id": self._call_id(obj.llm_call_id)}
+                update={
+                    "source_id": self._id(obj.source_id),
+                    "target_id": self._id(obj.target_id),
+                    "llm_call_id": self._call_id(obj.llm_call_id),
+                }
             )
             source, target = self._known(where, obj.source_id), self._known(where, obj.target_id)
             if source.scope != target.scope:
