@@ -36,8 +36,8 @@ _UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e
 
 
 def shown(value: object) -> str:
-    """Stored text as a terminal may show it: every control character as a visible ``\\uXXXX``. All
-    stored text (which anyone with write access may have written) goes through here before printing."""
+    """Stored text as a terminal may show it: every control character as a visible escape (ESC prints as
+    ``\\u001b``). All stored text (which anyone with write access may have written) goes through here."""
     return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", str(value))
 
 

@@ -193,6 +193,7 @@ def import_lines(
         if isinstance(obj, tuple):
             plan.note(number, *obj)
     plan.pointers()
+    plan.fetch_calls([obj.id for _, obj in body if isinstance(obj, LLMCall)])
     for number, obj in body:
         if not isinstance(obj, tuple):
             plan.check(number, obj)
@@ -200,8 +201,7 @@ def import_lines(
     with store.atomic():
         if store.get_meta("embedding_model") is None and model is not None:
             store.set_meta("embedding_model", str(model))
-        for obj in plan.records:
-            _write(memory, obj, report)
+        plan.write(report)
     return report
 
 
@@ -222,6 +222,9 @@ class _Plan:
     records: list[Any] = field(default_factory=list)
     notes: dict[str, Note] = field(default_factory=dict)  # by id: the file's notes, then the store's
     renamed: dict[str, str] = field(default_factory=dict)  # note and call ids of copies made by rescope
+    lines: dict[str, str] = field(default_factory=dict)  # a file note's id -> where it was read
+    stored: dict[str, Note] = field(default_factory=dict)  # the file's notes already in the store
+    calls: dict[str, LLMCall] = field(default_factory=dict)  # the file's LLM calls already in the store
 
     def note(self, number: int, note: Note, vector: np.ndarray[Any, Any]) -> None:
         where = f"{self.label}:{number}"
@@ -234,6 +237,7 @@ class _Plan:
             raise InvalidInput(f"{where}: the note's vector holds NaN or infinity; nothing was imported")
         note = self._own(where, note)
         self.notes[note.id] = note
+        self.lines[note.id] = where
         self.records.append((note, vector))
 
     def check(self, number: int, obj: Any) -> None:
@@ -276,13 +280,21 @@ class _Plan:
                 update={"id": self._call_id(obj.id), "note_ids": [self._id(i) for i in obj.note_ids]}
             )
             mine = {self._known(where, i).id for i in obj.note_ids}
-            taken = self.memory.store.get_llm_calls([obj.id]).get(obj.id)
+            taken = self.calls.get(obj.id)
             if taken is not None and not set(taken.note_ids) <= mine | set(self._visible(taken.note_ids)):
                 raise InvalidInput(f"{where}: LLM call id {obj.id} is already taken; nothing was imported")
         self.records.append(obj)
 
     def pointers(self) -> None:
-        """The file's notes' merge, supersede and source pointers, once every note of the file is known."""
+        """Once every note of the file is known (one read for all): ids taken by a note of another
+        scope, then the notes' merge, supersede and source pointers."""
+        self.stored = self.memory.store.get_notes(list(self.lines))
+        for note_id, stored in self.stored.items():
+            if stored.scope != self.notes[note_id].scope:
+                raise InvalidInput(
+                    f"{self.lines[note_id]}: note id {note_id} is already taken by another note; "
+                    "nothing was imported"
+                )
         for i, (note, vector) in enumerate(self.records):
             moved = note.model_copy(update=self._pointers(note))
             self._pointers_known(f"{self.label}: note {note.id}", moved)
@@ -303,12 +315,59 @@ class _Plan:
                 f"{where}: note {note.id} belongs to {_describe(note)}, outside this memory's scope "
                 f"({_describe(scope)}); import it in that scope, or copy it here with rescope"
             )
-        stored = self.memory.store.get_notes([note.id]).get(note.id)
-        if stored is not None and stored.scope != note.scope:
-            raise InvalidInput(
-                f"{where}: note id {note.id} is already taken by another note; nothing was imported"
-            )
         return note
+
+    def fetch_calls(self, ids: list[str]) -> None:
+        """The file's LLM calls (by their ids after any rescope) that the store holds already."""
+        self.calls = self.memory.store.get_llm_calls([c for i in ids if (c := self._call_id(i))])
+
+    def write(self, report: ImportReport) -> None:
+        """The checked records; what is already there is skipped (a rerun of an import changes nothing).
+        What the store held was read once beforehand; what this import adds is tracked here."""
+        store = self.memory.store
+        # the notes the store held before: the file's kept ones and those records name from the scope
+        existing = {i for i in self.notes if i not in self.lines or i in self.stored}
+        links = {(lk.source_id, lk.target_id) for lk in store.links_for(sorted(existing))}
+        versions: dict[str, set[int]] = {}
+        calls = set(self.calls)
+        inserted: set[str] = set()
+        for obj in self.records:
+            if isinstance(obj, tuple):
+                note, vector = obj
+                if note.id in self.stored or note.id in inserted:  # kept, or a repeated line
+                    report.skipped += 1
+                    continue
+                store.insert_note(note, vector)
+                inserted.add(note.id)
+                report.notes += 1
+            elif isinstance(obj, Link):
+                if (obj.source_id, obj.target_id) in links:
+                    report.skipped += 1
+                    continue
+                store.upsert_links([obj])
+                links.add((obj.source_id, obj.target_id))
+                report.links += 1
+            elif isinstance(obj, NoteVersion):
+                owner = self.stored.get(obj.note_id) or self.notes[obj.note_id]
+                if obj.note_id not in versions:
+                    versions[obj.note_id] = (
+                        {v.version for v in store.versions(obj.note_id)} if obj.note_id in existing else set()
+                    )
+                # a version beyond the kept note's own (a newer export of a note kept here) is not this
+                # note's history: adding it would leave a gap between the note and its versions
+                if obj.version > owner.version or obj.version in versions[obj.note_id]:
+                    report.skipped += 1
+                    continue
+                store.add_version(obj)
+                versions[obj.note_id].add(obj.version)
+                report.versions += 1
+            elif isinstance(obj, LLMCall):
+                if obj.id in calls:
+                    report.skipped += 1
+                    continue
+                store.record_llm_call(obj)
+                calls.add(obj.id)
+                report.llm_calls += 1
 
     def _id(self, note_id: str) -> str:
         return self.renamed.get(note_id, note_id)
@@ -362,44 +421,6 @@ def _derived(scope: Any, old_id: str) -> str:
 def _describe(who: Any) -> str:
     parts = [f"{k} {getattr(who, k + '_id')!r}" for k in ("user", "agent", "run") if getattr(who, k + "_id")]
     return ", ".join(parts) or "no user"
-
-
-def _write(memory: Memory, obj: Any, report: ImportReport) -> None:
-    """One checked record; what is already there is skipped (a rerun of an import changes nothing)."""
-    store = memory.store
-    if isinstance(obj, tuple):
-        note, vector = obj
-        if store.get_note(note.id) is not None:
-            report.skipped += 1
-            return
-        store.insert_note(note, vector)
-        report.notes += 1
-    elif isinstance(obj, Link):
-        present = {(lk.source_id, lk.target_id) for lk in store.links_for([obj.source_id])}
-        if (obj.source_id, obj.target_id) in present:
-            report.skipped += 1
-            return
-        store.upsert_links([obj])
-        report.links += 1
-    elif isinstance(obj, NoteVersion):
-        owner = store.get_note(obj.note_id)
-        # a version beyond the stored note's own (a newer export of a note kept here) is not history
-        # of this note: adding it would leave a gap between the note and its versions
-        if (
-            owner is None
-            or obj.version > owner.version
-            or any(v.version == obj.version for v in store.versions(obj.note_id))
-        ):
-            report.skipped += 1
-            return
-        store.add_version(obj)
-        report.versions += 1
-    elif isinstance(obj, LLMCall):
-        if store.get_llm_calls([obj.id]):
-            report.skipped += 1
-            return
-        store.record_llm_call(obj)
-        report.llm_calls += 1
 
 
 def _records(lines: Iterable[str], label: str) -> Iterator[tuple[int, Any]]:

@@ -325,9 +325,10 @@ def run_crash(
             time.sleep(rng.uniform(0.0, 0.05))
         else:
             _wait(proc, lambda: flags[READY] == 1, 120.0, 0.005)
-            left = len(ops) - (_last_done(journal) + 1)
+            done = _last_done(journal) + 1
+            left = len(ops) - done
             # at most 1/(kills left + 1) of what is left: even the largest draws leave ops for every kill
-            target = rng.randint(1, max(1, left // (kills - k + 1))) + _last_done(journal) + 1
+            target = rng.randint(1, max(1, left // (kills - k + 1))) + done
             _wait(proc, partial(_reached, flags, target), 300.0, 0.001)
             time.sleep(rng.uniform(0.0, 0.01))
             if rng.random() < 0.5:

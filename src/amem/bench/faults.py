@@ -77,7 +77,7 @@ def run_all(plan: Plan, folder: Path, postgres: str | None, say: Say) -> list[Ro
             rows.append(provider_row(store, url_for(f"llm_{kind}"), {kind: plan.rate}, kind, plan))
         say(f"{store}: every provider fault mixed")
         mixed = {kind: plan.rate / len(FAULT_KINDS) for kind in FAULT_KINDS}  # the same rate in all
-        rows.append(provider_row(store, url_for("llm_mixed"), mixed, "all mixed", plan, notes=3))
+        rows.append(provider_row(store, url_for("llm_mixed"), mixed, "all mixed", plan, scale=3))
     (folder / "results.json").write_text(json.dumps([r.__dict__ for r in rows], indent=1, default=str))
     return rows
 
@@ -121,10 +121,10 @@ def load_row(store: str, url: str, work: Path, plan: Plan) -> Row:
     )
 
 
-def provider_row(store: str, url: str, rates: dict[str, float], what: str, plan: Plan, notes: int = 1) -> Row:
-    """``notes`` times ``plan.provider_notes`` notes; the mixed run also enriches once while still failing."""
+def provider_row(store: str, url: str, rates: dict[str, float], what: str, plan: Plan, scale: int = 1) -> Row:
+    """``scale`` times ``plan.provider_notes`` notes; the mixed run also enriches once while still failing."""
     started = time.perf_counter()
-    count = min(300, plan.provider_notes * notes)
+    count = min(300, plan.provider_notes * scale)
     r = run_provider_faults(url, count, rates, plan.seed, faulty_enrich=what == "all mixed")
     faults: dict[str, int] = {}
     for phase in r.phases:
