@@ -139,7 +139,7 @@ def _three_notes() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         "topic=support",
     )
     b = add(
-        "Caroline went to the LGBTQ support group again today",
+        "Caroline went to the LGBTQ support group again today and met a counsellor",
         "--time",
         "2023-06-01",
         "--meta",

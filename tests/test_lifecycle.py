@@ -310,7 +310,7 @@ def test_a_new_note_that_replaces_a_fact_supersedes_it(memory: Memory, fake_llm:
 
 def test_a_note_never_supersedes_another_speakers_note(memory: Memory, fake_llm: FakeLLM) -> None:
     old = memory.add("Gina: I work at the bakery on Elm Street.", metadata={"speaker": "Gina"})
-    fake_llm.script = [attrs(supersedes=["N1"], links=[])]
+    fake_llm.script = [attrs(context="Jon works at the bakery on Elm Street.", supersedes=["N1"], links=[])]
     memory.add("Jon: I work at the bakery on Elm Street now, too.", metadata={"speaker": "Jon"})
     assert "supersedes" in str(fake_llm.calls[-1][1])  # offered (close enough), then refused
     assert memory.get(old.id).superseded_by is None
@@ -455,7 +455,7 @@ def test_a_note_added_in_a_batch_can_supersede_an_older_one(memory: Memory, fake
     old = memory.add("Maya works at the bakery on Elm Street.")
 
     def entry(alias: str, supersedes: list[str]) -> dict[str, Any]:
-        return {"note": alias, "keywords": ["work"], "tags": ["work"], "context": f"Note {alias} about work.",
+        return {"note": alias, "keywords": ["bakery"], "tags": ["work"], "context": "Someone at the bakery.",
                 "links": [], "supersedes": supersedes}  # fmt: skip
 
     fake_llm.script = [{"notes": [entry("T1", []), entry("T2", ["N1"])], "updates": []}]

@@ -39,7 +39,9 @@ def prompt_of(llm: FakeLLM, i: int = -1) -> str:
 
 def test_add_writes_attributes_version_and_call_record(memory: Memory, fake_llm: FakeLLM) -> None:
     fake_llm.script = [attrs()]
-    note = memory.add("Maya: I signed up for the Berlin marathon.", metadata={"speaker": "Maya"})
+    note = memory.add(
+        "Maya: I signed up for the Berlin marathon and started training.", metadata={"speaker": "Maya"}
+    )
     assert note.state == EnrichState.enriched
     assert note.keywords == ["marathon", "training"] and note.tags == ["sport"]
     assert note.context == "Maya trains for a marathon."
@@ -60,7 +62,13 @@ def test_one_call_per_note_by_default(memory: Memory, fake_llm: FakeLLM) -> None
 
 def test_links_map_aliases_to_stable_ids(memory: Memory, fake_llm: FakeLLM) -> None:
     first = memory.add("Maya: I run along the canal with my dog Pretzel.")
-    fake_llm.script = [attrs(links=[{"to": "N1", "why": "same dog"}])]
+    fake_llm.script = [
+        attrs(
+            keywords=["Pretzel", "canal"],
+            context="Maya says Pretzel the dog loves the canal runs.",
+            links=[{"to": "N1", "why": "same dog"}],
+        )
+    ]
     second = memory.add("Maya: Pretzel the dog loves the canal runs.")
     links = memory.links(second.id)
     assert [(lk.source_id, lk.target_id, lk.reason) for lk in links] == [(second.id, first.id, "same dog")]
@@ -88,7 +96,7 @@ def test_unknown_aliases_and_copied_example_aliases_are_dropped(memory: Memory, 
 
 def test_evolution_updates_neighbour_with_new_version_and_fresh_index(tmp_path: Path) -> None:
     fake_llm = FakeLLM()
-    memory = make_memory(tmp_path / "m.db", llm=fake_llm, evolve_floor=0.0)
+    memory = make_memory(tmp_path / "m.db", llm=fake_llm, evolve_floor=0.0, link_floor=-1.0)
     old = memory.add("Maya: I signed up for the Berlin marathon in September.")
     fake_llm.script = [
         attrs(
@@ -102,9 +110,13 @@ def test_evolution_updates_neighbour_with_new_version_and_fresh_index(tmp_path: 
             ],
         )
     ]
-    new = memory.add("Maya: I twisted my ankle; no running for three weeks, the marathon is at risk.")
+    new = memory.add(
+        "Maya: I twisted my ankle (zebracorn injury); no running for three weeks, the marathon is at risk."
+    )
     evolved = memory.get(old.id)
-    assert evolved.version == 2 and "zebracorn" in evolved.context and evolved.tags == ["sport", "injury"]
+    assert (
+        evolved.version == 2 and "zebracorn" in evolved.context and evolved.tags[-2:] == ["sport", "injury"]
+    )
     assert evolved.content == old.content  # evolution never rewrites content
     history = memory.history(old.id)
     assert [v.cause for v in history] == [VersionCause.create, VersionCause.evolve]
@@ -112,15 +124,21 @@ def test_evolution_updates_neighbour_with_new_version_and_fresh_index(tmp_path: 
     assert history[1].llm_call_id == memory.llm_calls(new.id)[0].id
     assert new.id in history[1].detail
     # both indexes were refreshed in the same transaction
-    assert memory.search("zebracorn", k=1, expand=False)[0].note.id == old.id
-    assert memory.store.keyword("zebracorn", 5, memory.scope)[0][0] == old.id
+    assert old.id in {h.note.id for h in memory.search("zebracorn", k=2, expand=False)}
+    assert old.id in {i for i, _ in memory.store.keyword("zebracorn", 5, memory.scope)}
 
 
 def test_evolution_is_not_offered_below_the_similarity_floor(tmp_path: Path) -> None:
     llm = FakeLLM()
     m = make_memory(tmp_path / "m.db", llm=llm, evolve_floor=0.99, link_floor=-1.0)
     m.add("Maya likes running marathons.")
-    llm.script = [attrs(updates=[{"note": "N1", "context": "should never be applied here", "tags": ["x"]}])]
+    llm.script = [
+        attrs(
+            keywords=["Lisbon"],
+            context="Jonas moved to Lisbon for a new job.",
+            updates=[{"note": "N1", "context": "should never be applied here", "tags": ["x"]}],
+        )
+    ]
     m.add("Jonas moved to Lisbon for a new job.")
     prompt, schema = llm.calls[-1]
     assert "UPDATABLE: none" in prompt[-1].content
@@ -225,7 +243,7 @@ def test_add_many_batches_notes_per_call(memory: Memory, fake_llm: FakeLLM) -> N
 
 def test_batch_notes_left_out_get_their_own_call(memory: Memory, fake_llm: FakeLLM) -> None:
     fake_llm.script = [{"notes": [batch_entry("T1")]}]
-    notes = memory.add_many(["first thing", "second thing"], batch_size=2)
+    notes = memory.add_many(["first thing in context of note T1", "second thing"], batch_size=2)
     assert [n.state for n in notes] == [EnrichState.enriched, EnrichState.enriched]
     assert [c.step for c in memory.llm_calls()] == ["construct_batch", "construct"]
 
@@ -234,14 +252,20 @@ def test_batch_links_between_new_notes(memory: Memory, fake_llm: FakeLLM) -> Non
     fake_llm.script = [
         {
             "notes": [
-                batch_entry("T1", [{"to": "T2", "why": "forward"}]),
-                batch_entry("T2", [{"to": "T1", "why": "reply"}, {"to": "T2", "why": "self"}]),
+                batch_entry("T1", [{"to": "T2", "why": "the same forward question"}]),
+                batch_entry("T2", [{"to": "T1", "why": "a forward question"}, {"to": "T2", "why": "self"}]),
             ]
         }
     ]
-    a, b = memory.add_many(["question", "answer"], batch_size=2)
+    a, b = memory.add_many(
+        [
+            "t1 asks a forward question, context of note T1",
+            "t2 gives a reply to the forward question, context of note T2",
+        ],
+        batch_size=2,
+    )
     pairs = {(lk.source_id, lk.target_id, lk.reason) for lk in memory.links(a.id)}
-    assert pairs == {(a.id, b.id, "forward"), (b.id, a.id, "reply")}
+    assert pairs == {(a.id, b.id, "the same forward question"), (b.id, a.id, "a forward question")}
 
 
 def test_paper_pipeline_makes_two_calls_and_maps_positions_safely(tmp_path: Path) -> None:
@@ -250,19 +274,23 @@ def test_paper_pipeline_makes_two_calls_and_maps_positions_safely(tmp_path: Path
     first = m.add("Maya signed up for the Berlin marathon.")
     assert [c.step for c in m.llm_calls()] == ["analyse"]  # no neighbours: no evolution call
     llm.script = [
-        attrs(),
+        attrs(context="Maya twisted her ankle before the marathon."),
         {
             "should_evolve": True,
             "actions": ["strengthen", "update_neighbor"],
             "suggested_connections": ["P1", "N1"],
             "tags_to_update": ["sport", "injury"],
-            "new_context_neighborhood": ["Maya's Berlin marathon is at risk after her ankle injury."],
+            "new_context_neighborhood": [
+                "Maya signed up for the Berlin marathon, at risk after she twisted her ankle."
+            ],
             "new_tags_neighborhood": [["sport", "plans"]],
         },
     ]
     second = m.add("Maya twisted her ankle before the marathon.")
     assert [c.step for c in m.llm_calls()][-2:] == ["analyse", "evolve"]
-    assert [lk.target_id for lk in m.links(second.id)] == [first.id]
+    assert [(lk.target_id, lk.reason) for lk in m.links(second.id)] == [
+        (first.id, "both mention Maya, marathon")
+    ]
     assert m.get(second.id).tags == ["sport", "injury"]
     assert m.get(first.id).version == 2 and "ankle" in m.get(first.id).context
 
@@ -350,7 +378,9 @@ def test_restart_keeps_everything(tmp_path: Path) -> None:
     llm = FakeLLM()
     m = make_memory(tmp_path / "r.db", llm=llm)
     a = m.add("First persistent note about kayaks.")
-    llm.script = [attrs(links=[{"to": "N1", "why": "kayaks"}])]
+    llm.script = [
+        attrs(context="A second persistent note about kayaks.", links=[{"to": "N1", "why": "kayaks"}])
+    ]
     b = m.add("Second persistent note about kayaks.")
     m.close()
     m2 = make_memory(tmp_path / "r.db", llm=FakeLLM())
@@ -456,7 +486,7 @@ def test_enrich_never_overwrites_an_edit_made_while_the_llm_worked(tmp_path: Pat
 
     def edit_during_call(messages: Any, schema: Any) -> dict[str, Any]:
         m.update(note.id, content="Jonas works in Lisbon now.")  # another writer, mid-call
-        return attrs()
+        return attrs(keywords=["Berlin"], context="Jonas works in Berlin.")
 
     llm.handler = edit_during_call
     m.enrich()

@@ -226,24 +226,27 @@ def test_repeated_sentences_from_decoding_loops_are_dropped() -> None:
 
 
 def test_speaker_names_are_not_keywords() -> None:
-    from amem.steps.write import without_speaker
+    from amem.notes import LLMCall
+    from amem.steps.guard import Checker, derived_keywords
 
     n = Note(content="Maya: I ran 25 km with Jonas.", metadata={"speaker": "Maya"})
-    assert without_speaker(["Maya", "run", "Jonas"], n) == ["run", "Jonas"]
-    assert without_speaker(["maya"], n) == ["maya"]  # never leave a note without keywords
+    check = Checker(None, LLMCall(step="construct", prompt_version="v", model="m"), [n])
+    assert check.keywords(n, ["Maya", "ran", "Jonas"]) == ["ran", "Jonas"]
+    # never left without keywords, and never the speaker: derived from the note instead
+    assert check.keywords(n, ["maya"]) == derived_keywords(n) == ["jonas"]
 
 
 def test_context_sentences_borrowed_from_neighbours_are_dropped() -> None:
-    from amem.steps.write import grounded_context
+    from amem.steps.ground import Sources, check_text
 
     n = Note(content="Maya: I hope so. Meanwhile I'm swimming twice a week to keep fit.")
     borrowed = "Jonas accepted the Lisbon job at a shipping company. Maya is swimming twice a week."
-    assert grounded_context(borrowed, n) == "Maya is swimming twice a week."
-    assert grounded_context("Unrelated words entirely.", n) == "Unrelated words entirely."
+    assert check_text(borrowed, Sources.of_notes([n])).text == "Maya is swimming twice a week."
+    assert check_text("Unrelated words entirely.", Sources.of_notes([n])).text == ""
 
 
 def test_evolution_must_keep_describing_the_neighbour() -> None:
-    from amem.steps.write import plausible_update
+    from amem.steps.guard import plausible_update
 
     neighbour = Note(content="Jon: Yeah definitely! Wanna see my moves next Fri? Can't wait!")
     pasted = "Jon says he's excited about the upcoming dance show at a nearby festival next month."

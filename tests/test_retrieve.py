@@ -28,9 +28,11 @@ def linked(tmp_path: Path) -> tuple[Memory, dict[str, str]]:
     kayak = m.add("Sam bought a red kayak.", event_time=datetime(2023, 1, 5))
     llm.script = [attrs(context="Unrelated.")]
     other = m.add("The bakery sells rye bread.", event_time=datetime(2023, 3, 1))
-    llm.script = [attrs(context="Sam plans a trip.", links=[{"to": "N2", "why": "the boat for the trip"}])]
+    llm.script = [attrs(context="Sam plans a trip.", links=[{"to": "N2", "why": "the kayak for the trip"}])]
     trip = m.add(
-        "Sam plans a river trip next summer.", event_time=datetime(2023, 6, 1), metadata={"topic": "travel"}
+        "Sam plans a river trip next summer with his kayak.",
+        event_time=datetime(2023, 6, 1),
+        metadata={"topic": "travel"},
     )
     # N2 is whichever neighbour was second; find the link target to know which note it was
     return m, {"kayak": kayak.id, "other": other.id, "trip": trip.id}
@@ -74,7 +76,7 @@ def test_link_expansion_adds_neighbours_with_reason(linked: tuple[Memory, dict[s
     expanded = [h for h in hits if h.why.via_link_from]
     assert [h.note.id for h in expanded] == [target]
     assert expanded[0].why.via_link_from == ids["trip"]
-    assert expanded[0].why.link_reason == "the boat for the trip"
+    assert expanded[0].why.link_reason == "the kayak for the trip"
     assert "linked from" in expanded[0].why.describe()
     assert [h.note.id for h in m.search("river trip next summer", k=1, expand=False)] == [ids["trip"]]
 

@@ -37,7 +37,10 @@ def source(tmp_path: Path) -> Iterator[Memory]:
     m = make_memory(tmp_path / "source")
     # similar notes: the fake LLM links the second to the first and evolves the first (evolve version)
     m.add("Caroline went to the LGBTQ support group yesterday", event_time=datetime(2023, 5, 8, 13, 56))
-    m.add("Caroline went to the LGBTQ support group again today", metadata={"nested": {"a": [1, 2]}, "n": 3})
+    m.add(
+        "Caroline went to the LGBTQ support group again today and met a counsellor",
+        metadata={"nested": {"a": [1, 2]}, "n": 3},
+    )
     # one batched call for several notes
     m.add_many(
         [

@@ -475,10 +475,11 @@ def demo(c: Ctx, fresh: bool) -> None:
 
 def _register_commands() -> None:
     from .bench.cli import bench
+    from .cli_audit import audit
     from .cli_data import export_, import_, migrate, models
     from .server.cli import mcp, serve
 
-    for command in (export_, import_, migrate, models, bench, serve, mcp):
+    for command in (export_, import_, migrate, models, bench, serve, mcp, audit):
         cli.add_command(command)
 
 

@@ -23,7 +23,7 @@ from .errors import AmemError, NotFound
 from .llm.runner import CallFailed
 from .notes import Link, Note, NoteStatus, VersionCause, new_id, utcnow
 from .prompts import merge as merge_prompt
-from .steps import lifecycle
+from .steps import guard, lifecycle
 from .store import Filters
 
 if TYPE_CHECKING:
@@ -132,7 +132,9 @@ def consolidate(
             report.unconfirmed += 1
             continue
         report.judged += 1
-        detail = f"cosine {sim:.3f}; {answer.why}".rstrip("; ")
+        check = guard.Checker(mem.runner, call, [older, newer])
+        detail = f"cosine {sim:.3f}; {check.merge_reason(older, newer, answer.why)}".rstrip("; ")
+        check.done()
         if answer.verdict == "same":
             survivor, absorbed = lifecycle.survivor_first(older, newer)
             report.changes.append(

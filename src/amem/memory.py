@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import consolidate as consolidation
 from . import pipeline, upkeep
@@ -36,10 +36,13 @@ from .notes import (
     to_utc,
     utcnow,
 )
-from .steps import graph, lifecycle
+from .steps import graph, guard, lifecycle, write
 from .steps.retrieve import SearchOptions
 from .steps.retrieve import search as run_search
 from .store import Filters, Store, open_store
+
+if TYPE_CHECKING:
+    from .audit import AuditReport
 
 log = logging.getLogger("amem")
 
@@ -96,6 +99,8 @@ class Memory:
         self.link_k, self.link_floor, self.evolve_floor = link_k, link_floor, evolve_floor
         self.batch_size = batch_size
         self._runner: LLMRunner | None = None
+        active = Filters(statuses=[NoteStatus.active], states=[EnrichState.enriched])
+        self.tag_stats = guard.TagStats(lambda scope: self.store.tag_counts(scope, active))
         self._usage = upkeep.Usage()  # shared with scoped views (they copy this object's fields)
 
     # -- components, created on first use ------------------------------------------------------
@@ -132,6 +137,11 @@ class Memory:
                 cache_put=self.store.cache_put if cache else None,
             )
         return self._runner
+
+    @property
+    def checks(self) -> write.Checks:
+        """What the grounding checks of a write need: tag counts of the scope and a note's history."""
+        return write.Checks(tags=self.tag_stats, history=self.store.versions)
 
     def scoped(
         self, user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None
@@ -503,6 +513,12 @@ class Memory:
         """Remove the note, its links and its versions for good."""
         self.get(note_id)
         self.store.delete_note(note_id)
+
+    def audit(self, examples: int = 5) -> AuditReport:
+        """How faithful the LLM-written fields of this scope are (``amem audit``); reads, never writes."""
+        from .audit import audit
+
+        return audit(self.store, self.scope, examples)
 
     def stats(self) -> dict[str, Any]:
         """The whole store's totals, and under ``in_scope`` the notes and states this memory can see."""

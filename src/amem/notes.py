@@ -322,6 +322,25 @@ class NoteVersion(BaseModel):
         )
 
 
+class Refusal(BaseModel):
+    """Part of an LLM answer that was not stored, and why: a person can see what the checks refused."""
+
+    field: str  # context, keywords, tags, update, link, supersede, merge
+    note_id: str | None = None  # the note the field was written for
+    text: str
+    reason: str
+    action: str  # dropped, cut, repaired, derived, refused
+
+    @field_validator("text", "reason", mode="before")
+    @classmethod
+    def _storable(cls, v: Any) -> Any:
+        # an LLM answer may hold what no store keeps as text (NUL, lone surrogates): show, never fail
+        if not isinstance(v, str):
+            return v
+        v = v.replace("\x00", "\ufffd")
+        return v.encode("utf-8", "replace").decode("utf-8")[:1000]
+
+
 class LLMCall(BaseModel):
     """One LLM request as it happened: what it was for, what it cost, whether it worked."""
 
@@ -338,6 +357,8 @@ class LLMCall(BaseModel):
     attempts: int = Field(default=1, ge=0, le=INT32)
     note_ids: list[str] = Field(default_factory=list)
     created_at: datetime = Field(default_factory=utcnow)
+    #: what the grounding checks kept out of the memory from this call's answer
+    refused: list[Refusal] = Field(default_factory=list)
 
     @field_validator("created_at")
     @classmethod

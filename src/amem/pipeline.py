@@ -58,9 +58,10 @@ def _enrich(
                 vec = mem.embedder.embed_documents([enriched.embedding_text()])[0]
                 return neighbours_of(mem, vec, enriched)
 
-            decision = write.construct_paper(mem.runner, note, finder, mem.evolve_floor)
+            decision = write.construct_paper(mem.runner, note, finder, mem.evolve_floor, mem.checks)
         else:
-            decision = write.construct_one(mem.runner, note, neighbours_of(mem, base, note), mem.evolve_floor)
+            candidates = neighbours_of(mem, base, note)
+            decision = write.construct_one(mem.runner, note, candidates, mem.evolve_floor, mem.checks)
     except CallFailed as exc:
         if not exc.unreachable:
             note.enrich_attempts += 1
@@ -81,7 +82,7 @@ def enrich_batch(mem: Memory, group: list[Note], bases: Vectors) -> list[Note]:
         mem.link_k + len(group),
     )
     try:
-        decisions = write.construct_batch(mem.runner, group, candidates, mem.evolve_floor)
+        decisions = write.construct_batch(mem.runner, group, candidates, mem.evolve_floor, mem.checks)
     except CallFailed as exc:
         if exc.unreachable:  # no point asking again note by note: keep them all pending
             return store_new_pending(mem, group, bases, exc.call)
@@ -260,6 +261,7 @@ def apply(
             if old is not None and old.scope == note.scope and old.status == NoteStatus.active:
                 upkeep.supersede(mem, old, note.id, "the LLM found it replaced", call_id)
         link_in(mem, note, incoming, live)
+    mem.tag_stats.added(note.scope, note.tags)
     return note
 
 

@@ -26,7 +26,7 @@ from . import metrics
 from .methods import DERIVED, METHODS, Method
 
 CATEGORIES = ("1", "2", "3", "4", "5")
-INGEST_STEPS = frozenset({"construct", "construct_batch", "analyse", "evolve"})
+INGEST_STEPS = frozenset({"construct", "construct_batch", "analyse", "evolve", "repair"})
 Progress = Callable[[int, int], None]
 
 
@@ -277,9 +277,15 @@ def run_locomo(
             for m in list(methods)
             if m.store not in DERIVED
         ]
+    audits: dict[str, dict[str, Any]] = {}  # store -> conversation -> audit (several methods share one)
     for method in methods:
         run = MethodRun(method)
         with open_memory(out, method.store, settings) as memory:
+            if method.store != "raw" and method.store not in audits:
+                audits[method.store] = {
+                    c.sample_id: memory.scoped(user_id=c.sample_id).audit().model_dump()
+                    for c in conversations
+                }
             runner = _runner(opts.answer_llm, memory) if opts.answers(method.name) else None
             judge = _runner(opts.judge_llm, memory) if runner is not None else None
             for conv in conversations:
@@ -293,6 +299,8 @@ def run_locomo(
                         evaluate_conversation(scoped, run, cut, opts, runner, progress, horizon, judge)
             cost = ingestion_cost(memory, ids) if method.store != "raw" else _no_cost()
         summary[method.name] = summarise(run, cost, runner is not None)
+        if method.store in audits:
+            summary[method.name]["audit"] = audits[method.store]
         records.extend(run.records)
     summary["run"] = {
         "data": str(data),

@@ -43,6 +43,7 @@ def markdown(summary: dict[str, Any]) -> str:
         row += [_fmt(m.get("seconds_per_turn"), 2)]
         row += [f"{_fmt(m.get('search_p50_ms'), 1)} / {_fmt(m.get('search_p95_ms'), 1)}"]
         lines.append("| " + " | ".join(row) + " |")
+    lines += audit_table(methods)
     run = summary.get("run", {})
     if run.get("consolidation"):
         lines += [
@@ -66,6 +67,35 @@ def markdown(summary: dict[str, Any]) -> str:
         f"answers by {run.get('answer_llm') or 'none'}; commit {run.get('commit')}."
     )
     return "\n".join(lines)
+
+
+def audit_table(methods: dict[str, Any]) -> list[str]:
+    """Faithfulness of every LLM-built store, per conversation (``amem audit``), beside its recall."""
+    rows: list[str] = []
+    seen: set[int] = set()
+    for name, m in methods.items():
+        for conv, a in (m.get("audit") or {}).items():
+            if id(a) in seen:
+                continue
+            seen.add(id(a))
+            c, u, lk, t = a["contexts"], a["updates"], a["links"], a["tags"]
+            refused = sum(sum(v.values()) for v in a["refusals"]["by_field"].values())
+            rows.append(
+                f"| {name} | {conv} | {a['notes']} | {_fmt(c['share_grounded'])} ({c['checked']}) "
+                f"| {_fmt(u['share_grounded'])} ({u['checked']}) "
+                f"| {a['leaks']['count']} | {a['loops']['count']} "
+                f"| {_fmt(lk['distinct_per_link'])} ({lk['links']}) | {_fmt(lk['share_naming_shared'])} "
+                f"| {_fmt(t['max_share'], 2)} | {refused} |"
+            )
+    if not rows:
+        return []
+    return [
+        "",
+        "| store | conversation | notes | contexts grounded | updates grounded | example leaks | loops "
+        "| distinct reasons / link | reasons naming shared | top tag share | refused |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+    ]
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:

@@ -56,16 +56,32 @@ class FakeLLM:
 def schema_answer(prompt: str, schema: dict[str, Any] | None) -> Any:
     """The fake model's answer to ``prompt``: ``schema`` filled from the note's words. Shared with the
     fault-injecting server (``amem.bench.flaky``), whose healthy answers must validate the same way."""
-    return fill_schema(schema or {"type": "object"}, focus_text(prompt), schema)
+    answer = fill_schema(schema or {"type": "object"}, focus_text(prompt), schema)
+    if isinstance(answer, dict) and isinstance(answer.get("updates"), list):
+        # a cooperative model's update describes the neighbour it updates, with the new note's words
+        for update in answer["updates"]:
+            if isinstance(update, dict) and isinstance(update.get("note"), str):
+                theirs = _words(_line_of(prompt, update["note"]))[:6]
+                ours = [w for w in _words(focus_text(prompt)) if w not in theirs][:3]
+                update["context"] = ("About " + " ".join(theirs + ours) + ".")[:260]
+    return answer
+
+
+def _line_of(prompt: str, alias: str) -> str:
+    """The text of the prompt's line for ``alias`` (e.g. "N1 [date] content"), date left out."""
+    for line in prompt.splitlines():
+        if line.startswith(alias + " "):
+            return re.sub(r"\[[^\]]*\]", " ", line[len(alias) :])
+    return ""
 
 
 def focus_text(prompt: str) -> str:
     """The part of the prompt after the last input marker: what the note (or question) says."""
-    for marker in ("NEW NOTES:", "NEW NOTE", "CONTENT", "QUESTION:"):
+    for marker in ("NEW NOTES:", "NEW NOTE", "CONTENT", "QUESTION:", "NOTE ["):
         pos = prompt.rfind(marker)
         if pos >= 0:
             rest = prompt[pos + len(marker) :]
-            block = rest.split("RELATED NOTES")[0].split("NEIGHBOURS")[0]
+            block = rest.split("RELATED NOTES")[0].split("NEIGHBOURS")[0].replace("Answer:", " ")
             return re.sub(r"\[[^\]]*\]", " ", block)
     return prompt
 

@@ -60,6 +60,10 @@ class LLMRunner:
         self._cache_get = cache_get
         self._cache_put = cache_put
 
+    def record(self, call: LLMCall) -> None:
+        """Record ``call`` again (its record is replaced): the checks add what they refused from it."""
+        self._record(call)
+
     def cache_key(self, prompt: Prompt[Any]) -> str:
         blob = json.dumps(
             {

@@ -9,6 +9,9 @@ from .common import Attributes, clip
 from .note import attribute_properties
 
 VERSION = "analyse-v1"
+#: What only the example says: a stored field with one of these words, when the input has none, copied
+#: the example (``steps/ground.prompt_leaks``).
+EXAMPLE_WORDS = "Leo greyhound Pixel rescue adopted"
 STEP = "analyse"
 
 INSTRUCTIONS = """Analyse one piece of an agent's memory and answer with one JSON object:

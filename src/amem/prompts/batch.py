@@ -25,17 +25,20 @@ from .note import (
     update_schema,
 )
 
-VERSION = "batch-v5"
+VERSION = "batch-v6"
+#: What only the example says: a stored field with one of these words, when the input has none, copied
+#: the example (``steps/ground.prompt_leaks``).
+EXAMPLE_WORDS = "Priya sister driving test Tom"
 STEP = "construct_batch"
 
 INSTRUCTIONS = """You maintain an agent's long-term memory as small atomic notes.
 Several NEW NOTES (T1, T2, ...) arrive together; they come last. Answer with one JSON object {"notes": [...], "updates": [...]}.
 "notes" has one entry per new note, in order, each with:
 - "note": its alias (T1, T2, ...);
-- "keywords": 3 to 6 salient nouns, verbs or concepts from that note. No speaker names, no dates;
-- "tags": 2 to 4 broad lower-case categories;
-- "context": one sentence about that note only: who did or said what, about which topic, and why it matters, with relative times turned into dates using the note's own date;
-- "links": RELATED NOTES (N...) or other new notes (T...) that share a specific person, event, object or plan with it, each with a short reason naming what they share; often empty;
+- "keywords": 3 to 6 salient nouns, verbs or concepts, in that note's own words. No speaker names, no dates;
+- "tags": 2 to 4 lower-case topics of that note, as specific as it allows;
+- "context": one sentence about that note only, using only what it says: who did or said what, and about which topic, with relative times turned into dates using the note's own date. Never describe another note;
+- "links": RELATED NOTES (N...) or other new notes (T...) that share a specific person, event, object or plan with it, each with a reason naming that shared thing in a few words; often empty;
 - "supersedes" (only when some related note is UPDATABLE): the UPDATABLE note whose fact this note replaces, so that it is no longer true (a new job, a cancelled plan, a changed address). Usually empty.
 "updates": for an UPDATABLE related note (N...) that the new notes change, complete or contradict (a plan decided, a problem solved, a fact that changed): its corrected one-sentence context and tags. Leave it empty otherwise.
 
@@ -47,7 +50,7 @@ NEW NOTES:
 A1 [14 March 2022 (Monday)] Priya: My sister finally passed her driving test yesterday!
 A2 [14 March 2022 (Monday)] Tom: Congratulations to her! Is she buying a car now?
 Example answer:
-{"notes": [{"note": "A1", "keywords": ["sister", "driving test", "passed"], "tags": ["family", "achievement"], "context": "Priya says her sister passed her driving test on 13 March 2022.", "links": [{"to": "R1", "why": "same driving test"}], "supersedes": []}, {"note": "A2", "keywords": ["congratulations", "car"], "tags": ["family", "plans"], "context": "Tom congratulates Priya's sister and asks whether she will buy a car.", "links": [{"to": "A1", "why": "reply about the passed test"}], "supersedes": []}], "updates": [{"note": "R1", "context": "Priya's sister kept failing her driving test until she passed it on 13 March 2022.", "tags": ["family", "driving"]}]}
+{"notes": [{"note": "A1", "keywords": ["sister", "driving test", "passed"], "tags": ["driving test", "family"], "context": "Priya says her sister passed her driving test on 13 March 2022.", "links": [{"to": "R1", "why": "her sister's driving test"}], "supersedes": []}, {"note": "A2", "keywords": ["congratulations", "car"], "tags": ["car", "congratulations"], "context": "Tom congratulates Priya's sister and asks whether she will buy a car.", "links": [{"to": "A1", "why": "her passed test"}], "supersedes": []}], "updates": [{"note": "R1", "context": "Priya's sister kept failing her driving test until she passed it on 13 March 2022.", "tags": ["driving test"]}]}
 
 Now the real input."""
 

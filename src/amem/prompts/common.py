@@ -41,10 +41,15 @@ class Attributes(BaseModel):
     @field_validator("context", mode="before")
     @classmethod
     def _context(cls, v: Any) -> str:
-        text = clean_sentence(v, 300, max_sentences=2)
-        if len(text) < 8:
-            raise ValueError("write a one-sentence context")
-        return text
+        return context_sentence(v)
+
+
+def context_sentence(value: Any, max_sentences: int = 2) -> str:
+    """A context as an LLM wrote it, cleaned; too short to say anything is an error, never a default."""
+    text = clean_sentence(value, 300, max_sentences=max_sentences)
+    if len(text) < 8:
+        raise ValueError("write a one-sentence context")
+    return text
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,9 @@ from ..notes import Note, format_date
 from .common import Candidate, clean_sentence, clean_terms, clip, show_note, string_array
 
 VERSION = "evolve-v1"
+#: What only the example says: a stored field with one of these words, when the input has none, copied
+#: the example (``steps/ground.prompt_leaks``).
+EXAMPLE_WORDS = "Ana bakery Elm croissants"
 STEP = "evolve"
 
 INSTRUCTIONS = """You decide how an agent's memory should evolve when a new note arrives.

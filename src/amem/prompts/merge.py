@@ -23,6 +23,9 @@ from ..text import word_stems as stems
 from .common import clean_sentence, show_note
 
 VERSION = "merge-v3"
+#: What only the example says: a stored field with one of these words, when the input has none, copied
+#: the example (``steps/ground.prompt_leaks``).
+EXAMPLE_WORDS = "Ana Ben bakery Elm library"
 STEP = "merge"
 
 Verdict = Literal["different", "same", "updates"]

@@ -15,7 +15,10 @@ from ..llm.runner import Prompt
 from ..notes import Note, format_date
 from .common import Attributes, Candidate, clean_sentence, clean_terms, clip, show_note, string_array
 
-VERSION = "note-v5"
+VERSION = "note-v6"
+#: What only the example says: a stored field with one of these words, when the input has none, copied
+#: the example (``steps/ground.prompt_leaks``).
+EXAMPLE_WORDS = "Priya sister driving test sourdough bread baked Tom"
 #: At most this many links per new note: small models otherwise link to every candidate.
 MAX_LINKS = 3
 #: At most this many neighbours rewritten per new note.
@@ -26,10 +29,10 @@ MAX_SUPERSEDES = 1
 
 INSTRUCTIONS = """You maintain an agent's long-term memory as small atomic notes.
 Read the NEW NOTE (it comes last) and answer with one JSON object:
-- "keywords": 3 to 6 salient nouns, verbs or concepts from the new note. No speaker names, no dates.
-- "tags": 2 to 4 broad lower-case categories (for example: family, work, hobby, health, travel, food).
-- "context": one sentence about the new note only: who did or said what, about which topic, and why it matters. Turn relative times ("yesterday", "last week", "next month") into dates using the new note's date.
-- "links": the RELATED NOTES that share a specific person, event, object or plan with the new note, each with a short reason naming what they share. Leave it empty when none is really related.
+- "keywords": 3 to 6 salient nouns, verbs or concepts, in the new note's own words. No speaker names, no dates.
+- "tags": 2 to 4 lower-case topics of the new note, as specific as the note allows.
+- "context": one sentence about the new note only, using only what it says: who did or said what, and about which topic. Never describe a related note. Turn relative times ("yesterday", "last week", "next month") into dates using the new note's date.
+- "links": the RELATED NOTES that share a specific person, event, object or plan with the new note, each with a reason naming that shared thing in a few words. Leave it empty when none is really related.
 - "updates": for an UPDATABLE note that the new note changes, completes or contradicts (a plan decided, a problem solved, a fact that changed): its corrected one-sentence context and tags. Leave it empty otherwise.
 - "supersedes": the UPDATABLE note whose fact the new note replaces, so that it is no longer true (a new job replaces the old one, a cancelled plan, a changed address). Usually empty: a note that only adds to another does not supersede it.
 
@@ -40,7 +43,7 @@ R2 [5 March 2022 (Saturday)] Tom: I baked sourdough bread this weekend.
 UPDATABLE: R1
 NEW NOTE [14 March 2022 (Monday)] Priya: My sister finally passed her driving test yesterday!
 Example answer:
-{"keywords": ["sister", "driving test", "passed"], "tags": ["family", "achievement"], "context": "Priya says her sister passed her driving test on 13 March 2022 after failing it before.", "links": [{"to": "R1", "why": "same sister and driving test"}], "updates": [{"note": "R1", "context": "Priya's sister kept failing her driving test until she passed it on 13 March 2022.", "tags": ["family", "driving"]}], "supersedes": []}
+{"keywords": ["sister", "driving test", "passed"], "tags": ["driving test", "family"], "context": "Priya says her sister passed her driving test on 13 March 2022.", "links": [{"to": "R1", "why": "her sister's driving test"}], "updates": [{"note": "R1", "context": "Priya's sister kept failing her driving test until she passed it on 13 March 2022.", "tags": ["driving test"]}], "supersedes": []}
 
 Now the real input."""
 

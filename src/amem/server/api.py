@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .. import __version__
+from ..audit import AuditReport
 from ..errors import (
     AmemError,
     ConfigError,
@@ -446,6 +447,12 @@ def create_app(
         """The newest notes and the links between them, for drawing."""
         filters = Filters(event_after=after, event_before=before) if after or before else None
         return who.memory.graph(limit, filters)
+
+    @app.get("/v1/audit", tags=["meta"])
+    def audit(who: Who, examples: Annotated[int, Query(ge=0, le=100)] = 5) -> AuditReport:
+        """How faithful the LLM-written fields of the caller's scope are: grounded contexts and updates,
+        example leaks, loops, link reasons, tag concentration, and what the checks refused."""
+        return who.memory.audit(examples)
 
     @app.get("/v1/stats", tags=["meta"])
     def stats(who: Who) -> dict[str, Any]:

@@ -6,26 +6,32 @@ neighbour updates by stable id) that ``Memory`` applies in one transaction.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..llm.runner import LLMRunner
-from ..notes import Note
+from ..notes import LLMCall, Note
 from ..prompts import analyse, batch, evolve, note
 from ..prompts.common import Candidate
-from ..text import word_stems
-from . import lifecycle
+from . import guard, lifecycle
 
 #: The candidates for a (possibly enriched) note, aliased N1..Nk.
 NeighbourFinder = Callable[[Note], list[Candidate]]
 
 
+#: A neighbour's evolved context and tags, checked (``guard.Checker.update``).
+NeighbourUpdate = guard.Update
+
+
 @dataclass
-class NeighbourUpdate:
-    note_id: str
-    context: str
-    tags: list[str]
+class Checks:
+    """What the grounding checks need beyond the prompt: the scope's tag counts and a note's history."""
+
+    tags: guard.TagStats | None = None
+    history: guard.History | None = None
+
+    def checker(self, runner: LLMRunner, call: LLMCall, shown: list[Note]) -> guard.Checker:
+        return guard.Checker(runner, call, shown, self.tags, self.history)
 
 
 @dataclass
@@ -39,52 +45,12 @@ class Decision:
     supersedes: list[str] = field(default_factory=list)  # ids of older notes this one replaces
 
 
-_SPEAKER = re.compile(r"^([A-Z][\w'-]*(?: [A-Z][\w'-]*){0,2}):\s")
-
-
-def without_speaker(keywords: list[str], note: Note) -> list[str]:
-    """Keywords must not be the speaker's name (the paper's rule); small models add it anyway."""
-    match = _SPEAKER.match(note.content)
-    names = {str(note.metadata.get("speaker", "")).casefold()} | (
-        {match.group(1).casefold()} if match else set()
-    )
-    kept = [k for k in keywords if k.casefold() not in names]
-    return kept or keywords
-
-
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
-
-
-def grounded(keywords: list[str], note: Note, context: str) -> list[str]:
-    """Keep keywords that share a word stem with the note or its context; small models invent others
-    (a 'london' for a note about Lisbon). Never leaves a note without keywords."""
-    stems = word_stems(note.content) | word_stems(context)
-    kept = [k for k in keywords if word_stems(k) & stems]
-    return kept or keywords
-
-
-def grounded_context(context: str, note: Note) -> str:
-    """Drop context sentences that share no word stem with the note itself (what small models borrow
-    from the neighbours shown next to it). Keeps the first sentence if nothing else would remain."""
-    speaker = _SPEAKER.match(note.content)
-    own = word_stems(note.content) - (word_stems(speaker.group(1)) if speaker else set())
-    sentences = [s for s in _SENTENCE.split(context) if s.strip()]
-    kept = [s for s in sentences if word_stems(s) & own]
-    return " ".join(kept or sentences[:1])
-
-
-#: An evolved context must keep at least this share of the neighbour's own content words.
-UPDATE_OVERLAP = 0.25
-
-
-def plausible_update(context: str, neighbour: Note) -> bool:
-    """An evolved context must still describe the neighbour: it keeps a quarter (and at least two) of the
-    word stems of the neighbour's own content, its speaker aside. Small models otherwise overwrite a
-    neighbour with the new note's context, or with a third note's."""
-    speaker = _SPEAKER.match(neighbour.content)
-    own = word_stems(neighbour.content) - (word_stems(speaker.group(1)) if speaker else set())
-    shared = word_stems(context) & own
-    return bool(own) and len(shared) >= min(2, len(own)) and len(shared) / len(own) >= UPDATE_OVERLAP
+def attributes(
+    check: guard.Checker, new: Note, keywords: list[str], tags: list[str], context: str
+) -> Decision:
+    """A note's own fields, each checked against the note (the context repaired once if need be)."""
+    kept = check.keywords(new, keywords)
+    return Decision(kept, check.tags(new, tags, kept), check.context(new, context, kept))
 
 
 def make_candidates(found: list[tuple[Note, float]], prefix: str = "N") -> list[Candidate]:
@@ -108,29 +74,32 @@ def updatable(candidates: list[Candidate], evolve_floor: float) -> list[str]:
     return [c.alias for c in candidates if c.similarity >= evolve_floor]
 
 
-def construct_one(runner: LLMRunner, new: Note, candidates: list[Candidate], evolve_floor: float) -> Decision:
+def construct_one(
+    runner: LLMRunner,
+    new: Note,
+    candidates: list[Candidate],
+    evolve_floor: float,
+    checks: Checks | None = None,
+) -> Decision:
     """Default pipeline: one call for attributes, links and neighbour updates."""
     by_alias = {c.alias: c.note.id for c in candidates}
     notes = {c.alias: c.note for c in candidates}
     allowed = updatable(candidates, evolve_floor)
     out, call = runner.run(note.render(new, candidates, allowed), [new.id, *by_alias.values()])
-    return Decision(
-        keywords=grounded(without_speaker(out.keywords, new), new, out.context),
-        tags=out.tags,
-        context=grounded_context(out.context, new),
-        links=[(by_alias[link.to], link.why) for link in out.links],
-        updates=[
-            NeighbourUpdate(by_alias[u.note], u.context, u.tags)
-            for u in out.updates
-            if plausible_update(u.context, notes[u.note])
-        ],
-        call_ids=[call.id],
-        supersedes=[
-            by_alias[a]
-            for a in out.supersedes
-            if notes[a].event_time <= new.event_time and not lifecycle.speakers_differ(notes[a], new)
-        ],
-    )
+    check = (checks or Checks()).checker(runner, call, [new, *notes.values()])
+    decision = attributes(check, new, out.keywords, out.tags, out.context)
+    decision.links = [(by_alias[lk.to], check.reason(new, notes[lk.to], lk.why)) for lk in out.links]
+    decision.updates = [
+        u for u in (check.update(notes[u.note], new, u.context, u.tags) for u in out.updates) if u
+    ]
+    decision.call_ids = [call.id]
+    decision.supersedes = [
+        by_alias[a]
+        for a in out.supersedes
+        if notes[a].event_time <= new.event_time and not lifecycle.speakers_differ(notes[a], new)
+    ]
+    check.done()
+    return decision
 
 
 def construct_paper(
@@ -138,17 +107,21 @@ def construct_paper(
     new: Note,
     find: NeighbourFinder,
     evolve_floor: float,
+    checks: Checks | None = None,
 ) -> Decision:
     """The reference's two calls: analyse the note, then decide evolution over its neighbours.
 
     Neighbours are found with the analysed note's full embedding, as in the reference.
     """
+    checks = checks or Checks()
     attrs, first = runner.run(analyse.render(new), [new.id])
+    check = checks.checker(runner, first, [new])
+    decision = attributes(check, new, attrs.keywords, attrs.tags, attrs.context)
+    decision.call_ids = [first.id]
+    check.done()
     enriched = new.model_copy(
-        update={"keywords": attrs.keywords, "tags": attrs.tags, "context": attrs.context}
+        update={"keywords": decision.keywords, "tags": decision.tags, "context": decision.context}
     )
-    keywords = grounded(without_speaker(attrs.keywords, new), new, attrs.context)
-    decision = Decision(keywords, attrs.tags, grounded_context(attrs.context, new), call_ids=[first.id])
     candidates = [c for c in find(enriched) if c.similarity >= evolve_floor]
     if not candidates:
         return decision
@@ -157,58 +130,60 @@ def construct_paper(
     decision.call_ids.append(second.id)
     if not out.should_evolve:
         return decision
+    check = checks.checker(runner, second, [new, *(c.note for c in candidates)])
     if "strengthen" in out.actions:
-        decision.links = [(by_alias[a].note.id, "suggested by evolution") for a in out.suggested_connections]
+        # the reference's evolution gives no reason for a link: say what the two notes share
+        decision.links = [
+            (by_alias[a].note.id, guard.derived_reason(new, by_alias[a].note))
+            for a in out.suggested_connections
+        ]
         if out.tags_to_update:
-            decision.tags = out.tags_to_update
+            decision.tags = check.tags(new, out.tags_to_update, decision.keywords)
     if "update_neighbor" in out.actions and out.new_context_neighborhood:
         for cand, ctx, tags in zip(
             candidates, out.new_context_neighborhood, out.new_tags_neighborhood, strict=True
         ):
-            if ctx and not plausible_update(ctx, cand.note):
-                continue
-            if (ctx and ctx != cand.note.context) or (tags and tags != cand.note.tags):
-                decision.updates.append(
-                    NeighbourUpdate(cand.note.id, ctx or cand.note.context, tags or cand.note.tags)
-                )
+            if ctx and ctx != cand.note.context and (update := check.update(cand.note, new, ctx, tags)):
+                decision.updates.append(update)
+    check.done()
     return decision
 
 
 def construct_batch(
-    runner: LLMRunner, new: list[Note], candidates: list[Candidate], evolve_floor: float
+    runner: LLMRunner,
+    new: list[Note],
+    candidates: list[Candidate],
+    evolve_floor: float,
+    checks: Checks | None = None,
 ) -> dict[str, Decision]:
     """One call for several new notes; notes the answer leaves out are absent from the result."""
-    aliases = [(f"T{i}", n) for i, n in enumerate(new, start=1)]
-    by_alias = {c.alias: c.note.id for c in candidates} | {a: n.id for a, n in aliases}
+    aliases = dict((f"T{i}", n) for i, n in enumerate(new, start=1))
+    by_alias = {c.alias: c.note.id for c in candidates} | {a: n.id for a, n in aliases.items()}
     allowed = updatable(candidates, evolve_floor)
-    prompt = batch.render(aliases, candidates, allowed)
+    prompt = batch.render(list(aliases.items()), candidates, allowed)
     out, call = runner.run(prompt, [n.id for n in new] + [c.note.id for c in candidates])
-    decisions: dict[str, Decision] = {}
     cands = {c.alias: c.note for c in candidates}
+    shown = {**cands, **aliases}
+    check = (checks or Checks()).checker(runner, call, list(shown.values()))
+    decisions: dict[str, Decision] = {}
     for entry in out.notes:
-        note_id = by_alias[entry.note]
-        mine = dict(aliases)[entry.note]
-        decisions[note_id] = Decision(
-            keywords=grounded(
-                without_speaker(entry.keywords, dict(aliases)[entry.note]),
-                dict(aliases)[entry.note],
-                entry.context,
-            ),
-            tags=entry.tags,
-            context=grounded_context(entry.context, dict(aliases)[entry.note]),
-            links=[(by_alias[link.to], link.why) for link in entry.links],
-            call_ids=[call.id],
-            supersedes=[
-                by_alias[a]
-                for a in entry.supersedes
-                if cands[a].event_time <= mine.event_time and not lifecycle.speakers_differ(cands[a], mine)
-            ],
-        )
-    if decisions:
-        first = next(iter(decisions.values()))
-        first.updates = [
-            NeighbourUpdate(by_alias[u.note], u.context, u.tags)
-            for u in out.updates
-            if plausible_update(u.context, cands[u.note])
+        mine = aliases[entry.note]
+        decision = attributes(check, mine, entry.keywords, entry.tags, entry.context)
+        decision.links = [(by_alias[lk.to], check.reason(mine, shown[lk.to], lk.why)) for lk in entry.links]
+        decision.call_ids = [call.id]
+        decision.supersedes = [
+            by_alias[a]
+            for a in entry.supersedes
+            if cands[a].event_time <= mine.event_time and not lifecycle.speakers_differ(cands[a], mine)
         ]
+        decisions[mine.id] = decision
+    if decisions:
+        # the updates come from the batch as a whole: checked against the batch's first note
+        first = next(iter(decisions))
+        author = next(n for n in new if n.id == first)
+        whole = author.model_copy(update={"content": "\n".join(n.content for n in new)})
+        decisions[first].updates = [
+            u for u in (check.update(cands[u.note], whole, u.context, u.tags) for u in out.updates) if u
+        ]
+    check.done()
     return decisions

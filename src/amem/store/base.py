@@ -143,6 +143,10 @@ class Store(Protocol):
         """``find_by_hash`` for many hashes in a few queries (hash -> ids; absent hashes left out)."""
         ...
 
+    def tag_counts(self, scope: Scope, filters: Filters | None = None) -> tuple[int, dict[str, int]]:
+        """How many notes match, and on how many of them each tag is (for the tag specificity rule)."""
+        ...
+
     def lock_hashes(self, scope: Scope, hashes: Sequence[str]) -> None:
         """Inside ``atomic()``: until the transaction ends, no other transaction gets past this call for
         the same (exact scope, content hash), so a writer may check for a duplicate and then insert

@@ -371,6 +371,17 @@ class PostgresStore(PostgresHistory):
         where = self._sql_where([*clauses, "n.content_hash = %s"])
         return [r["id"] for r in self._rows(f"SELECT n.id FROM notes n{where}", [*params, content_hash])]
 
+    def tag_counts(self, scope: Scope, filters: Filters | None = None) -> tuple[int, dict[str, int]]:
+        clauses, params = self._where(scope, filters)
+        where = self._sql_where(clauses)
+        total = self.count_notes(scope, filters)
+        rows = self._rows(
+            f"SELECT t AS tag, count(*) AS n FROM notes n, jsonb_array_elements_text(n.tags) t{where} "
+            "GROUP BY t",
+            params,
+        )
+        return total, {str(r["tag"]): int(r["n"]) for r in rows}
+
     def find_by_hashes(self, scope: Scope, hashes: Sequence[str]) -> dict[str, list[str]]:
         clauses, params = self._where(scope, None)
         where = self._sql_where([*clauses, "n.content_hash = ANY(%s)"])

@@ -98,13 +98,16 @@ class PostgresHistory:
     def record_llm_call(self, call: LLMCall) -> None:
         with self.atomic():
             self._rows(
-                """INSERT INTO llm_calls VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s)
+                """INSERT INTO llm_calls (id, step, prompt_version, model, input_tokens, output_tokens,
+                   latency_ms, ok, cached, error, attempts, note_ids, created_at, refused)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s::jsonb)
                    ON CONFLICT (id) DO UPDATE SET step = excluded.step,
                    prompt_version = excluded.prompt_version, model = excluded.model,
                    input_tokens = excluded.input_tokens,
                    output_tokens = excluded.output_tokens, latency_ms = excluded.latency_ms, ok = excluded.ok,
                    cached = excluded.cached, error = excluded.error, attempts = excluded.attempts,
-                   note_ids = excluded.note_ids, created_at = excluded.created_at""",
+                   note_ids = excluded.note_ids, created_at = excluded.created_at,
+                   refused = excluded.refused""",
                 (
                     call.id,
                     call.step,
@@ -119,6 +122,7 @@ class PostgresHistory:
                     call.attempts,
                     json.dumps(call.note_ids),
                     call.created_at,
+                    clean_text(json.dumps([r.model_dump() for r in call.refused])),
                 ),
             )
             for note_id in call.note_ids:

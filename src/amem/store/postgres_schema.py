@@ -155,6 +155,13 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX notes_tsv ON notes USING gin (tsv);
         """,
     ),
+    (
+        # grounding: what the checks refused from an LLM answer stays inspectable on the call's record
+        5,
+        """
+        ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS refused jsonb NOT NULL DEFAULT '[]';
+        """,
+    ),
 ]
 
 #: the note columns in the order of ``note_params``: what inserts and updates write (the usage counters

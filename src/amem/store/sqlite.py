@@ -314,6 +314,14 @@ class SQLiteStore(SQLiteHistory):
         where, params = self._where(scope, filters)
         return int(self._exec(f"SELECT count(*) FROM notes n{where}", params).fetchone()[0])
 
+    def tag_counts(self, scope: Scope, filters: Filters | None = None) -> tuple[int, dict[str, int]]:
+        where, params = self._where(scope, filters)
+        total = self.count_notes(scope, filters)
+        rows = self._exec(
+            f"SELECT t.value, count(*) FROM notes n, json_each(n.tags) t{where} GROUP BY t.value", params
+        )
+        return total, {str(r[0]): int(r[1]) for r in rows}
+
     def iter_notes(self, scope: Scope, batch: int = 500, filters: Filters | None = None) -> Iterator[Note]:
         where, params = self._where(scope, filters)
         last = 0

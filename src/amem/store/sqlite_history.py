@@ -113,7 +113,7 @@ class SQLiteHistory:
     def record_llm_call(self, call: LLMCall) -> None:
         def run() -> None:
             self._exec(
-                "INSERT OR REPLACE INTO llm_calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO llm_calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     call.id,
                     call.step,
@@ -128,6 +128,7 @@ class SQLiteHistory:
                     call.attempts,
                     json.dumps(call.note_ids),
                     fmt_time(call.created_at),
+                    json.dumps([r.model_dump() for r in call.refused]),
                 ),
             )
             for note_id in call.note_ids:
@@ -182,6 +183,7 @@ def _call(r: sqlite3.Row) -> LLMCall:
         attempts=r["attempts"],
         note_ids=json.loads(r["note_ids"]),
         created_at=parse_time(r["created_at"]),
+        refused=json.loads(r["refused"]),
     )
 
 

@@ -104,6 +104,13 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX versions_batch ON versions(batch) WHERE batch IS NOT NULL;
         """,
     ),
+    (
+        # grounding: what the checks refused from an LLM answer stays inspectable on the call's record
+        3,
+        """
+        ALTER TABLE llm_calls ADD COLUMN refused TEXT NOT NULL DEFAULT '[]';
+        """,
+    ),
 ]
 
 #: the note columns in the order of ``note_row`` (the usage counters are written by their own statement)
