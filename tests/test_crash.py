@@ -25,7 +25,8 @@ def assert_survived(report: CrashReport, min_returned: int) -> None:
     assert report.final["notes"] == report.notes_expected, summary
     assert (report.duplicates_after_rerun, report.absent_after_rerun, report.not_as_journaled) == (0, 0, 0)
     # the workload really wrote multi-row transactions: links and evolved neighbours
-    assert report.links > report.notes_expected // 2 and report.evolved_versions > 50, summary
+    # (the fake LLM's updates pass the grounding checks only when they add something of the new note)
+    assert report.links > report.notes_expected // 2 and report.evolved_versions > 25, summary
     assert report.ok, summary
     print(f"\n{report.store}: {summary}")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -348,3 +349,29 @@ def test_archived_notes_are_audited_but_tags_count_active_notes(tmp_path: Any) -
         assert m.get(a.id).status == NoteStatus.archived
     finally:
         m.close()
+
+
+def test_the_rule_on_contexts_the_default_model_wrote() -> None:
+    """Contexts Qwen2.5-Coder-1.5B wrote for the demo conversation (prompts note-v6 and repair-v2): what
+    was stored passes unchanged; what the checks refused whole (a neighbour's facts, an invented "Lisa",
+    a "last Saturday" resolved to 19 June) is refused again."""
+    cases = json.loads((Path(__file__).parent / "data" / "qwen_contexts.json").read_text())
+    assert sum(not c["grounded"] for c in cases) >= 5 and sum(c["grounded"] for c in cases) >= 10
+    for case in cases:
+        note = Note(content=case["note"], event_time=datetime.fromisoformat(case["event_time"].rstrip("Z")))
+        verdict = check_text(case["text"], Sources.of_notes([note], ["Maya", "Jonas"]), ground.prompt_leaks())
+        if case["grounded"]:
+            assert verdict.text == case["text"] and not verdict.problems, case
+        else:
+            assert verdict.text == "", case
+
+
+def test_history_shows_what_the_checks_kept_out(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AMEM_HOME", str(tmp_path))
+    monkeypatch.setenv("AMEM_LLM", "fake")
+    monkeypatch.setenv("AMEM_EMBEDDER", "fake:64")
+    runner = CliRunner()
+    added = json.loads(runner.invoke(cli, ["add", CONVERSATION[0], "--json"]).output)
+    human = runner.invoke(cli, ["history", added["id"]]).output
+    assert "kept out by the grounding checks" in human
+    assert "tags dropped" in human and "general" in human  # the fake LLM's meta tag

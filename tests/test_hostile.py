@@ -577,6 +577,7 @@ def test_llm_answers_no_store_can_hold_never_lose_the_note(open_memory: Opener, 
     stored = m.get(note.id)
     assert stored.content == "Green tea in the morning"
     if stored.state.value == "enriched":  # the surrogates became U+FFFD
-        assert stored.keywords[0] == "tea\ufffd" and stored.tags == ["drink\ufffd"]
+        # ("drink" is not the note's word: the tag rule gives it its first keyword as tag instead)
+        assert stored.keywords[0] == "tea\ufffd" and stored.tags == ["tea\ufffd"]
     else:  # too deeply nested: refused like any unusable answer, the note kept pending
         assert stored.state.value == "pending" and "nested too deeply" in (stored.last_error or "")

@@ -70,7 +70,9 @@ async def exercise(session: ClientSession) -> None:
     )
     assert second["pinned"] is True and first["pinned"] is False and first["status"] == "active"
 
-    found = structured(await session.call_tool("search_memory", {"query": "Berlin marathon", "k": 1}))
+    found = structured(
+        await session.call_tool("search_memory", {"query": "signed up, Berlin marathon", "k": 1})
+    )
     assert found["hits"][0]["memory"]["id"] == first["id"] and "keyword" in found["hits"][0]["why"]
     old = structured(
         await session.call_tool("search_memory", {"query": "marathon", "before": "2024-06-01T00:00:00Z"})

@@ -27,7 +27,7 @@ def pg_memory(url: str, tmp_path: Path, llm: FakeLLM, **kwargs: object) -> Memor
 
 def test_engine_on_postgres_links_evolves_searches_and_survives_restart(pg_url: str, tmp_path: Path) -> None:
     llm = FakeLLM()
-    memory = pg_memory(pg_url, tmp_path, llm, evolve_floor=0.0)
+    memory = pg_memory(pg_url, tmp_path, llm, evolve_floor=0.0, link_floor=-1.0)
     old = memory.add("Maya: I signed up for the Berlin marathon in September.")
     llm.script = [
         {
@@ -40,10 +40,10 @@ def test_engine_on_postgres_links_evolves_searches_and_survives_restart(pg_url: 
             ],
         }
     ]
-    new = memory.add("Maya: I twisted my ankle; no running for three weeks, the marathon is at risk.")
+    new = memory.add("Maya: I twisted my ankle (zebracorn injury); no running, the marathon is at risk.")
     assert [(lk.source_id, lk.target_id) for lk in memory.links(new.id)] == [(new.id, old.id)]
     assert [v.cause for v in memory.history(old.id)] == [VersionCause.create, VersionCause.evolve]
-    hit = memory.search("zebracorn", k=1, expand=False)[0]
+    hit = memory.search("zebracorn signed up Berlin September", k=1, expand=False)[0]
     assert hit.note.id == old.id and hit.why.keyword_rank == 1
     expanded = memory.search("twisted ankle", k=1)
     assert [h.note.id for h in expanded] == [new.id, old.id]  # the link brought the older note in
@@ -101,8 +101,9 @@ WORKER = textwrap.dedent(
             out["links"] = [{"to": a, "why": "same training"} for a in enums(props["links"], "to")[:2]]
         if "updates" in props:
             targets = enums(props["updates"], "note")[:2]
+            new = messages[-1].content.rsplit("NEW NOTE", 1)[1].split("] ", 1)[1].splitlines()[0]
             out["updates"] = [
-                {"note": a, "context": f"Maya marathon training log by the river, seen by worker {worker}."}
+                {"note": a, "context": f"Maya keeps a marathon training log by the river; then {new}"}
                 for a in targets
             ]
         return out
@@ -188,7 +189,7 @@ def test_migrate_round_trip_sqlite_postgres_sqlite_keeps_every_field(
 ) -> None:
     source = tmp_path / "a.db"
     llm = FakeLLM()
-    memory = pg_memory(f"sqlite:///{source}", tmp_path, llm, evolve_floor=0.0)
+    memory = pg_memory(f"sqlite:///{source}", tmp_path, llm, evolve_floor=0.0, link_floor=-1.0)
     old = memory.add("Maya: I signed up for the Berlin marathon.", metadata={"session": 1, "mood": "glad"})
     llm.script = [
         {
@@ -196,7 +197,9 @@ def test_migrate_round_trip_sqlite_postgres_sqlite_keeps_every_field(
             "tags": ["injury"],
             "context": "Maya hurt her ankle.",
             "links": [{"to": "N1", "why": "same marathon"}],
-            "updates": [{"note": "N1", "context": "Maya signed up for the Berlin marathon, now at risk."}],
+            "updates": [
+                {"note": "N1", "context": "Maya signed up for the Berlin marathon; she twisted her ankle."}
+            ],
         }
     ]
     memory.add("Maya: I twisted my ankle before the marathon.")
@@ -258,19 +261,19 @@ def test_processes_opening_a_fresh_database_at_once_migrate_it_once(pg_url: str,
     with psycopg.connect(pg_url) as conn:
         versions = conn.execute("SELECT version FROM amem.schema_migrations").fetchall()
         opened = conn.execute("SELECT count(*) FROM amem.meta WHERE key LIKE 'opened_by_%'").fetchone()
-    assert versions == [(1,), (2,), (3,), (4,)] and opened == (4,)
+    assert versions == [(1,), (2,), (3,), (4,), (5,)] and opened == (4,)
 
 
 def test_nul_is_refused_from_callers_and_replaced_in_llm_output(pg_url: str, tmp_path: Path) -> None:
     # a caller's NUL (content or metadata) is refused at input, as on SQLite; an LLM's is stored as U+FFFD
-    llm = FakeLLM(script=[{"keywords": ["nul"], "tags": ["t"], "context": "A context with \x00 inside."}])
+    llm = FakeLLM(script=[{"keywords": ["nul"], "tags": ["t"], "context": "A note about a \x00 character."}])
     memory = pg_memory(pg_url, tmp_path, llm)
     with pytest.raises(InvalidInput, match="NUL"):
         memory.add("A note about a NUL character.", metadata={"k": "a\x00b"})
     assert memory.count() == 0
     note = memory.add("A note about a NUL character.", metadata={"k": "ab"})
     stored = memory.get(note.id)
-    assert stored.context == "A context with \ufffd inside."
+    assert stored.context == "A note about a \ufffd character."
     assert len(memory.history(note.id)) == 1
     assert memory.search("NUL \x00 character", k=1)[0].note.id == note.id
     memory.close()

@@ -89,6 +89,10 @@ def test_search_open_a_note_and_click_the_graph(tmp_path: Path, browser: Browser
         assert versions == len(memory.history(berlin.id))
         assert browser.evaluate("document.querySelector('#note-history .version.evolve') !== null")
         assert browser.evaluate("document.querySelectorAll('#note-links li').length") >= 1
+        # what the grounding checks kept out of the LLM's answers is shown with the note
+        refused = [r for c in memory.llm_calls(berlin.id) for r in c.refused if r.note_id == berlin.id]
+        assert refused  # the fake LLM's "general" tag, at least
+        assert browser.evaluate("document.querySelectorAll('#note-refused li').length") == len(refused)
 
         # a real mouse click on a drawn node opens that note
         browser.wait_for("document.body.dataset.graphReady === 'yes'")

@@ -286,7 +286,8 @@ def links(c: Ctx, note_id: str, as_json: bool) -> None:
 def history(c: Ctx, note_id: str, as_json: bool) -> None:
     """Show every version of a note and what caused it."""
     versions = c.memory().history(note_id)
-    _emit(as_json, [v.model_dump(mode="json") for v in versions], lambda: render.history(versions))
+    calls = c.memory().llm_calls(note_id)
+    _emit(as_json, [v.model_dump(mode="json") for v in versions], lambda: render.history(versions, calls))
 
 
 @cli.command()

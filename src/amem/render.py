@@ -14,7 +14,7 @@ import click
 
 from .consolidate import ConsolidationReport, UndoReport
 from .memory import EnrichReport, Memory
-from .notes import Link, Note, NoteStatus, NoteVersion, SearchHit, format_date
+from .notes import Link, LLMCall, Note, NoteStatus, NoteVersion, SearchHit, format_date
 
 
 @contextmanager
@@ -165,7 +165,9 @@ def hits(found: Sequence[SearchHit]) -> None:
         click.echo(f"      why: {shown(hit.why.describe())}")
 
 
-def history(versions: Sequence[NoteVersion]) -> None:
+def history(versions: Sequence[NoteVersion], calls: Sequence[LLMCall] = ()) -> None:
+    """Every version; with the note's ``calls``, what the grounding checks kept out of their answers
+    about this note (refused updates included: they made no version)."""
     for v in versions:
         cause = f"{v.cause.value}" + (f" by LLM call {shown(v.llm_call_id[:8])}" if v.llm_call_id else "")
         if v.batch:
@@ -181,6 +183,13 @@ def history(versions: Sequence[NoteVersion]) -> None:
             click.echo(extra)
         click.echo(_wrap("context: " + (v.context or "(none)")))
         click.echo("    tags: " + (shown(", ".join(v.tags)) or "(none)"))
+    note_id = versions[0].note_id if versions else None
+    refused = [(c, r) for c in calls for r in c.refused if r.note_id == note_id]
+    if refused:
+        click.echo(click.style("kept out by the grounding checks", bold=True))
+    for call, r in refused:
+        click.echo(_wrap(f"{r.field} {r.action} (LLM call {call.id[:8]}, {call.step}): {r.text}"))
+        click.echo(_wrap(f"why: {r.reason}", "        "))
 
 
 def kv(data: dict[str, Any], indent: int = 0) -> str:

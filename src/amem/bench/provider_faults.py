@@ -32,6 +32,7 @@ from ..config import Settings
 from ..memory import Memory
 from ..notes import EnrichState, LLMCall, Note, NoteInput, NoteVersion, VersionCause
 from ..prompts import batch as batch_prompt
+from ..prompts import repair as repair_prompt
 from ..store import Filters, store_kind
 from .flaky import CONTENT_FAULTS, FAULTS, FlakyLLMServer, Served
 
@@ -240,6 +241,7 @@ def _enrich_phase(
     enrich(settings)
     with Memory(settings=settings) as mem:
         calls = [c for c in _all_calls(mem) if c.id not in seen]
+        calls = _without_repairs(calls, sorted(todo), report, name)
         report.phases.append(
             _phase(name, server, first, faults, calls, started, settings.llm_max_retries, report)
         )
@@ -273,6 +275,26 @@ def _operations(count: int, size: int) -> Iterator[tuple[list[int], bool]]:
             yield from (([i], False) for i in group)
 
 
+def _without_repairs(
+    calls: list[LLMCall], ids: list[str], report: ProviderFaultReport, where: str
+) -> list[LLMCall]:
+    """The calls but the grounding checks' repair calls: a repair is no retry of a failed call but a
+    second, smaller question after a usable answer whose context said what its note does not. It must
+    follow a successful call for the same note, once per note."""
+    out: list[LLMCall] = []
+    repaired: list[str] = []
+    for call in calls:
+        if call.step != repair_prompt.STEP:
+            out.append(call)
+            continue
+        note = call.note_ids[0] if call.note_ids else ""
+        asked = any(c.ok and note in c.note_ids for c in out)
+        if note not in ids or note in repaired or not asked:
+            report.violations.append(f"{where}: a repair call for {note or 'no note'} without its own answer")
+        repaired.append(note)
+    return out
+
+
 def _all_calls(mem: Memory) -> list[LLMCall]:
     return mem.store.llm_calls(None, limit=100_000)
 
@@ -286,6 +308,7 @@ def _check_operation(
     mem: Memory, ids: list[str], as_batch: bool, calls: list[LLMCall], report: ProviderFaultReport
 ) -> None:
     """One add or add_many: exactly the calls the pipeline rule allows, and a state that matches them."""
+    calls = _without_repairs(calls, ids, report, "add_many" if as_batch else "add")
     states = {i: n.state for i, n in mem.store.get_notes(ids).items()}
     decided: dict[str, LLMCall] = {}  # each note's deciding call
     where = f"{'add_many' if as_batch else 'add'} of {len(ids)}"

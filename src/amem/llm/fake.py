@@ -57,6 +57,13 @@ def schema_answer(prompt: str, schema: dict[str, Any] | None) -> Any:
     """The fake model's answer to ``prompt``: ``schema`` filled from the note's words. Shared with the
     fault-injecting server (``amem.bench.flaky``), whose healthy answers must validate the same way."""
     answer = fill_schema(schema or {"type": "object"}, focus_text(prompt), schema)
+    if isinstance(answer, dict) and isinstance(answer.get("notes"), list):
+        # a batch: each entry describes its own note (T1, T2...), as a cooperative model would
+        for entry in answer["notes"]:
+            if isinstance(entry, dict) and isinstance(entry.get("note"), str):
+                words = _words(_line_of(prompt, entry["note"]))
+                entry["keywords"] = words[:3]
+                entry["context"] = ("About " + " ".join(words[:8]) + ".")[:260]
     if isinstance(answer, dict) and isinstance(answer.get("updates"), list):
         # a cooperative model's update describes the neighbour it updates, with the new note's words
         for update in answer["updates"]:

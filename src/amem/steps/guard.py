@@ -292,22 +292,26 @@ def monotone(neighbour: Note, new: Note, context: str, versions: Sequence[NoteVe
     and add something of the new note."""
     if not plausible_update(context, neighbour):
         return "describes another note, not this one"
-    after = content_stems(context)
-    current = content_stems(neighbour.context)
-    facts = current & own_stems(neighbour)
+    after, current = _terms(context), _terms(neighbour.context)
+    facts = current & (own_stems(neighbour) | _terms(neighbour.content))
     dropped = facts - after
     if len(dropped) > MAX_DROPPED * len(facts):
         return "drops what the note's own content states: " + ", ".join(sorted(dropped))
     first = next((v for v in sorted(versions, key=lambda v: v.version) if v.context), None)
     if first is not None and first.version < neighbour.version:
-        evolved = current - content_stems(first.context)
+        evolved = current - _terms(first.context)
         if evolved - after:
             return f"reverts what later versions added to version {first.version}: " + ", ".join(
                 sorted(evolved - after)
             )
-    if not (after - current) & own_stems(new):
+    if not (after - current) & (own_stems(new) | _terms(new.content)):
         return "adds nothing of the new note"
     return None
+
+
+def _terms(text: str) -> set[str]:
+    """Content stems and numbers: what a context states (a number is a fact too: "starts on 2 May")."""
+    return content_stems(text) | {w.lstrip("0") or "0" for w in tokens(text) if w.isdigit()}
 
 
 # -- fields derived without the LLM ------------------------------------------------------------------

@@ -263,6 +263,7 @@ async function openNote(id) {
       el("ul", { class: "links", id: "note-links" }, linkItems),
       el("h2", {}, `History (${history.length} ${history.length === 1 ? "version" : "versions"})`),
       el("div", { id: "note-history" }, versions),
+      ...refusedItems(calls, id),
     );
     document.body.dataset.noteOpen = id;
     if (state.graph) {
@@ -273,6 +274,14 @@ async function openNote(id) {
   } catch (err) {
     box.replaceChildren(el("p", { class: "error" }, err.message));
   }
+}
+
+// what the grounding checks kept out of the LLM's answers about this note (inspectable, never stored)
+function refusedItems(calls, id) {
+  const items = calls.flatMap((c) => (c.refused || []).filter((r) => r.note_id === id).map((r) =>
+    el("li", {}, `${r.field} · ${r.action} · ${c.step}: ${r.text}`, el("div", { class: "why" }, r.reason))));
+  return items.length ? [el("h2", {}, `Kept out by the checks (${items.length})`),
+    el("ul", { class: "refused", id: "note-refused" }, items)] : [];
 }
 
 function closeNote() {
