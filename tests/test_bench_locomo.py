@@ -111,6 +111,13 @@ def test_bench_locomo_end_to_end_with_the_fake_llm(tmp_path: Path) -> None:
     assert 0 < summary["amem"]["llm_calls_per_turn"] <= 1.0  # the default pipeline: one call per turn
     assert summary["amem_paper"]["llm_calls_per_turn"] >= 1.0
     assert summary["run"]["conversations"] == ["conv-a", "conv-b"]
+    # every LLM-built store has its faithfulness beside its recall, per conversation
+    for name in ("amem", "amem_no_links", "amem_paper", "amem_no_evolution"):
+        audits = summary[name]["audit"]
+        assert set(audits) == {"conv-a", "conv-b"}
+        assert all(a["leaks"]["count"] == 0 and a["contexts"]["checked"] > 0 for a in audits.values())
+    assert "audit" not in summary["bm25"]
+    assert "| contexts grounded |" in (folder / "summary.md").read_text()
     records = json.loads((folder / "records.json").read_text())
     assert {r["method"] for r in records} == expected
     first = records[0]

@@ -122,6 +122,15 @@ def test_versions_trace_every_change(built: Memory) -> None:
             assert later.cause == VersionCause.evolve and later.llm_call_id
 
 
+def test_what_the_real_model_wrote_is_grounded(built: Memory) -> None:
+    """Gemma 270M invents freely; whatever it wrote, what got stored passes the audit."""
+    report = built.audit()
+    assert report.leaks.count == 0 and report.loops.count == 0, report.leaks.examples + report.loops.examples
+    assert report.contexts.checked >= len(TURNS) - 1
+    assert report.contexts.share_grounded == 1.0, report.contexts.examples
+    assert report.updates.checked == 0 or report.updates.share_grounded == 1.0
+
+
 def test_search_finds_the_relevant_turn(built: Memory) -> None:
     hits = built.search("Which group did Caroline attend?", k=3)
     top = [h.note.content for h in hits[:3]]

@@ -375,3 +375,33 @@ def test_history_shows_what_the_checks_kept_out(tmp_path: Any, monkeypatch: pyte
     human = runner.invoke(cli, ["history", added["id"]]).output
     assert "kept out by the grounding checks" in human
     assert "tags dropped" in human and "general" in human  # the fake LLM's meta tag
+
+
+def test_derived_reasons_leave_the_speakers_out_and_tell_links_apart() -> None:
+    gina = note_of("Gina: Hey Jon! I found a cool new fashion piece for my store.")
+    jon = note_of("Jon: Thanks, Gina! Your words mean a lot, I won't give up on the studio.")
+    names = ["Gina", "Jon"]
+    check = guard.Checker(None, LLMCall(step="construct", prompt_version="v", model="m"), [gina, jon])
+    assert check.reason(jon, gina, "same Jon and Gina") == guard.derived_reason(jon, gina, names)
+    reason = guard.derived_reason(jon, gina, names)
+    assert "Jon" not in reason and "Gina" not in reason
+    assert reason == "same conversation (4 March 2024): studio and fashion"
+    later = note_of("Jon: The studio floor is done!", 9)
+    assert guard.derived_reason(later, jon, names) == "both mention studio"
+    assert check.tags(jon, ["gina", "studio"], ["studio"]) == ["studio"]  # a speaker is no topic
+
+
+def test_a_cut_loop_leaves_no_dangling_word() -> None:
+    note = note_of("Gina: Absolutely Jon. I'm always here to cheer you on and support you.")
+    looped = "Gina says she's always here to cheer Jon on, and she's always here to support him."
+    out = check_text(looped, Sources.of_notes([note], ["Gina", "Jon"]))
+    assert out.text == "Gina says she's always here to cheer Jon on."
+
+
+def test_the_paraphrase_allowance_is_per_field() -> None:
+    note = note_of("Maya: Thanks so much, that helps!")
+    src = Sources.of_notes([note], ["Maya", "Jonas"])
+    one = "Maya thanks Jonas warmly."
+    assert check_text(one, src).text == one
+    two = "Maya thanks Jonas warmly. She feels relieved."  # a second unsupported word in the field
+    assert check_text(two, src).text == one

@@ -91,8 +91,12 @@ COMMENTARY = re.compile(
 )
 # fmt: on
 
-#: A sentence may hold this many unsupported ordinary words (a paraphrase); never a name or a number.
+#: A text may hold this many unsupported ordinary words in all (a paraphrase); never a name or a number.
 PARAPHRASE_ALLOWANCE = 1
+_DANGLING = re.compile(
+    r"(?:[\s,;:]+(?:and|or|but|so|then|while|which|that|with|to|of|the|a|an|he|she|they|it))+\s*$",
+    re.IGNORECASE,
+)
 #: A loop: this many words said again.
 LOOP_NGRAM = 4
 #: A full date may be this many days from a source's date (a resolved "last Saturday" or "next weekend").
@@ -183,8 +187,8 @@ def cut_loop(text: str, n: int = LOOP_NGRAM) -> tuple[str, bool]:
     for i in range(len(spans) - n + 1):
         gram = tuple(w for _, w in spans[i : i + n])
         if gram in seen:
-            # cut where the repeated run starts, at the end of the last whole clause before it
-            head = text[: spans[i][0]].rstrip(" ,;:-–—")
+            # cut where the repeated run starts, and the words that only led into it ("..., and")
+            head = _DANGLING.sub("", text[: spans[i][0]]).rstrip(" ,;:-–—")
             return head, True
         seen.add(gram)
     return text, False
@@ -258,6 +262,7 @@ def check_text(
     problems = ["loop cut"] if looped else []
     bad: list[str] = []
     kept: list[str] = []
+    allowance = PARAPHRASE_ALLOWANCE
     for sentence in (s.strip() for s in _SENTENCE.split(text) if s.strip()):
         clauses = [c for c in _CLAUSE.split(sentence.rstrip(".!? ")) if c]
         if not clauses:
@@ -286,10 +291,11 @@ def check_text(
             continue
         if looped and not any(is_content(w) for c in keep_clauses for w in tokens(c)):
             continue  # a fragment ("It.") left by a cut loop says nothing
-        if strict or len(ordinary) > PARAPHRASE_ALLOWANCE:
+        if strict or len(ordinary) > allowance:
             bad += strict + ordinary
             problems.append(f"unsupported words: {', '.join(strict + ordinary)}")
             continue
+        allowance -= len(ordinary)
         kept.append(_join_clauses(sentence, keep_clauses))
         if len(kept) >= max_sentences:
             break

@@ -220,6 +220,8 @@ class Checker:
             own = [w for w in tokens(tag) if w.lower() not in STOPWORDS]
             if tag in META_TAGS:
                 problem = "says nothing about the note"
+            elif tag in {n.casefold() for n in self.names}:
+                problem = "a speaker's name"
             elif ground.leaked_words(tag, self.leaks, self.shown):
                 problem = "a word of the prompt's example"
             elif tag not in CATEGORIES and not all(src.supports(w) for w in own):
@@ -241,16 +243,17 @@ class Checker:
 
     # -- links ----------------------------------------------------------------------------------
     def reason(self, new: Note, other: Note, why: str) -> str:
-        """A link's reason must name something the two notes share; otherwise it is derived from them."""
+        """A link's reason must name something the two notes share other than the people talking
+        ("same Audrey and dogs" names the dogs); otherwise it is derived from them."""
         verdict = check_text(why, self._sources([new, other]), self.leaks, self.shown, max_sentences=1)
-        shared = own_stems(new) & own_stems(other)
+        shared = shared_stems(new, other, self.names)
         if verdict.text and content_stems(verdict.text) & shared:
             if verdict.changed:
                 self.refuse("link", new, why, "; ".join(verdict.problems), "cut")
             return verdict.text.rstrip(".")
         problem = "; ".join(verdict.problems) or "names nothing the two notes share"
         self.refuse("link", new, why, problem, "derived")
-        return derived_reason(new, other)
+        return derived_reason(new, other, self.names)
 
     # -- evolution ------------------------------------------------------------------------------
     def update(self, neighbour: Note, new: Note, context: str, tags: list[str]) -> Update | None:
@@ -274,7 +277,7 @@ class Checker:
             return verdict.text
         if why:
             self.refuse("merge", newer, why, "; ".join(verdict.problems), "derived")
-        return derived_reason(newer, older)
+        return derived_reason(newer, older, self.names)
 
 
 def plausible_update(context: str, neighbour: Note) -> bool:
@@ -320,7 +323,7 @@ def derived_keywords(note: Note, limit: int = 5) -> list[str]:
     speaker = {stem(w) for w in tokens(speaker_of(note) or "")}
     out: dict[str, str] = {}
     for w in tokens(note.content):
-        if is_content(w) and not w.isdigit() and len(w) >= 4 and stem(w) not in speaker:
+        if is_content(w) and w.isalpha() and len(w) >= 4 and stem(w) not in speaker:
             out.setdefault(stem(w), w.lower())
         if len(out) >= limit:
             break
@@ -338,9 +341,16 @@ def derived_context(note: Note, keywords: list[str]) -> str:
     return f"{head}, about {words}."
 
 
-def derived_reason(new: Note, other: Note) -> str:
-    """What the two notes share, in the new note's words; their dates when they share no word."""
-    theirs = own_stems(other)
+def shared_stems(a: Note, b: Note, names: Iterable[str] = ()) -> set[str]:
+    """Content stems both notes hold, the people talking aside (every speaker shown, not only theirs)."""
+    people = {stem(w) for name in names for w in tokens(name)}
+    return (own_stems(a) & own_stems(b)) - people
+
+
+def derived_reason(new: Note, other: Note, names: Iterable[str] = ()) -> str:
+    """What the two notes share, in the new note's words; when they share no word (a reply, a thanks),
+    what each is about and when, so that every such link still says something of its own."""
+    theirs = shared_stems(new, other, names)
     shared: dict[str, str] = {}
     for w in tokens(new.content):
         if is_content(w) and not w.isdigit() and stem(w) in theirs and stem(w) not in shared:
@@ -349,6 +359,14 @@ def derived_reason(new: Note, other: Note) -> str:
             break
     if shared:
         return "both mention " + ", ".join(shared.values())
+    people = {stem(w) for name in names for w in tokens(name)}
+
+    def topic(note: Note) -> list[str]:  # the longest of its first words: a cheap guess at the most specific
+        words = [k for k in derived_keywords(note, 8) if stem(k) not in people][:4]
+        return [max(words, key=len)] if words else []
+
+    about = " and ".join(topic(new) + topic(other))
+    when = format_date(other.event_time).split(" (")[0]
     if new.event_time.date() == other.event_time.date():
-        return f"same conversation, {format_date(new.event_time)}"
-    return f"follows up on {format_date(other.event_time)}"
+        return f"same conversation ({when}): {about}" if about else f"same conversation ({when})"
+    return f"follows up on {when}: {about}" if about else f"follows up on {when}"
