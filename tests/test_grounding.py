@@ -405,3 +405,12 @@ def test_the_paraphrase_allowance_is_per_field() -> None:
     assert check_text(one, src).text == one
     two = "Maya thanks Jonas warmly. She feels relieved."  # a second unsupported word in the field
     assert check_text(two, src).text == one
+
+
+def test_digits_that_are_no_numbers_do_not_break_the_checks() -> None:
+    """Found by the prompt-injection fuzz: '²' is a digit to str.isdigit, but int() cannot read it."""
+    note = note_of("Maya: x² and ٣ apples")
+    src = Sources.of_notes([note])
+    assert check_text("Maya says x² and ٣ apples on 4 March 2024.", src).text
+    assert check_text("², ٣, 12 and 1st", src) is not None
+    assert guard.derived_keywords(note) and guard.monotone(note, note, "x² ٣", []) is not None

@@ -112,21 +112,26 @@ def stem(word: str) -> str:
     return w[:4] if len(w) >= 4 else w
 
 
+def is_number(word: str) -> bool:
+    """ASCII digits only: "²" or "٣" are digits to ``str.isdigit`` but no number ``int`` reads."""
+    return word.isascii() and word.isdigit()
+
+
 def _is_year(word: str) -> bool:
-    return len(word) == 4 and word.isdigit() and 1000 <= int(word) <= 2999
+    return len(word) == 4 and is_number(word) and 1000 <= int(word) <= 2999
 
 
 def is_content(word: str) -> bool:
     lw = word.lower().replace("’", "'")
     if "'" in lw and lw.split("'")[0] in STOPWORDS:  # you're, she'll, it's
         return False
-    if lw.isdigit():
+    if is_number(lw):
         return True
     return len(lw) >= 3 and lw not in STOPWORDS and lw not in FRAMING and lw not in TIME_WORDS
 
 
 def content_stems(text: str) -> set[str]:
-    return {stem(w) for w in tokens(text) if is_content(w) and not w.isdigit()}
+    return {stem(w) for w in tokens(text) if is_content(w) and not is_number(w)}
 
 
 @dataclass
@@ -156,13 +161,13 @@ class Sources:
 
     def add(self, text: str) -> None:
         for w in tokens(text):
-            if w.isdigit():
+            if is_number(w):
                 self.numbers.add(w.lstrip("0") or "0")
             else:
                 self.stems.add(stem(w))
 
     def supports(self, word: str) -> bool:
-        if word.isdigit():
+        if is_number(word):
             return (word.lstrip("0") or "0") in self.numbers
         return stem(word) in self.stems
 
@@ -210,8 +215,8 @@ def _unsupported(
     leaked: list[str] = []
     for i, w in enumerate(words):
         lw = w.lower()
-        if w.isdigit() or (w[:-2].isdigit() and lw[-2:] in ("st", "nd", "rd", "th")):
-            digits = w if w.isdigit() else w[:-2]
+        if is_number(w) or (is_number(w[:-2]) and lw[-2:] in ("st", "nd", "rd", "th")):
+            digits = w if is_number(w) else w[:-2]
             year_ok = _is_year(digits) and any(abs(int(digits) - y) <= 2 for y in sources.years)
             if sources.supports(digits) or year_ok or _resolved_day(words, i, int(digits), sources):
                 continue

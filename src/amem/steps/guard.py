@@ -16,7 +16,17 @@ from ..prompts import repair
 from ..prompts.common import clean_terms
 from ..text import STOPWORDS
 from . import ground
-from .ground import Sources, check_text, content_stems, is_content, own_stems, speaker_of, stem, tokens
+from .ground import (
+    Sources,
+    check_text,
+    content_stems,
+    is_content,
+    is_number,
+    own_stems,
+    speaker_of,
+    stem,
+    tokens,
+)
 
 #: No tag may be on more than this share of a scope's notes: a tag most notes carry tells nothing.
 TAG_SHARE = 0.4
@@ -137,13 +147,13 @@ class Checker:
 
     # -- a note's own fields ---------------------------------------------------------------------
     def keywords(self, note: Note, keywords: list[str]) -> list[str]:
-        """Keywords that name what the note says: one supported word at least, no name or number it
-        lacks, no speaker, nothing of the examples; derived from the note when none is left."""
+        """Keywords in the note's own words (every content word supported: no paraphrase, no name or
+        number it lacks), no speaker, nothing of the examples; derived from the note when none is left."""
         src = self._sources([note])
         speaker = (speaker_of(note) or "").casefold()
         kept: list[str] = []
         for kw in keywords:
-            words = [w for w in tokens(kw) if w.lower() not in STOPWORDS and (len(w) >= 3 or w.isdigit())]
+            words = [w for w in tokens(kw) if w.lower() not in STOPWORDS and (len(w) >= 3 or is_number(w))]
             problem = None
             if kw.casefold() == speaker or kw.casefold() in {n.casefold() for n in self.names}:
                 problem = "a speaker's name"
@@ -314,7 +324,7 @@ def monotone(neighbour: Note, new: Note, context: str, versions: Sequence[NoteVe
 
 def _terms(text: str) -> set[str]:
     """Content stems and numbers: what a context states (a number is a fact too: "starts on 2 May")."""
-    return content_stems(text) | {w.lstrip("0") or "0" for w in tokens(text) if w.isdigit()}
+    return content_stems(text) | {w.lstrip("0") or "0" for w in tokens(text) if is_number(w)}
 
 
 # -- fields derived without the LLM ------------------------------------------------------------------
@@ -353,7 +363,7 @@ def derived_reason(new: Note, other: Note, names: Iterable[str] = ()) -> str:
     theirs = shared_stems(new, other, names)
     shared: dict[str, str] = {}
     for w in tokens(new.content):
-        if is_content(w) and not w.isdigit() and stem(w) in theirs and stem(w) not in shared:
+        if is_content(w) and not is_number(w) and stem(w) in theirs and stem(w) not in shared:
             shared[stem(w)] = w
         if len(shared) >= 3:
             break
