@@ -391,6 +391,30 @@ def test_derived_reasons_leave_the_speakers_out_and_tell_links_apart() -> None:
     assert check.tags(jon, ["gina", "studio"], ["studio"]) == ["studio"]  # a speaker is no topic
 
 
+def test_a_link_reason_is_the_links_own_and_names_no_speaker_of_the_scope() -> None:
+    """Measured on conv-30 (first 7 sessions): "Jon's passion for dancing" on 8 links, "both mention Jon"
+    on 7 links between two of Gina's notes that greet him, "both mention Wow" on 5."""
+    stats = guard.TagStats(lambda scope: (0, {}))
+    call = LLMCall(step="construct", prompt_version="v", model="m")
+    jon = note_of("Jon: I've been into dancing since I was a kid, it's my passion.")
+    guard.Checker(None, call, [jon], stats)  # Jon has spoken in this scope
+    greet = note_of("Gina: Wow Jon, you're so talented! What dance show ya got planned?", 3)
+    cheer = note_of("Gina: Wow, Jon! Good luck with the dance show next week.", 3)
+    check = guard.Checker(None, call, [greet, cheer], stats)
+    assert check.people == ["Gina", "Jon"] and check.names == ["Gina"]
+    first = check.reason(cheer, greet, "Jon's dance show")
+    assert first == "Jon's dance show"
+    again = check.reason(cheer, greet, "Jon's dance show")  # a second link may not say the same
+    assert again == "both mention dance, show"
+    assert "Jon" not in again and "Wow" not in again
+    third = check.derived_reason(cheer, greet)
+    assert third.startswith("both mention dance, show: ") and third != again
+    assert check.call.refused[-1].reason == "already the reason of another link"
+    hello = note_of("Gina: Wow, hey Jon!", 4)
+    assert guard.derived_reason(hello, greet, check.people) == "follows up on 7 March 2024: talented"
+    assert "wow" not in guard.derived_keywords(hello)
+
+
 def test_a_cut_loop_leaves_no_dangling_word() -> None:
     note = note_of("Gina: Absolutely Jon. I'm always here to cheer you on and support you.")
     looped = "Gina says she's always here to cheer Jon on, and she's always here to support him."

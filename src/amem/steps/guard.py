@@ -63,18 +63,46 @@ MAX_DROPPED = 1 / 3
 #: An evolved context must keep at least this share of the neighbour's own content words.
 UPDATE_OVERLAP = 0.25
 
+#: What people say to each other rather than about the world ("Wow", "Hey", "great"): two notes that
+#: both say it share nothing a link could be about.
+CHATTER = frozenset(
+    """wow hey hi hello hiya yo yay thanks thx awesome great cool nice amazing wonderful fantastic
+    incredible congrats congratulations yeah yep yes okay oh ah aw lol haha hahaha let's lets totally
+    definitely absolutely super sweet means mean meant gonna wanna gotta""".split()
+)
+CHATTER_STEMS = frozenset(stem(w) for w in CHATTER)
+
 History = Callable[[str], Sequence[NoteVersion]]
 
 
 class TagStats:
     """How often each tag is used in a scope: read from the store every ``refresh`` writes and kept
-    current in between by this process's own writes (an estimate is enough for a specificity rule)."""
+    current in between by this process's own writes (an estimate is enough for a specificity rule).
+    It also keeps, per scope, the speakers and link reasons this process has met: a speaker is nobody's
+    topic even in a note someone else says, and a reason given to another link says nothing of this one."""
 
     def __init__(self, load: Callable[[Scope], tuple[int, dict[str, int]]], refresh: int = 64) -> None:
         self._load = load
         self._refresh = refresh
         self._lock = threading.Lock()
         self._cache: dict[tuple[str | None, ...], tuple[int, dict[str, int], int]] = {}
+        self._people: dict[tuple[str | None, ...], set[str]] = {}
+        self._reasons: dict[tuple[str | None, ...], set[str]] = {}
+
+    def people(self, scope: Scope, names: Iterable[str]) -> list[str]:
+        """``names`` added to the scope's speakers; all of them."""
+        with self._lock:
+            known = self._people.setdefault(self._key(scope), set())
+            known.update(names)
+            return sorted(known)
+
+    def reason_used(self, scope: Scope, reason: str) -> bool:
+        with self._lock:
+            return reason.casefold() in self._reasons.get(self._key(scope), set())
+
+    def use_reason(self, scope: Scope, reason: str) -> None:
+        with self._lock:
+            self._reasons.setdefault(self._key(scope), set()).add(reason.casefold())
 
     @staticmethod
     def _key(scope: Scope) -> tuple[str | None, ...]:
@@ -127,6 +155,9 @@ class Checker:
     ) -> None:
         self.runner, self.call, self.tag_stats, self.history = runner, call, tags, history
         self.names = sorted({s for n in shown if (s := speaker_of(n))})
+        # everyone who speaks in the scope: never a link's topic, a keyword or a tag ("both mention Jon"
+        # for two of Gina's notes that greet him)
+        self.people = tags.people(shown[0].scope, self.names) if tags and shown else self.names
         self.shown = Sources.of_notes(shown, self.names).stems
         self.leaks = ground.prompt_leaks()
         self._recorded = len(call.refused)
@@ -155,7 +186,7 @@ class Checker:
         for kw in keywords:
             words = [w for w in tokens(kw) if w.lower() not in STOPWORDS and (len(w) >= 3 or is_number(w))]
             problem = None
-            if kw.casefold() == speaker or kw.casefold() in {n.casefold() for n in self.names}:
+            if kw.casefold() == speaker or kw.casefold() in {n.casefold() for n in self.people}:
                 problem = "a speaker's name"
             elif not words:
                 problem = "no content word"
@@ -230,7 +261,7 @@ class Checker:
             own = [w for w in tokens(tag) if w.lower() not in STOPWORDS]
             if tag in META_TAGS:
                 problem = "says nothing about the note"
-            elif tag in {n.casefold() for n in self.names}:
+            elif tag in {n.casefold() for n in self.people}:
                 problem = "a speaker's name"
             elif ground.leaked_words(tag, self.leaks, self.shown):
                 problem = "a word of the prompt's example"
@@ -253,17 +284,35 @@ class Checker:
 
     # -- links ----------------------------------------------------------------------------------
     def reason(self, new: Note, other: Note, why: str) -> str:
-        """A link's reason must name something the two notes share other than the people talking
-        ("same Audrey and dogs" names the dogs); otherwise it is derived from them."""
+        """A link's reason must name something the two notes share other than the people talking and
+        their chatter ("same Audrey and dogs" names the dogs), and be this link's own: a reason already
+        given to another link of the scope is derived from the two notes instead."""
         verdict = check_text(why, self._sources([new, other]), self.leaks, self.shown, max_sentences=1)
-        shared = shared_stems(new, other, self.names)
-        if verdict.text and content_stems(verdict.text) & shared:
-            if verdict.changed:
-                self.refuse("link", new, why, "; ".join(verdict.problems), "cut")
-            return verdict.text.rstrip(".")
-        problem = "; ".join(verdict.problems) or "names nothing the two notes share"
+        shared = shared_stems(new, other, self.people)
+        text = verdict.text.rstrip(".")
+        if text and content_stems(text) & shared:
+            if not self._used(new, text):
+                if verdict.changed:
+                    self.refuse("link", new, why, "; ".join(verdict.problems), "cut")
+                return self._use(new, text)
+            problem = "already the reason of another link"
+        else:
+            problem = "; ".join(verdict.problems) or "names nothing the two notes share"
         self.refuse("link", new, why, problem, "derived")
-        return derived_reason(new, other, self.names)
+        return self.derived_reason(new, other)
+
+    def derived_reason(self, new: Note, other: Note) -> str:
+        """The first of :func:`reason_candidates` no other link of the scope has."""
+        options = reason_candidates(new, other, self.people)
+        return self._use(new, next((r for r in options if not self._used(new, r)), options[-1]))
+
+    def _used(self, note: Note, reason: str) -> bool:
+        return self.tag_stats is not None and self.tag_stats.reason_used(note.scope, reason)
+
+    def _use(self, note: Note, reason: str) -> str:
+        if self.tag_stats is not None:
+            self.tag_stats.use_reason(note.scope, reason)
+        return reason
 
     # -- evolution ------------------------------------------------------------------------------
     def update(self, neighbour: Note, new: Note, context: str, tags: list[str]) -> Update | None:
@@ -287,7 +336,7 @@ class Checker:
             return verdict.text
         if why:
             self.refuse("merge", newer, why, "; ".join(verdict.problems), "derived")
-        return derived_reason(newer, older, self.names)
+        return derived_reason(newer, older, self.people)
 
 
 def plausible_update(context: str, neighbour: Note) -> bool:
@@ -333,7 +382,7 @@ def derived_keywords(note: Note, limit: int = 5) -> list[str]:
     speaker = {stem(w) for w in tokens(speaker_of(note) or "")}
     out: dict[str, str] = {}
     for w in tokens(note.content):
-        if is_content(w) and w.isalpha() and len(w) >= 4 and stem(w) not in speaker:
+        if is_content(w) and w.isalpha() and len(w) >= 4 and stem(w) not in speaker | CHATTER_STEMS:
             out.setdefault(stem(w), w.lower())
         if len(out) >= limit:
             break
@@ -352,14 +401,22 @@ def derived_context(note: Note, keywords: list[str]) -> str:
 
 
 def shared_stems(a: Note, b: Note, names: Iterable[str] = ()) -> set[str]:
-    """Content stems both notes hold, the people talking aside (every speaker shown, not only theirs)."""
+    """Content stems both notes hold, the people talking and their chatter aside (every speaker of the
+    scope, not only theirs)."""
     people = {stem(w) for name in names for w in tokens(name)}
-    return (own_stems(a) & own_stems(b)) - people
+    return (own_stems(a) & own_stems(b)) - people - CHATTER_STEMS
 
 
 def derived_reason(new: Note, other: Note, names: Iterable[str] = ()) -> str:
     """What the two notes share, in the new note's words; when they share no word (a reply, a thanks),
     what each is about and when, so that every such link still says something of its own."""
+    return reason_candidates(new, other, names)[0]
+
+
+def reason_candidates(new: Note, other: Note, names: Iterable[str] = ()) -> list[str]:
+    """Reasons derived from the two notes, each more specific than the one before: what they share,
+    then what each is about besides, then when (a link takes the first no other link has)."""
+    names = list(names)
     theirs = shared_stems(new, other, names)
     shared: dict[str, str] = {}
     for w in tokens(new.content):
@@ -367,16 +424,23 @@ def derived_reason(new: Note, other: Note, names: Iterable[str] = ()) -> str:
             shared[stem(w)] = w
         if len(shared) >= 3:
             break
-    if shared:
-        return "both mention " + ", ".join(shared.values())
-    people = {stem(w) for name in names for w in tokens(name)}
+    skip = {stem(w) for name in names for w in tokens(name)} | CHATTER_STEMS | set(shared)
 
     def topic(note: Note) -> list[str]:  # the longest of its first words: a cheap guess at the most specific
-        words = [k for k in derived_keywords(note, 8) if stem(k) not in people][:4]
+        words = [k for k in derived_keywords(note, 8) if stem(k) not in skip][:4]
         return [max(words, key=len)] if words else []
 
-    about = " and ".join(topic(new) + topic(other))
+    about = " and ".join(dict.fromkeys(topic(new) + topic(other)))
     when = format_date(other.event_time).split(" (")[0]
+    if shared:
+        base = "both mention " + ", ".join(shared.values())
+        return [
+            base,
+            f"{base}: {about}" if about else base,
+            f"{base}: {about} ({when})".replace(":  (", " ("),
+        ]
     if new.event_time.date() == other.event_time.date():
-        return f"same conversation ({when}): {about}" if about else f"same conversation ({when})"
-    return f"follows up on {when}: {about}" if about else f"follows up on {when}"
+        head = f"same conversation ({when})"
+    else:
+        head = f"follows up on {when}"
+    return [f"{head}: {about}" if about else head]

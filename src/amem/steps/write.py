@@ -134,7 +134,7 @@ def construct_paper(
     if "strengthen" in out.actions:
         # the reference's evolution gives no reason for a link: say what the two notes share
         decision.links = [
-            (by_alias[a].note.id, guard.derived_reason(new, by_alias[a].note, check.names))
+            (by_alias[a].note.id, check.derived_reason(new, by_alias[a].note))
             for a in out.suggested_connections
         ]
         if out.tags_to_update:
