@@ -274,3 +274,37 @@ def test_consolidate_option_scores_a_consolidated_copy_of_each_store(tmp_path: P
     dup = [r for r in records if r["evidence"] == ["D2:99"] and r["method"] == "bm25"]
     assert dup and dup[0]["recall@5"] == 1.0  # found through the note the duplicate was folded into
     assert "| raw |" in (folder / "summary.md").read_text()
+
+
+def test_compare_scores_a_store_built_elsewhere_beside_this_runs_methods(tmp_path: Path) -> None:
+    """Before/after: a store another commit built is evaluated on the same questions, with its audit
+    and its cost, and is never written to."""
+    base = ["--home", str(tmp_path / "h"), "--llm", "fake", "--embedder", "fake", "bench", "locomo"]
+    first = CliRunner().invoke(
+        cli, [*base, "--data", str(FIXTURE), "--methods", "amem", "--out", str(tmp_path / "a")]
+    )
+    assert first.exit_code == 0, first.output
+    built = next((tmp_path / "a" / "stores").glob("amem__*.db"))
+    before = built.read_bytes()
+    args = [
+        *base,
+        "--data",
+        str(FIXTURE),
+        "--methods",
+        "bm25,amem",
+        "--compare",
+        f"before={built}",
+        "--name",
+        "c",
+    ]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "h" / "bench" / "locomo" / "results" / "c" / "summary.json").read_text())
+    assert {"amem@before", "amem_no_links@before"} <= set(summary)
+    assert summary["amem@before"]["recall@10"] == summary["amem"]["recall@10"]  # same code, same store
+    assert summary["amem@before"]["questions"] == summary["bm25"]["questions"]
+    assert summary["amem@before"]["llm_calls_per_turn"] > 0 and "audit" in summary["amem@before"]
+    assert summary["run"]["compared"] == {"before": str(built)}
+    assert built.read_bytes() == before
+    bad = CliRunner().invoke(cli, [*base, "--data", str(FIXTURE), "--compare", "before"])
+    assert bad.exit_code == 2 and "LABEL=PATH" in bad.output

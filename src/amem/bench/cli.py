@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -201,6 +202,14 @@ def faults(
     help="Folder for stores and results [default <home>/bench/locomo].",
 )
 @click.option("--name", default=None, help="Name of this run's result folder [default: a timestamp].")
+@click.option(
+    "--compare",
+    "compared",
+    multiple=True,
+    metavar="LABEL=PATH",
+    help="Also evaluate an amem store file built elsewhere (another commit or setting) as amem@LABEL "
+    "and amem_no_links@LABEL, on the same questions (repeatable; the file is copied, never changed).",
+)
 @click.pass_obj
 def locomo_cmd(
     obj: Any,
@@ -221,6 +230,7 @@ def locomo_cmd(
     judge_llm: str | None,
     out: Path | None,
     name: str | None,
+    compared: tuple[str, ...],
 ) -> None:
     """Evidence recall, answer F1/BLEU-1 and cost on LoCoMo for amem and the baselines, in one run."""
     try:
@@ -274,10 +284,25 @@ def locomo_cmd(
         batch_size=batch_size,
         commit=_commit(),
         bar=progress_bar,
+        compare=_compared(compared),
     )
     paths = report.write(folder / "results" / (name or time.strftime("%Y%m%d-%H%M%S")), records, summary)
     click.echo(report.markdown(summary))
     click.echo(f"\nresults: {paths['summary'].parent}", err=True)
+
+
+def _compared(values: tuple[str, ...]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for value in values:
+        label, sep, path = value.partition("=")
+        if not sep or not label or not path or not re.fullmatch(r"[A-Za-z0-9._-]+", label):
+            raise click.BadParameter(
+                f"{value!r}: use LABEL=PATH (label of letters, digits, . _ -)", param_hint="--compare"
+            )
+        if not Path(path).is_file():
+            raise click.BadParameter(f"{path}: no such store file", param_hint="--compare")
+        out[label] = Path(path)
+    return out
 
 
 def _commit() -> str | None:

@@ -254,9 +254,11 @@ def run_locomo(
     commit: str | None = None,
     bar: Any = None,
     max_sessions: int | None = None,
+    compare: dict[str, Path] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Ingest what is missing, evaluate every method, and return (records, summary)."""
-    from .methods import ingest, open_memory
+    """Ingest what is missing, evaluate every method, and return (records, summary). ``compare``: stores
+    built elsewhere (label -> file), evaluated beside this run's methods on the same questions."""
+    from .methods import COMPARED, compared_methods, copy_compared, ingest, open_memory
 
     conversations = [c for c in locomo.load(data) if not conversation_ids or c.sample_id in conversation_ids]
     ids = [c.sample_id for c in conversations]
@@ -265,6 +267,9 @@ def run_locomo(
         methods = [replace(m, preset=opts.preset) if m.store != "raw" else m for m in methods]
     stores = list(dict.fromkeys(m.store for m in methods))
     ingest(out, stores, settings, data, ids, max_turns, batch_size, bar, max_sessions)
+    for label, path in (compare or {}).items():
+        copy_compared(out, label, path, settings)
+        methods += compared_methods(label)
     records: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}
     consolidation: dict[str, Any] = {}
@@ -275,7 +280,7 @@ def run_locomo(
         methods += [
             replace(m, name=m.name + CONSOLIDATED, store=m.store + CONSOLIDATED)
             for m in list(methods)
-            if m.store not in DERIVED
+            if m.store not in DERIVED and not m.store.startswith(COMPARED)
         ]
     audits: dict[str, dict[str, Any]] = {}  # store -> conversation -> audit (several methods share one)
     for method in methods:
@@ -319,6 +324,7 @@ def run_locomo(
         "batch_size": batch_size,
         "commit": commit,
         "consolidation": consolidation,
+        "compared": {label: str(path) for label, path in (compare or {}).items()},
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
     return records, summary

@@ -53,6 +53,31 @@ BASELINES = ("bm25", "dense", "fusion", "full_context")
 CONSOLIDATED = "+consolidated"
 #: stores computed from another store rather than ingested
 DERIVED = {"amem_no_evolution": "amem"}
+#: prefix of a store built elsewhere (``--compare LABEL=PATH``): copied in, evaluated, never ingested into
+COMPARED = "compare:"
+
+
+def compared_methods(label: str) -> list[Method]:
+    """The amem methods, read from a store another commit or setting built (``amem@before``)."""
+    store = COMPARED + label
+    return [
+        Method(f"amem@{label}", store, "hybrid", True),
+        Method(f"amem_no_links@{label}", store, "hybrid", False),
+    ]
+
+
+def copy_compared(out: Path, label: str, source: Path, settings: Settings) -> None:
+    """A fresh copy of ``source`` for this run (its WAL folded in): the original is never written to."""
+    import sqlite3
+
+    if not source.is_file():
+        raise FileNotFoundError(f"--compare {label}={source}: no such store file")
+    target = store_path(out, COMPARED + label, settings)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{target}{suffix}").unlink(missing_ok=True)
+    with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as db:
+        db.execute("VACUUM INTO ?", (str(target),))
 
 
 def slug(text: str) -> str:
@@ -61,6 +86,8 @@ def slug(text: str) -> str:
 
 def store_path(out: Path, store: str, settings: Settings) -> Path:
     base, suffix = store.removesuffix(CONSOLIDATED), "+c" if store.endswith(CONSOLIDATED) else ""
+    if base.startswith(COMPARED):
+        return out / "stores" / f"compare__{slug(base.removeprefix(COMPARED))}{suffix}.db"
     if base == "raw":
         return out / "stores" / f"raw__{slug(settings.embedder)}{suffix}.db"
     return out / "stores" / f"{base}__{slug(settings.llm)}__{slug(settings.embedder)}{suffix}.db"
