@@ -247,7 +247,8 @@ def test_preset_option_sets_the_amem_methods_retrieval(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, [*args, "--name", "p"])
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "h" / "bench" / "locomo" / "results" / "p" / "summary.json").read_text())
-    assert summary["run"]["presets"] == {"bm25": "keyword", "amem": "paper", "amem_paper": "paper"}
+    presets = {"bm25": "keyword", "fusion": "hybrid", "amem": "paper", "amem_paper": "paper"}
+    assert summary["run"]["presets"] == presets  # fusion comes with every amem method (equal tokens)
 
 
 def test_consolidate_option_scores_a_consolidated_copy_of_each_store(tmp_path: Path) -> None:
@@ -308,3 +309,45 @@ def test_compare_scores_a_store_built_elsewhere_beside_this_runs_methods(tmp_pat
     assert built.read_bytes() == before
     bad = CliRunner().invoke(cli, [*base, "--data", str(FIXTURE), "--compare", "before"])
     assert bad.exit_code == 2 and "LABEL=PATH" in bad.output
+
+
+def test_a_baseline_gets_the_turns_that_come_closest_to_the_methods_tokens() -> None:
+    from amem.bench import tokens
+
+    ranked = [[["D1:1"], 39], [["D1:2"], 39], [["D1:3"], 39], [["D1:4"], 400]]  # 10 tokens each line
+    assert tokens.prefix(ranked, 10) == (["D1:1"], 10)
+    assert tokens.prefix(ranked, 21) == (["D1:1", "D1:2"], 20)  # 20 is closer to 21 than 30
+    assert tokens.prefix(ranked, 26) == (["D1:1", "D1:2", "D1:3"], 30)
+    assert tokens.prefix(ranked, 10_000)[0] == ["D1:1", "D1:2", "D1:3", "D1:4"]
+    assert tokens.prefix([], 50) == ([], 0)
+    records = [
+        {"method": "amem", "conversation": "c", "qid": 1, "category": 1, "evidence": ["D1:3"],
+         "context_tokens": 30, "bare_tokens": 10},
+        {"method": "bm25", "conversation": "c", "qid": 1, "category": 1, "evidence": ["D1:3"], "ranked": ranked},
+    ]  # fmt: skip
+    eq = tokens.equal_tokens(records, "amem")
+    assert eq is not None
+    assert eq["shown"]["bm25"]["recall"]["overall"] == 1.0 and eq["shown"]["bm25"]["tokens"] == 30
+    assert eq["content_only"]["bm25"]["recall"]["overall"] == 0.0  # 10 tokens hold one turn
+    assert "fusion" not in eq["shown"]  # no fusion records in this run
+
+
+def test_every_amem_method_is_reported_at_equal_tokens_with_a_curve(tmp_path: Path) -> None:
+    base = ["--home", str(tmp_path / "h"), "--llm", "fake", "--embedder", "fake", "bench", "locomo"]
+    result = CliRunner().invoke(cli, [*base, "--data", str(FIXTURE), "--methods", "amem", "--name", "t"])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "h" / "bench" / "locomo" / "results" / "t"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert {"bm25", "fusion", "amem"} <= set(summary)  # the baselines come with any amem method
+    eq = summary["amem"]["equal_tokens"]
+    assert eq["shown"]["tokens"] == summary["amem"]["context_tokens"]
+    assert eq["content_only"]["tokens"] < eq["shown"]["tokens"]  # the fake LLM writes a context
+    for name in ("bm25", "fusion"):  # more tokens than their own k=10 (up to all of the tiny conversation)
+        assert summary[name]["context_tokens"] <= eq["shown"][name]["tokens"] <= eq["shown"]["tokens"] + 30
+        assert eq["content_only"][name]["tokens"] <= eq["content_only"]["tokens"] + 30
+    curve = summary["amem"]["curve"]
+    assert list(curve) == ["1", "2", "3", "5", "7", "10", "15", "20", "30"]
+    assert curve["1"]["tokens"] <= curve["30"]["tokens"] and curve["1"]["bare_tokens"] < curve["1"]["tokens"]
+    assert "curve" in summary["bm25"] and "equal_tokens" not in summary["bm25"]
+    assert "| method | R@10 | tokens shown |" in (folder / "summary.md").read_text()
+    assert (folder / "recall_tokens.png").stat().st_size > 1000

@@ -22,7 +22,7 @@ from ..prompts import answer as answer_prompt
 from ..prompts import judge as judge_prompt
 from ..steps.retrieve import approx_tokens
 from ..store import Filters
-from . import metrics
+from . import metrics, tokens
 from .methods import DERIVED, METHODS, Method
 
 CATEGORIES = ("1", "2", "3", "4", "5")
@@ -44,6 +44,8 @@ class EvalOptions:
     preset: str | None = None
     #: also evaluate every method on a consolidated copy of its store ("<method>+consolidated")
     consolidate: bool = False
+    #: the k of the recall-against-tokens curve
+    curve_ks: tuple[int, ...] = tokens.CURVE_KS
 
     def answers(self, method: str) -> bool:
         return self.answer_llm is not None and (self.answer_methods is None or method in self.answer_methods)
@@ -106,6 +108,7 @@ def evaluate_conversation(
     speakers = " and ".join(s for s in conv.speakers if s) or "two people"
     questions = conv.qa[: opts.max_questions] if opts.max_questions else conv.qa
     with_context = method.store != "raw"
+    ks = sorted(set(opts.ks) | (set(opts.curve_ks) if method.preset != "all" else set()))
     for i, qa in enumerate(questions, start=1):
         question = str(qa.get("question", ""))
         category = int(qa.get("category", 0))
@@ -113,12 +116,14 @@ def evaluate_conversation(
         record: dict[str, Any] = {
             "method": method.name,
             "conversation": conv.sample_id,
+            "qid": i,
             "question": question,
             "category": category,
             "evidence": sorted(evidence),
         }
         answer_notes: list[Note] = []
-        for k in opts.ks:
+        curve: dict[str, list[Any]] = {}
+        for k in ks:
             if method.preset == "all":
                 found = all_notes
             else:
@@ -129,11 +134,22 @@ def evaluate_conversation(
                     run.search_ms.append(elapsed)
                 found = [h.note for h in hits]
             ids = dia_ids(found)
-            record[f"retrieved@{k}"] = ids
-            record[f"recall@{k}"] = metrics.recall(ids, evidence)
+            found_recall = metrics.recall(ids, evidence)
+            if k in opts.ks:
+                record[f"retrieved@{k}"] = ids
+                record[f"recall@{k}"] = found_recall
+            if k in opts.curve_ks and method.preset != "all":
+                curve[str(k)] = [found_recall, _tokens(found, with_context), _tokens(found, False)]
             if k == opts.answer_k:
                 answer_notes = found
                 record["all_found"] = None if not evidence else evidence <= set(ids)
+        if curve:
+            record["curve"] = curve
+        if method.name in tokens.MATCHED and method.preset != "all":
+            hits = retrieve(memory, method, question, tokens.MATCH_K, opts.token_budget, filters)
+            record["ranked"] = [[dia_ids([h.note]), len(note_line(h.note, False))] for h in hits]
+        if with_context:
+            record["bare_tokens"] = _tokens(answer_notes, False)
         lines = [note_line(n, with_context) for n in answer_notes]
         record["context_tokens"] = approx_tokens("\n".join(lines)) if lines else 0
         if runner is not None:
@@ -147,6 +163,10 @@ def evaluate_conversation(
         run.records.append(record)
         if progress:
             progress(i, len(questions))
+
+
+def _tokens(notes: Sequence[Note], with_context: bool) -> int:
+    return tokens.tokens_of(tokens.lines_chars([note_line(n, with_context) for n in notes]))
 
 
 def _answer(
@@ -220,6 +240,10 @@ def summarise(run: MethodRun, cost: dict[str, float | None], answered: bool) -> 
     if any("judge" in r for r in recs):
         out["judge"] = by_category(recs, "judge")
     out["context_tokens"] = metrics.mean(r["context_tokens"] for r in recs)
+    if any("bare_tokens" in r for r in recs):
+        out["bare_tokens"] = metrics.mean(r.get("bare_tokens") for r in recs)
+    if any("curve" in r for r in recs):
+        out["curve"] = tokens.curve(recs, run.method.name)
     out |= cost
     out["search_p50_ms"] = metrics.percentile(run.search_ms, 0.5)
     out["search_p95_ms"] = metrics.percentile(run.search_ms, 0.95)
@@ -263,6 +287,8 @@ def run_locomo(
     conversations = [c for c in locomo.load(data) if not conversation_ids or c.sample_id in conversation_ids]
     ids = [c.sample_id for c in conversations]
     methods = method_list(method_names)
+    if any(m.store != "raw" for m in methods):  # every amem figure sits next to baselines at its tokens
+        methods = [METHODS[b] for b in tokens.MATCHED if b not in method_names] + methods
     if opts.preset:
         methods = [replace(m, preset=opts.preset) if m.store != "raw" else m for m in methods]
     stores = list(dict.fromkeys(m.store for m in methods))
@@ -307,6 +333,9 @@ def run_locomo(
         if method.store in audits:
             summary[method.name]["audit"] = audits[method.store]
         records.extend(run.records)
+    for method in methods:
+        if method.store != "raw" and (matched := tokens.equal_tokens(records, method.name)):
+            summary[method.name]["equal_tokens"] = matched
     summary["run"] = {
         "data": str(data),
         "conversations": ids,

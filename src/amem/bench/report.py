@@ -43,6 +43,7 @@ def markdown(summary: dict[str, Any]) -> str:
         row += [_fmt(m.get("seconds_per_turn"), 2)]
         row += [f"{_fmt(m.get('search_p50_ms'), 1)} / {_fmt(m.get('search_p95_ms'), 1)}"]
         lines.append("| " + " | ".join(row) + " |")
+    lines += equal_tokens_table(methods)
     lines += audit_table(methods)
     run = summary.get("run", {})
     if run.get("consolidation"):
@@ -67,6 +68,35 @@ def markdown(summary: dict[str, Any]) -> str:
         f"answers by {run.get('answer_llm') or 'none'}; commit {run.get('commit')}."
     )
     return "\n".join(lines)
+
+
+def equal_tokens_table(methods: dict[str, Any]) -> list[str]:
+    """Each amem method beside BM25 and fusion given, question by question, the tokens it used: with
+    the note shown as today (content and context) and with its content alone."""
+    rows: list[str] = []
+    for name, m in methods.items():
+        eq = m.get("equal_tokens")
+        if not eq:
+            continue
+        row = [name, _fmt(m.get("recall@10", {}).get("overall"))]
+        for view in ("shown", "content_only"):
+            e = eq.get(view, {})
+            row.append(_fmt(e.get("tokens"), 0))
+            for base in ("bm25", "fusion"):
+                b = e.get(base)
+                row.append(f"{_fmt(b['recall'].get('overall'))} ({_fmt(b['tokens'], 0)})" if b else "–")
+        rows.append("| " + " | ".join(row) + " |")
+    if not rows:
+        return []
+    return [
+        "",
+        "Equal context tokens: per question, each baseline gets as many of its top turns as come closest "
+        "to the tokens the method's answer context used (baseline recall, with its mean tokens).",
+        "",
+        "| method | R@10 | tokens shown | bm25 | fusion | tokens content only | bm25 | fusion |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+    ]
 
 
 def audit_table(methods: dict[str, Any]) -> list[str]:
@@ -123,6 +153,40 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_tokens(summary: dict[str, Any], path: Path) -> bool:
+    """Recall against context tokens: one line per method as shown, dashed for a note's content alone."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = {n: m["curve"] for n, m in summary.items() if n != "run" and m.get("curve")}
+    if not curves:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for name, points in curves.items():
+        ks = [k for k in sorted(points, key=int) if points[k]["recall"] is not None]
+        recall = [points[k]["recall"] for k in ks]
+        (line,) = ax.plot([points[k]["tokens"] for k in ks], recall, marker="o", markersize=3, label=name)
+        if any(points[k]["bare_tokens"] != points[k]["tokens"] for k in ks):
+            ax.plot(
+                [points[k]["bare_tokens"] for k in ks],
+                recall,
+                linestyle="--",
+                color=line.get_color(),
+                label=f"{name} (content only)",
+            )
+    ax.set_xlabel("answer context tokens (mean per question)")
+    ax.set_ylabel("evidence recall, categories 1-4")
+    ax.set_title("LoCoMo evidence recall against context tokens")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
 def write(out: Path, records: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -135,4 +199,6 @@ def write(out: Path, records: list[dict[str, Any]], summary: dict[str, Any]) -> 
     paths["summary"].write_text(json.dumps(summary, indent=2, default=str))
     paths["markdown"].write_text(markdown(summary) + "\n")
     plot(summary, paths["plot"])
+    if plot_tokens(summary, out / "recall_tokens.png"):
+        paths["tokens_plot"] = out / "recall_tokens.png"
     return paths
