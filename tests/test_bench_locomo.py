@@ -323,7 +323,8 @@ def test_a_baseline_gets_the_turns_that_come_closest_to_the_methods_tokens() -> 
     records = [
         {"method": "amem", "conversation": "c", "qid": 1, "category": 1, "evidence": ["D1:3"],
          "context_tokens": 30, "bare_tokens": 10},
-        {"method": "bm25", "conversation": "c", "qid": 1, "category": 1, "evidence": ["D1:3"], "ranked": ranked},
+        {"method": "bm25", "conversation": "c", "qid": 1, "category": 1, "evidence": ["D1:3"],
+         "ranked": ranked},
     ]  # fmt: skip
     eq = tokens.equal_tokens(records, "amem")
     assert eq is not None

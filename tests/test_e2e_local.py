@@ -39,11 +39,13 @@ TURNS = [
 
 @pytest.fixture(scope="module")
 def llm() -> Any:
+    from amem.errors import LLMUnavailable
+    from amem.llm.local import LocalLLM, resolve_runtime
+
     try:
-        import llama_cpp  # noqa: F401
-    except ImportError:
-        pytest.fail("llama-cpp-python is missing: `pip install -e '.[local]'` (or AMEM_SKIP_LOCAL_MODELS=1)")
-    from amem.llm.local import LocalLLM
+        resolve_runtime("auto")
+    except LLMUnavailable as exc:
+        pytest.fail(f"{exc} (or AMEM_SKIP_LOCAL_MODELS=1)")
 
     try:
         return LocalLLM("gemma-3-270m", MODELS)

@@ -156,3 +156,26 @@ def test_gemma_messages_fold_system_into_first_user_turn(settings: Settings) -> 
     assert gemma._messages([Message("system", "only rules")]) == [{"role": "user", "content": "only rules"}]
     qwen = LocalLLM("qwen2.5-coder-1.5b", settings.models_dir)
     assert qwen._messages(msgs)[0] == {"role": "system", "content": "rules"}
+
+
+@pytest.mark.usefixtures("model_files_present")
+def test_local_runtime_is_chosen_by_setting_and_a_missing_one_is_a_clear_error(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    from amem.errors import LLMUnavailable
+    from amem.llm import local
+    from amem.llm.base import Message
+
+    with pytest.raises(ConfigError, match="llm_runtime"):
+        Settings.resolve({"home": settings.home, "llm_runtime": "ollama"})
+    llm = providers.make_llm("local:gemma-3-270m", replace(settings, llm_runtime="llama-cpp"))
+    assert isinstance(llm, local.LocalLLM)
+    monkeypatch.setitem(local._BACKENDS, "llama-cpp", ("no_such_llama_module", local._LlamaCpp))
+    assert llm._runtime == "llama-cpp"  # nothing is imported before the first call
+    with pytest.raises(LLMUnavailable, match="pip install llama-cpp-python"):
+        llm.complete([Message("user", "hi")], max_tokens=2)
+    monkeypatch.setitem(local._BACKENDS, "xllamacpp", ("no_such_xllamacpp", local._XLlamaCpp))
+    with pytest.raises(LLMUnavailable, match=r"amem\[local\]"):
+        local.LocalLLM("gemma-3-270m", settings.models_dir).complete([Message("user", "hi")], max_tokens=2)

@@ -46,6 +46,7 @@ class Settings:
     llm_cache: bool = True
     llm_threads: int = 0  # 0: let the local runtime decide
     llm_context: int = 4096  # context window of the local LLM, in tokens
+    llm_runtime: str = "auto"  # local LLM runtime: xllamacpp (prebuilt), llama-cpp, or auto (first installed)
     pool_size: int = 4  # PostgreSQL: connections per process (SQLite uses one)
     index_memory: str = "1GB"  # PostgreSQL: maintenance_work_mem for the HNSW build after a bulk load
     api_keys: str = ""  # `amem serve`: "key1:alice,key2:bob", each key bound to one user
@@ -129,6 +130,10 @@ class Settings:
         settings = replace(cls(), **values)
         if settings.pipeline not in ("amem", "paper"):
             raise ConfigError(f"pipeline must be 'amem' or 'paper', not {settings.pipeline!r}")
+        if settings.llm_runtime not in ("auto", "xllamacpp", "llama-cpp"):
+            raise ConfigError(
+                f"llm_runtime must be 'auto', 'xllamacpp' or 'llama-cpp', not {settings.llm_runtime!r}"
+            )
         for name in ("prune_below", "archive_below", "merge_similarity"):
             if not 0.0 <= getattr(settings, name) <= 1.0:
                 raise ConfigError(f"{name} must be between 0 and 1, not {getattr(settings, name)}")

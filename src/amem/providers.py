@@ -32,7 +32,13 @@ def make_llm(spec: str, settings: Settings) -> LLM:
             name = resolve_name(model or DEFAULT_LOCAL_LLM)
         except ModelNotAvailable as exc:
             raise ConfigError(f"LLM {spec!r}: {exc}") from exc
-        return LocalLLM(name, settings.models_dir, n_threads=settings.llm_threads, n_ctx=settings.llm_context)
+        return LocalLLM(
+            name,
+            settings.models_dir,
+            n_threads=settings.llm_threads,
+            n_ctx=settings.llm_context,
+            runtime=settings.llm_runtime,
+        )
     if provider == "openai":
         if not model:
             raise ConfigError(f"LLM {spec!r} names no model; use openai:<model>, e.g. openai:gpt-4o-mini")
