@@ -153,3 +153,27 @@ def test_gemma_prompt_longer_than_context_is_a_clear_error(gemma: Any) -> None:
 def test_gemma_file_is_verified(models_dir: Path, gemma: Any) -> None:
     assert models.model_path("gemma-3-270m", models_dir) == gemma.path
     assert (models_dir / "gemma-3-270m-q4_k_m.gguf.verified").is_file()
+
+
+def test_bench_runtime_decodes_the_same_prompts_on_each_setting(gemma: Any) -> None:
+    """`amem bench runtime` on the real model: one row per setting, every prompt answered, two slots
+    decoding at once included (xllamacpp), schema objects closed to unnamed keys."""
+    from amem.bench import runtime
+    from amem.llm.local import closed
+
+    if gemma.runtime != "xllamacpp":
+        pytest.skip("the parallel setting needs xllamacpp; one runtime is enough here")
+    batch = runtime.prompts(REPO / "tests" / "data" / "locomo_tiny.json", None, 2)
+    assert len(batch) == 2 and "RELATED NOTES: none" in batch[0].messages[0].content
+    assert "N1 [" in batch[1].messages[0].content  # the turn before, as a real write shows it
+    settings = [runtime.Setting("xllamacpp", 1, 1), runtime.Setting("xllamacpp", 2, 1)]
+    rows = [r.row() for r in runtime.run(settings, batch, "gemma-3-270m", gemma.path.parent)]
+    assert [r["setting"] for r in rows] == ["xllamacpp x1 (1 threads)", "xllamacpp x2 (1 threads)"]
+    assert all(r["calls"] == 2 and r["output_tokens_per_call"] > 0 and r["wall_s"] > 0 for r in rows)
+    assert rows[0]["same_as_first"] is None and 0 <= rows[1]["same_as_first"] <= 2
+    assert "| xllamacpp x2 (1 threads) | 2 |" in runtime.markdown(rows)
+    assert closed({"type": "object", "properties": {"a": {"type": "object", "properties": {}}}}) == {
+        "type": "object",
+        "properties": {"a": {"type": "object", "properties": {}, "additionalProperties": False}},
+        "additionalProperties": False,
+    }

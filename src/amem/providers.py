@@ -38,6 +38,7 @@ def make_llm(spec: str, settings: Settings) -> LLM:
             n_threads=settings.llm_threads,
             n_ctx=settings.llm_context,
             runtime=settings.llm_runtime,
+            parallel=settings.llm_parallel,
         )
     if provider == "openai":
         if not model:

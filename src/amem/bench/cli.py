@@ -132,6 +132,47 @@ def faults(
         raise SystemExit(1)
 
 
+@bench.command(name="runtime")
+@click.option(
+    "--data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="A LoCoMo-format JSON file (its turns make the prompts).",
+)
+@click.option("--conversation", default=None, help="Sample id [default: the first].")
+@click.option(
+    "--calls", type=click.IntRange(min=1), default=12, show_default=True, help="Prompts per setting."
+)
+@click.option(
+    "--settings",
+    "specs",
+    default="llama-cpp,xllamacpp,xllamacpp:2",
+    show_default=True,
+    help="Comma-separated RUNTIME[:PARALLEL[:THREADS]] settings, run one after the other.",
+)
+@click.option("--model", default="qwen2.5-coder-1.5b", show_default=True, help="Local model name.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@click.pass_obj
+def runtime_cmd(
+    obj: Any, data: Path, conversation: str | None, calls: int, specs: str, model: str, as_json: bool
+) -> None:
+    """Local LLM runtimes (and parallel slots) side by side on the same construct prompts."""
+    from . import runtime
+
+    settings: list[runtime.Setting] = []
+    for spec in (s.strip() for s in specs.split(",") if s.strip()):
+        name, *nums = spec.split(":")
+        try:
+            settings.append(runtime.Setting(name, *(int(n) for n in nums)))
+        except (TypeError, ValueError):
+            raise click.BadParameter(
+                f"{spec!r}: use RUNTIME[:PARALLEL[:THREADS]]", param_hint="--settings"
+            ) from None
+    batch = runtime.prompts(data, conversation, calls)
+    rows = [r.row() for r in runtime.run(settings, batch, model, obj.settings.models_dir)]
+    click.echo(json.dumps(rows, indent=2) if as_json else runtime.markdown(rows))
+
+
 @bench.command(name="locomo")
 @click.option(
     "--data",

@@ -41,8 +41,13 @@ class _Backend(Protocol):
 class _LlamaCpp:
     """llama-cpp-python: a ``Llama`` object in this process."""
 
-    def __init__(self, path: Path, n_ctx: int, n_threads: int, chat_format: str | None) -> None:
+    def __init__(
+        self, path: Path, n_ctx: int, n_threads: int, chat_format: str | None, slots: int = 1
+    ) -> None:
         from llama_cpp import Llama
+
+        if slots != 1:
+            raise ConfigError("llm_parallel > 1 needs the xllamacpp runtime (llama-cpp-python runs one call)")
 
         with contextlib.redirect_stderr(io.StringIO()):  # llama.cpp notices, e.g. about the SWA cache
             self.llama = Llama(
@@ -72,13 +77,15 @@ class _XLlamaCpp:
     """xllamacpp: llama.cpp's server loop in this process, called directly (no HTTP). It also listens on
     a random 127.0.0.1 port, which we lock with a random API key nobody is told."""
 
-    def __init__(self, path: Path, n_ctx: int, n_threads: int, chat_format: str | None) -> None:
+    def __init__(
+        self, path: Path, n_ctx: int, n_threads: int, chat_format: str | None, slots: int = 1
+    ) -> None:
         import xllamacpp
 
         params = xllamacpp.CommonParams()
         params.model.path = str(path)
-        params.n_ctx = n_ctx
-        params.n_parallel = 1
+        params.n_ctx = n_ctx * slots  # each slot gets the whole window
+        params.n_parallel = slots  # calls decoded together, one batch per step
         params.cpuparams.n_threads = n_threads
         params.cpuparams_batch.n_threads = n_threads
         params.sampling.seed = _SEED
@@ -102,17 +109,18 @@ class _XLlamaCpp:
 
 
 class _Loaded:
-    """One model plus the lock that serialises calls to it (a llama context is not thread-safe)."""
+    """One model plus what bounds the calls in flight to its slots (a llama context is not thread-safe;
+    xllamacpp's server queues and batches up to ``slots`` calls itself)."""
 
-    def __init__(self, backend: _Backend, runtime: str) -> None:
+    def __init__(self, backend: _Backend, runtime: str, slots: int) -> None:
         self.backend = backend
         self.runtime = runtime
-        self.lock = threading.Lock()
+        self.lock = threading.BoundedSemaphore(slots)
 
 
-_CACHE: dict[tuple[str, str, int, int], _Loaded] = {}
+_CACHE: dict[tuple[str, str, int, int, int], _Loaded] = {}
 _CACHE_LOCK = threading.Lock()
-_BACKENDS: dict[str, tuple[str, Callable[[Path, int, int, str | None], _Backend]]] = {
+_BACKENDS: dict[str, tuple[str, Callable[[Path, int, int, str | None, int], _Backend]]] = {
     "xllamacpp": ("xllamacpp", _XLlamaCpp),
     "llama-cpp": ("llama_cpp", _LlamaCpp),
 }
@@ -135,23 +143,41 @@ def resolve_runtime(runtime: str) -> str:
     raise LLMUnavailable(f"llm_runtime {runtime!r} needs {package} ({module}): pip install {package}")
 
 
-def _load(runtime: str, path: Path, n_ctx: int, n_threads: int, chat_format: str | None) -> _Loaded:
+def _load(
+    runtime: str, path: Path, n_ctx: int, n_threads: int, chat_format: str | None, slots: int
+) -> _Loaded:
     """Load once per process: a model costs seconds and hundreds of MB, and its KV cache keeps prefixes."""
-    key = (runtime, str(path), n_ctx, n_threads)
+    key = (runtime, str(path), n_ctx, n_threads, slots)
     with _CACHE_LOCK:
         loaded = _CACHE.get(key)
         if loaded is not None:
             return loaded
         try:
-            backend = _BACKENDS[runtime][1](path, n_ctx, n_threads, chat_format)
+            backend = _BACKENDS[runtime][1](path, n_ctx, n_threads, chat_format, slots)
         except ImportError as exc:
             raise LLMUnavailable(
                 f"the {runtime} runtime could not be imported ({exc}); {_INSTALL_HINT}"
             ) from exc
+        except ConfigError:
+            raise
         except Exception as exc:  # both raise ValueError/RuntimeError with little detail
             raise LLMUnavailable(f"could not load {path.name} with {runtime}: {exc}") from exc
-        loaded = _CACHE[key] = _Loaded(backend, runtime)
+        loaded = _CACHE[key] = _Loaded(backend, runtime, slots)
         return loaded
+
+
+def closed(schema: Any) -> Any:
+    """``schema`` with every object closed to properties it does not name. llama-cpp-python's grammar
+    closes them already; llama.cpp's own converter (xllamacpp) lets the model add keys ("c_id", "links"
+    where no link may be made), which costs tokens and invites invention."""
+    if isinstance(schema, list):
+        return [closed(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: closed(v) for k, v in schema.items()}
+    if out.get("type") == "object" and "properties" in out and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    return out
 
 
 def _default_threads() -> int:
@@ -167,7 +193,13 @@ class LocalLLM:
     supports_schema = True
 
     def __init__(
-        self, name: str, models_dir: str | Path, n_threads: int = 0, n_ctx: int = 4096, runtime: str = "auto"
+        self,
+        name: str,
+        models_dir: str | Path,
+        n_threads: int = 0,
+        n_ctx: int = 4096,
+        runtime: str = "auto",
+        parallel: int = 1,
     ) -> None:
         self.spec = get_spec(name)
         self.model_id = f"local:{self.spec.name}"
@@ -177,6 +209,7 @@ class LocalLLM:
         if runtime not in RUNTIMES:
             raise ConfigError(f"llm_runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
         self._runtime = runtime  # resolved on the first call: a memory opens (and stores) without one
+        self.parallel = max(1, parallel)
 
     @property
     def runtime(self) -> str:
@@ -208,7 +241,12 @@ class LocalLLM:
         temperature: float = 0.0,
     ) -> Completion:
         loaded = _load(
-            resolve_runtime(self.runtime), self.path, self.n_ctx, self.n_threads, self.spec.chat_format
+            resolve_runtime(self.runtime),
+            self.path,
+            self.n_ctx,
+            self.n_threads,
+            self.spec.chat_format,
+            self.parallel,
         )
         request: dict[str, Any] = {
             "messages": self._messages(messages),
@@ -217,7 +255,7 @@ class LocalLLM:
             "seed": _SEED,  # per call, so an answer does not depend on what was asked before
         }
         if schema is not None:
-            request["response_format"] = {"type": "json_object", "schema": schema}
+            request["response_format"] = {"type": "json_object", "schema": closed(schema)}
         with loaded.lock:
             try:
                 response = loaded.backend.chat(request)
