@@ -132,13 +132,14 @@ def faults(
         raise SystemExit(1)
 
 
+def _data_option(help: str) -> Any:
+    return click.option(
+        "--data", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help=help
+    )
+
+
 @bench.command(name="runtime")
-@click.option(
-    "--data",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
-    help="A LoCoMo-format JSON file (its turns make the prompts).",
-)
+@_data_option("A LoCoMo-format JSON file (its turns make the prompts).")
 @click.option("--conversation", default=None, help="Sample id [default: the first].")
 @click.option(
     "--calls", type=click.IntRange(min=1), default=12, show_default=True, help="Prompts per setting."
@@ -174,12 +175,7 @@ def runtime_cmd(
 
 
 @bench.command(name="locomo")
-@click.option(
-    "--data",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
-    help="A LoCoMo-format JSON file.",
-)
+@_data_option("A LoCoMo-format JSON file.")
 @click.option("--conversation", "conversations", multiple=True, help="Only these sample ids (repeatable).")
 @click.option("--methods", default=",".join(METHOD_NAMES), show_default=True, help="Comma-separated methods.")
 @click.option(

@@ -143,11 +143,17 @@ def plot(summary: dict[str, Any], path: Path) -> None:
         if any(v is None for v in values):
             continue
         ax.plot(ks, values, marker="o", label=name)
-    ax.set_xlabel("k (notes or turns retrieved, before link expansion)")
+    _finish(fig, ax, path, "k (notes or turns retrieved, before link expansion)", "LoCoMo evidence recall@k")
+
+
+def _finish(fig: Any, ax: Any, path: Path, xlabel: str, title: str) -> None:
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("evidence recall, categories 1-4")
-    ax.set_title("LoCoMo evidence recall@k")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -176,14 +182,9 @@ def plot_tokens(summary: dict[str, Any], path: Path) -> bool:
                 color=line.get_color(),
                 label=f"{name} (content only)",
             )
-    ax.set_xlabel("answer context tokens (mean per question)")
-    ax.set_ylabel("evidence recall, categories 1-4")
-    ax.set_title("LoCoMo evidence recall against context tokens")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _finish(
+        fig, ax, path, "answer context tokens (mean per question)", "LoCoMo evidence recall against tokens"
+    )
     return True
 
 
