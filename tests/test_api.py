@@ -455,3 +455,20 @@ def test_links_never_show_another_scope(mem: Memory) -> None:
     mem.store.upsert_links([Link(source_id=a.id, target_id=b.id, reason="imported from elsewhere")])
     assert mem.scoped("alice").links(a.id) == []
     assert len(mem.links(a.id)) == 1  # a view without a user sees both ends
+
+
+def test_add_with_wait_false_answers_before_enrichment_and_the_note_finishes(
+    client: TestClient, mem: Memory
+) -> None:
+    r = client.post(
+        "/v1/notes?wait=false",
+        json={"content": "Maya: my new bike is a green gravel bike"},
+        headers=auth(ALICE),
+    )
+    assert r.status_code == 201, r.text
+    note = r.json()
+    assert note["state"] == "pending" and note["context"] == ""  # stored, not yet described
+    assert mem.background.wait(10)
+    done = client.get(f"/v1/notes/{note['id']}", headers=auth(ALICE)).json()
+    assert done["state"] == "enriched" and done["context"]
+    error(client.get(f"/v1/notes/{note['id']}", headers=auth(BOB)), 404, "not_found")

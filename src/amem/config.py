@@ -52,6 +52,7 @@ class Settings:
     index_memory: str = "1GB"  # PostgreSQL: maintenance_work_mem for the HNSW build after a bulk load
     api_keys: str = ""  # `amem serve`: "key1:alice,key2:bob", each key bound to one user
     transfer_dir: str = ""  # the one folder the MCP server's export/import tools may touch (<home>/transfers)
+    enrich_in_background: bool = False  # add returns once stored (pending); a worker thread enriches
     # upkeep (`amem consolidate`); see docs/design.md "Upkeep"
     dedupe: bool = True  # an exact duplicate written into a scope joins the existing note
     link_half_life_days: float = 90.0  # an unused link's weight halves this often (0: no decay)

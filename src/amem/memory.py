@@ -9,8 +9,8 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from . import background, pipeline, upkeep
 from . import consolidate as consolidation
-from . import pipeline, upkeep
 from .config import Settings
 from .embed.base import Embedder
 from .errors import ConfigError, InvalidInput, NotFound, StoreError
@@ -102,6 +102,7 @@ class Memory:
         active = Filters(statuses=[NoteStatus.active], states=[EnrichState.enriched])
         self.tag_stats = guard.TagStats(lambda scope: self.store.tag_counts(scope, active))
         self._usage = upkeep.Usage()  # shared with scoped views (they copy this object's fields)
+        self._background = background.Holder()  # likewise
 
     # -- components, created on first use ------------------------------------------------------
     @property
@@ -152,8 +153,15 @@ class Memory:
         other.scope = checked_scope(user_id, agent_id, run_id)
         return other
 
+    @property
+    def background(self) -> background.Enricher:
+        """The worker that enriches notes added with ``wait=False``: ``status()``, ``wait(timeout)``."""
+        return self._background.get(self)
+
     def close(self) -> None:
+        """Stops background enrichment after the note in hand (the rest stays pending), then the store."""
         try:
+            self._background.close()
             self.flush_usage()
         finally:
             self.store.close()
@@ -209,9 +217,12 @@ class Memory:
         metadata: dict[str, Any] | None = None,
         pinned: bool = False,
         expires_at: datetime | str | None = None,
+        wait: bool | None = None,
     ) -> Note:
         """Store one note and enrich it (attributes, links, evolution). On LLM failure the note is kept
         as ``pending`` with a content embedding, searchable at once; ``enrich()`` finishes it later.
+        ``wait=False`` (default: not ``enrich_in_background``) returns once the note is stored, pending,
+        and leaves enrichment to the background worker (``background``).
         An exact duplicate in this scope returns the existing note instead (its provenance recorded)."""
         given = {"content": content, "event_time": event_time, "metadata": metadata or {}}
         note = self._new_note(self._coerce({**given, "pinned": pinned, "expires_at": expires_at}))
@@ -222,7 +233,14 @@ class Memory:
         base = self.embedder.embed_documents([note.embedding_text()])[0]
         if not self.llm_enabled:
             return pipeline.store_pending(self, note, base, None)
+        if self._deferred(wait):
+            stored = pipeline.store_pending(self, note, base, None)
+            self.background.submit(self.scope)
+            return stored
         return pipeline.enrich_one(self, note, base, is_new=True)
+
+    def _deferred(self, wait: bool | None) -> bool:
+        return not wait if wait is not None else self.settings.enrich_in_background
 
     def add_many(
         self,
@@ -231,9 +249,11 @@ class Memory:
         batch_size: int | None = None,
         progress: Progress | None = None,
         bulk: bool = True,
+        wait: bool | None = None,
     ) -> list[Note]:
         """Add notes in order, ``batch_size`` notes per LLM call (1 = one call per note). Without an LLM,
-        a large load may let the store defer its index upkeep (``bulk=False`` keeps it up row by row)."""
+        a large load may let the store defer its index upkeep (``bulk=False`` keeps it up row by row).
+        ``wait=False``: stored pending at once, enriched by the background worker (as ``add``)."""
         notes = [note for _, note in self._validated(items)]  # validate all before storing any
         self._check_embedder()
         size = max(1, batch_size or self.batch_size)
@@ -255,8 +275,11 @@ class Memory:
                 fresh.append(i)
         out: list[Note] = []
         # without an LLM nothing is linked, so a large load may defer the store's index upkeep
+        defer = self.llm_enabled and self._deferred(wait)
         with self.store.bulk(len(fresh)) if bulk and not self.llm_enabled else nullcontext():
-            self._add_groups([notes[i] for i in fresh], size, out, progress)
+            self._add_groups([notes[i] for i in fresh], size, out, progress, defer)
+        if defer and fresh:
+            self.background.submit(self.scope)
         for i, stored in zip(fresh, out, strict=True):
             results[i] = stored
         for i, j in later:
@@ -264,11 +287,13 @@ class Memory:
             results[i] = pipeline.fold(self, notes[i], self.store.get_note(first.id) or first) or first
         return [r for r in results if r is not None]
 
-    def _add_groups(self, notes: list[Note], size: int, out: list[Note], progress: Progress | None) -> None:
+    def _add_groups(
+        self, notes: list[Note], size: int, out: list[Note], progress: Progress | None, defer: bool = False
+    ) -> None:
         for start in range(0, len(notes), size):
             group = notes[start : start + size]
             bases = self.embedder.embed_documents([n.embedding_text() for n in group])
-            if not self.llm_enabled:  # no LLM: the whole group is one transaction
+            if defer or not self.llm_enabled:  # stored pending: the whole group is one transaction
                 out.extend(pipeline.store_new_pending(self, group, bases, None))
             elif size == 1 or len(group) == 1 or self.settings.pipeline == "paper":
                 out.extend(

@@ -308,9 +308,14 @@ def link_in(mem: Memory, target: Note, incoming: Sequence[Link], live: dict[str,
 
 
 def enrich_pending(
-    mem: Memory, limit: int | None, include_failed: bool, progress: Progress | None
+    mem: Memory,
+    limit: int | None,
+    include_failed: bool,
+    progress: Progress | None,
+    stop: Callable[[], bool] | None = None,
 ) -> EnrichReport:
-    """``Memory.enrich``: each pending note in turn, oldest first, until the provider is unreachable."""
+    """``Memory.enrich``: each pending note in turn, oldest first, until the provider is unreachable
+    (or ``stop()`` says so: a background worker shutting down)."""
     states = [EnrichState.pending] + ([EnrichState.failed] if include_failed else [])
     todo = mem.store.list_notes(mem.scope, Filters(states=states), limit=limit or 1_000_000)
     todo.reverse()  # oldest first, like the original order of arrival
@@ -325,6 +330,10 @@ def enrich_pending(
             report.still_pending += 1
 
     for i, listed in enumerate(todo, start=1):
+        if stop is not None and stop():
+            report.still_pending += len(todo) - i + 1
+            report.stopped = "stopped before the end (shutting down); the rest stays pending"
+            break
         note = mem.store.get_note(listed.id)  # re-read: enriching an earlier note may evolve this one
         if note is None or note.state not in states:
             continue

@@ -174,6 +174,23 @@ def runtime_cmd(
     click.echo(json.dumps(rows, indent=2) if as_json else runtime.markdown(rows))
 
 
+@bench.command(name="background")
+@_data_option("A LoCoMo-format JSON file (its turns are added).")
+@click.option("--conversation", default=None, help="Sample id [default: the first].")
+@click.option("--turns", type=click.IntRange(min=3), default=40, show_default=True)
+@click.option("--pause", type=float, default=0.2, show_default=True, help="Seconds between two adds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@click.pass_obj
+def background_cmd(
+    obj: Any, data: Path, conversation: str | None, turns: int, pause: float, as_json: bool
+) -> None:
+    """Add latency while the background worker keeps the LLM busy, next to adds with no LLM."""
+    from . import background
+
+    rows = background.run(obj.settings, data, conversation, turns, pause)
+    click.echo(json.dumps(rows, indent=2) if as_json else background.markdown(rows))
+
+
 @bench.command(name="locomo")
 @_data_option("A LoCoMo-format JSON file.")
 @click.option("--conversation", "conversations", multiple=True, help="Only these sample ids (repeatable).")

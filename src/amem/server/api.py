@@ -140,6 +140,7 @@ def create_app(
         if schedule is not None:
             schedule.close()
         jobs.close()  # waits for the running job; queued ones are dropped (their notes were never stored)
+        memory.background.close()  # after the note in hand; notes added with wait=false stay pending
 
     app = FastAPI(
         lifespan=lifespan,
@@ -220,9 +221,11 @@ def create_app(
         return {"status": "ok", "version": __version__, "auth": bool(ring)}
 
     @app.post("/v1/notes", status_code=201, response_model=Note, tags=["notes"])
-    def add(item: NoteInput, who: Who, response: Response) -> Note:
+    def add(item: NoteInput, who: Who, response: Response, wait: bool | None = None) -> Note:
         """Store one note and enrich it (keywords, tags, context, links, evolution of neighbours). If the
-        LLM fails the note is still stored, as ``pending``. ``pinned`` notes are never archived by
+        LLM fails the note is still stored, as ``pending``. ``wait=false`` (default: the server's
+        ``enrich_in_background``) answers as soon as the note is stored, ``pending`` and searchable; a
+        worker enriches it (poll the note's ``state``). ``pinned`` notes are never archived by
         consolidation; after ``expires_at`` the next consolidation archives the note. An exact duplicate
         of a note in the scope answers 200 with that note (this write's metadata joins its sources)."""
         started = utcnow()
@@ -232,6 +235,7 @@ def create_app(
             metadata=item.metadata,
             pinned=item.pinned,
             expires_at=item.expires_at,
+            wait=wait,
         )
         if note.ingest_time < started:
             response.status_code = 200
