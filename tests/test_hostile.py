@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 from amem import Memory
 from amem.errors import InvalidInput, NotFound
 from amem.ingest import read_jsonl
+from amem.inputs import MAX_CONTENT_CHARS
 from amem.llm.fake import FakeLLM
-from amem.memory import MAX_CONTENT_CHARS
 from amem.notes import Scope, content_hash
 from amem.store import Filters, sqlite_path
 from amem.text import query_words

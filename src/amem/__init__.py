@@ -15,7 +15,8 @@ from .errors import (
     StoreError,
     StoreUnavailable,
 )
-from .memory import MAX_CONTENT_CHARS, EnrichReport, Memory, NoteInput
+from .inputs import MAX_CONTENT_CHARS
+from .memory import EnrichReport, Memory, NoteInput
 from .notes import (
     EnrichState,
     Link,

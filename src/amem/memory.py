@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from . import background, pipeline, upkeep
+from . import background, inputs, pipeline, upkeep
 from . import consolidate as consolidation
 from .config import Settings
 from .embed.base import Embedder
@@ -28,10 +28,8 @@ from .notes import (
     SearchHit,
     VersionCause,
     check_metadata,
-    check_text,
     checked_scope,
     checked_texts,
-    content_hash,
     text_problem,
     to_utc,
     utcnow,
@@ -47,7 +45,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("amem")
 
 #: Largest note content accepted, in characters. Longer text should be split into several notes.
-MAX_CONTENT_CHARS = 20_000
 MAX_ENRICH_ATTEMPTS = pipeline.MAX_ENRICH_ATTEMPTS  # re-exported: callers import it from here
 
 Progress = pipeline.Progress  # one type for the progress callbacks of add_many and enrich
@@ -174,30 +171,7 @@ class Memory:
 
     # -- writing ---------------------------------------------------------------------------------
     def _new_note(self, item: NoteInput) -> Note:
-        content = item.content
-        if not isinstance(content, str) or not content.strip():
-            raise InvalidInput("content is empty; give the text to remember")
-        if len(content) > MAX_CONTENT_CHARS:
-            raise InvalidInput(
-                f"content is {len(content)} characters; the limit is {MAX_CONTENT_CHARS}. Split it into notes"
-            )
-        check_text(content, "content")
-        check_metadata(item.metadata)
-        now = utcnow()
-        return Note(
-            content=content.strip(),
-            event_time=to_utc(item.event_time) if item.event_time else now,
-            ingest_time=now,
-            updated_at=now,
-            user_id=self.scope.user_id,
-            agent_id=self.scope.agent_id,
-            run_id=self.scope.run_id,
-            metadata=dict(item.metadata),
-            embedding_model=self.embedder.model_id,
-            content_hash=content_hash(content),
-            pinned=item.pinned,
-            expires_at=to_utc(item.expires_at) if item.expires_at else None,
-        )
+        return inputs.new_note(item, self.scope, self.embedder.model_id)
 
     def _check_embedder(self) -> None:
         stored = self.store.get_meta("embedding_model")
@@ -310,27 +284,9 @@ class Memory:
         return [item for item, _ in self._validated(items)]
 
     def _validated(self, items: Iterable[NoteInput | str | dict[str, Any]]) -> list[tuple[NoteInput, Note]]:
-        out = []
-        for n, item in enumerate(items, start=1):
-            try:
-                given = self._coerce(item)
-                out.append((given, self._new_note(given)))
-            except InvalidInput as exc:
-                raise InvalidInput(f"item {n}: {exc}") from None
-        return out
+        return inputs.validated(items, self.scope, self.embedder.model_id)
 
-    @staticmethod
-    def _coerce(item: NoteInput | str | dict[str, Any]) -> NoteInput:
-        if isinstance(item, NoteInput):
-            return item
-        if isinstance(item, str):
-            return NoteInput(content=item)
-        if isinstance(item, dict):
-            try:
-                return NoteInput.model_validate(item)
-            except ValueError as exc:
-                raise InvalidInput(f"bad note input: {exc}") from None
-        raise InvalidInput(f"cannot add a {type(item).__name__}; give a string, a dict or a NoteInput")
+    _coerce = staticmethod(inputs.coerce)
 
     def enrich(
         self, limit: int | None = None, include_failed: bool = False, progress: Progress | None = None

@@ -1,0 +1,66 @@
+"""What a caller gives ``add`` / ``add_many``, checked and made into a note before anything is stored."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .errors import InvalidInput
+from .notes import Note, NoteInput, Scope, check_metadata, check_text, content_hash, to_utc, utcnow
+
+#: A note is one fact or event; past this a caller is storing a document and should split it.
+MAX_CONTENT_CHARS = 20_000
+
+
+def coerce(item: NoteInput | str | dict[str, Any]) -> NoteInput:
+    if isinstance(item, NoteInput):
+        return item
+    if isinstance(item, str):
+        return NoteInput(content=item)
+    if isinstance(item, dict):
+        try:
+            return NoteInput.model_validate(item)
+        except ValueError as exc:
+            raise InvalidInput(f"bad note input: {exc}") from None
+    raise InvalidInput(f"cannot add a {type(item).__name__}; give a string, a dict or a NoteInput")
+
+
+def new_note(item: NoteInput, scope: Scope, embedding_model: str) -> Note:
+    content = item.content
+    if not isinstance(content, str) or not content.strip():
+        raise InvalidInput("content is empty; give the text to remember")
+    if len(content) > MAX_CONTENT_CHARS:
+        raise InvalidInput(
+            f"content is {len(content)} characters; the limit is {MAX_CONTENT_CHARS}. Split it into notes"
+        )
+    check_text(content, "content")
+    check_metadata(item.metadata)
+    now = utcnow()
+    return Note(
+        content=content.strip(),
+        event_time=to_utc(item.event_time) if item.event_time else now,
+        ingest_time=now,
+        updated_at=now,
+        user_id=scope.user_id,
+        agent_id=scope.agent_id,
+        run_id=scope.run_id,
+        metadata=dict(item.metadata),
+        embedding_model=embedding_model,
+        content_hash=content_hash(content),
+        pinned=item.pinned,
+        expires_at=to_utc(item.expires_at) if item.expires_at else None,
+    )
+
+
+def validated(
+    items: Iterable[NoteInput | str | dict[str, Any]], scope: Scope, embedding_model: str
+) -> list[tuple[NoteInput, Note]]:
+    """Every item checked before any is stored; the first bad one named by its position."""
+    out = []
+    for n, item in enumerate(items, start=1):
+        try:
+            given = coerce(item)
+            out.append((given, new_note(given, scope, embedding_model)))
+        except InvalidInput as exc:
+            raise InvalidInput(f"item {n}: {exc}") from None
+    return out
