@@ -126,3 +126,58 @@ def test_bench_background_reports_add_latency_beside_a_memory_without_llm(tmp_pa
     for row in rows.values():
         assert row["adds"] == 4 and 0 < row["p50_ms"] <= row["p95_ms"] <= row["max_ms"]
     assert rows["no LLM (store and embed only)"]["enriched_meanwhile"] is None
+
+
+def test_scopes_run_side_by_side_while_each_keeps_its_order(tmp_path: Path) -> None:
+    """llm_concurrency 4: LoCoMo conversations are ingested by the background workers at once, each
+    conversation's turns enriched oldest first."""
+    from amem.ingest import ingest_locomo
+
+    data = Path(__file__).parent / "data" / "locomo_tiny.json"
+    active: set[str] = set()
+    overlap = threading.Event()
+    lock = threading.Lock()
+
+    def slow(messages: list[Message], schema: dict[str, Any] | None) -> Any:
+        who = "a" if "Caroline" in messages[-1].content.split("NEW NOTE")[-1] else "b"
+        with lock:
+            active.add(who)
+            if len(active) > 1:
+                overlap.set()
+        time.sleep(0.05)
+        with lock:
+            active.discard(who)
+        return schema_answer(messages[-1].content, schema)
+
+    mem = make_memory(tmp_path / "m.db", llm=FakeLLM(handler=slow), options={"llm_concurrency": 4})
+    try:
+        report = ingest_locomo(mem, data)
+        assert report["states"] == {"enriched": report["added"]}
+        assert overlap.is_set()  # the two conversations' calls were in flight together
+        for conv in ("conv-a", "conv-b"):
+            scoped = mem.scoped(user_id=conv)
+            notes = sorted(scoped.list(limit=100), key=lambda n: (n.event_time, n.ingest_time))
+            firsts = [
+                c.note_ids[0]
+                for c in sorted(mem.store.llm_calls(limit=1000), key=lambda c: c.created_at)
+                if c.step == "construct" and c.note_ids[0] in {n.id for n in notes}
+            ]
+            assert firsts == [n.id for n in notes]
+    finally:
+        mem.close()
+
+
+def test_bench_concurrency_enriches_every_note_at_each_level(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from amem.cli import cli
+
+    args = ["--home", str(tmp_path), "--embedder", "fake", "bench", "concurrency", "--levels", "1,4"]
+    result = CliRunner().invoke(cli, [*args, "--scopes", "4", "--notes", "2", "--latency", "0.02", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [r["concurrency"] for r in rows] == [1, 4]
+    assert all(r["notes"] == r["enriched"] == 8 and r["finished"] for r in rows)
+    assert rows[0]["vs_first"] == 1.0 and rows[1]["vs_first"] > 0

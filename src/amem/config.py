@@ -48,6 +48,7 @@ class Settings:
     llm_context: int = 4096  # context window of the local LLM, in tokens
     llm_runtime: str = "auto"  # local LLM runtime: xllamacpp (prebuilt), llama-cpp, or auto (first installed)
     llm_parallel: int = 1  # local LLM (xllamacpp): calls decoded together in one batch
+    llm_concurrency: int = 1  # scopes enriched side by side (background worker, ingest, enrich of all)
     pool_size: int = 4  # PostgreSQL: connections per process (SQLite uses one)
     index_memory: str = "1GB"  # PostgreSQL: maintenance_work_mem for the HNSW build after a bulk load
     api_keys: str = ""  # `amem serve`: "key1:alice,key2:bob", each key bound to one user

@@ -73,6 +73,8 @@ def ingest_locomo(
     if missing:
         raise InvalidInput(f"conversation(s) not found in {path}: {sorted(missing)}")
     added = []
+    # served models: conversations side by side, each in order, by the background workers
+    side_by_side = memory.llm_enabled and memory.settings.llm_concurrency > 1 and (batch_size or 1) == 1
     for conv in conversations:
         scoped = memory.scoped(
             user_id=memory.scope.user_id or conv.sample_id,
@@ -97,11 +99,23 @@ def ingest_locomo(
         ]
         if not todo:
             continue
-        if bar is None:
+        if side_by_side:
+            added.extend(scoped.add_many(todo, batch_size=1, wait=False))
+        elif bar is None:
             added.extend(scoped.add_many(todo, batch_size=batch_size))
         else:
             with bar(f"{conv.sample_id}", len(todo)) as progress:
                 added.extend(scoped.add_many(todo, batch_size=batch_size, progress=progress))
+    if side_by_side and added:
+        if bar is None:
+            memory.background.wait()
+        else:
+            with bar("enriching", len(added)) as progress:
+                while not memory.background.wait(timeout=1.0):
+                    status = memory.background.status()
+                    progress(status.enriched + status.failed, len(added))
+        current = memory.store.get_notes([n.id for n in added])
+        added = [current.get(n.id, n) for n in added]
     return _report(memory, added)
 
 

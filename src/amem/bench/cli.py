@@ -191,6 +191,29 @@ def background_cmd(
     click.echo(json.dumps(rows, indent=2) if as_json else background.markdown(rows))
 
 
+@bench.command(name="concurrency")
+@click.option("--levels", default="1,4,16", show_default=True, help="Comma-separated llm_concurrency values.")
+@click.option("--scopes", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option(
+    "--notes", "per_scope", type=click.IntRange(min=1), default=4, show_default=True, help="Per scope."
+)
+@click.option("--latency", type=float, default=0.5, show_default=True, help="Seconds per served call.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@click.pass_obj
+def concurrency_cmd(
+    obj: Any, levels: str, scopes: int, per_scope: int, latency: float, as_json: bool
+) -> None:
+    """Notes per second against a served model (a local fake with a fixed latency), by llm_concurrency."""
+    from . import concurrency
+
+    try:
+        values = [int(v) for v in levels.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter("use comma-separated integers, e.g. 1,4,16", param_hint="--levels") from None
+    rows = concurrency.run(obj.settings, values, scopes, per_scope, latency)
+    click.echo(json.dumps(rows, indent=2) if as_json else concurrency.markdown(rows, latency))
+
+
 @bench.command(name="locomo")
 @_data_option("A LoCoMo-format JSON file.")
 @click.option("--conversation", "conversations", multiple=True, help="Only these sample ids (repeatable).")

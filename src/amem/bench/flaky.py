@@ -59,7 +59,8 @@ class FlakyLLMServer:
 
     ``hang`` is how long a ``timeout`` fault stalls before answering, and how long a ``drip`` fault takes
     to send its answer in 20 pieces, each gap well under the client's per-read timeout (set it past that);
-    ``retry_after`` is the seconds a 429 asks the client to wait. ``set_rates`` / ``heal`` change the rates
+    ``retry_after`` is the seconds a 429 asks the client to wait; ``latency`` delays every answer (requests
+    are served side by side, as a batching server does). ``set_rates`` / ``heal`` change the rates
     while it runs. ``log`` holds every chat request in arrival order; ``faults`` counts injected faults.
     """
 
@@ -71,8 +72,10 @@ class FlakyLLMServer:
         hang: float = 2.0,
         retry_after: float = 0.05,
         model: str = "flaky",
+        latency: float = 0.0,
     ) -> None:
         self.rates = check_rates(rates or {})
+        self.latency = latency  # every answer takes this long, as a served model's decoding does
         self.hang = hang
         self.retry_after = retry_after
         self.model = model
@@ -203,6 +206,8 @@ def _handler(server: FlakyLLMServer) -> type[BaseHTTPRequestHandler]:
                 self._send(400, {"error": {"message": "request body is not JSON"}})
                 return
             outcome = server._draw(body)
+            if server.latency:
+                server._stopping.wait(server.latency)
             if outcome == "timeout":
                 server._stopping.wait(server.hang)  # past the client's timeout: it has given up
                 outcome = HEALTHY
