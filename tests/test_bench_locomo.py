@@ -97,6 +97,10 @@ def test_bench_locomo_end_to_end_with_the_fake_llm(tmp_path: Path) -> None:
         "amem",
         "amem_no_links",
         "amem_no_evolution",
+        "amem_no_keywords",
+        "amem_no_tags",
+        "amem_no_context",
+        "amem_links_only",
     }
     assert set(summary) == expected | {"run"}
     for name in expected:
@@ -352,3 +356,27 @@ def test_every_amem_method_is_reported_at_equal_tokens_with_a_curve(tmp_path: Pa
     assert "curve" in summary["bm25"] and "equal_tokens" not in summary["bm25"]
     assert "| method | R@10 | tokens shown |" in (folder / "summary.md").read_text()
     assert (folder / "recall_tokens.png").stat().st_size > 1000
+
+
+def test_field_ablations_empty_one_field_each_and_keep_the_links(tmp_path: Path) -> None:
+    from amem.bench.locomo import EvalOptions, run_locomo
+    from amem.bench.methods import ABLATIONS, open_memory
+    from amem.config import Settings
+
+    settings = Settings.resolve({"home": tmp_path, "llm": "fake", "embedder": "fake"})
+    names = ["amem", *ABLATIONS]
+    _, summary = run_locomo(tmp_path / "b", settings, FIXTURE, [], names, EvalOptions())
+    with open_memory(tmp_path / "b", "amem", settings) as full:
+        links = sum(1 for c in ("conv-a", "conv-b") for _ in full.store.iter_links(full.scoped(c).scope))
+    for store, fields in ABLATIONS.items():
+        with open_memory(tmp_path / "b", store, settings) as memory:
+            notes = [n for c in ("conv-a", "conv-b") for n in memory.store.iter_notes(memory.scoped(c).scope)]
+            assert notes and all(not getattr(n, f) for n in notes for f in fields), store
+            kept = {"keywords", "tags", "context"} - set(fields)
+            assert all(any(getattr(n, f) for n in notes) for f in kept), store
+            scoped_links = sum(
+                1 for c in ("conv-a", "conv-b") for _ in memory.store.iter_links(memory.scoped(c).scope)
+            )
+            assert scoped_links == links  # same notes, same links: only the fields differ
+        assert summary[store]["questions"] == summary["amem"]["questions"]
+    assert summary["amem_no_context"]["context_tokens"] < summary["amem"]["context_tokens"]

@@ -6,7 +6,9 @@ reuses its LLM cache. One scope per conversation: user id = the conversation's s
 
 `amem_no_evolution` is not ingested again: it is the `amem` store with every evolved note put back to
 its attributes from before its first evolution (history keeps them). The notes and links are then the
-same, and the difference in retrieval is what evolution changed, at no LLM cost.
+same, and the difference in retrieval is what evolution changed, at no LLM cost. The field ablations
+(`amem_no_keywords`, `amem_no_tags`, `amem_no_context`, `amem_links_only`) are made the same way, with
+those fields emptied and every note embedded and indexed again.
 """
 
 from __future__ import annotations
@@ -46,13 +48,26 @@ METHODS: dict[str, Method] = {
         Method("amem", "amem", "hybrid", True),
         Method("amem_no_links", "amem", "hybrid", False),
         Method("amem_no_evolution", "amem_no_evolution", "hybrid", True),
+        *(
+            Method(name, name, "hybrid", True)
+            for name in ("amem_no_keywords", "amem_no_tags", "amem_no_context")
+        ),
+        Method("amem_links_only", "amem_links_only", "hybrid", True),
     )
 }
 BASELINES = ("bm25", "dense", "fusion", "full_context")
 #: suffix of a store (and its methods) consolidated by `amem consolidate` after ingestion
 CONSOLIDATED = "+consolidated"
 #: stores computed from another store rather than ingested
-DERIVED = {"amem_no_evolution": "amem"}
+#: field ablations: the `amem` store with these LLM-written fields emptied (and the notes embedded and indexed
+#: again), so each figure says what that field adds to retrieval, at no LLM cost
+ABLATIONS: dict[str, tuple[str, ...]] = {
+    "amem_no_keywords": ("keywords",),
+    "amem_no_tags": ("tags",),
+    "amem_no_context": ("context",),
+    "amem_links_only": ("keywords", "tags", "context"),  # the turn's own words; links and nothing else
+}
+DERIVED = {"amem_no_evolution": "amem", **dict.fromkeys(ABLATIONS, "amem")}
 #: prefix of a store built elsewhere (``--compare LABEL=PATH``): copied in, evaluated, never ingested into
 COMPARED = "compare:"
 
@@ -106,12 +121,50 @@ def open_memory(out: Path, store: str, settings: Settings) -> Memory:
 
 def derive_no_evolution(out: Path, settings: Settings) -> int:
     """Rebuild the no-evolution store when the `amem` store changed; returns the notes put back."""
+
+    def put_back(target: Memory) -> int:
+        reverted = 0
+        for note in list(target.store.iter_notes(target.scope)):
+            versions = target.history(note.id)
+            evolved = [v.version for v in versions if v.cause == VersionCause.evolve]
+            if not evolved:
+                continue
+            before = [v for v in versions if v.version < evolved[0]][-1]
+            target.update(note.id, keywords=before.keywords, tags=before.tags, context=before.context)
+            reverted += 1
+        return reverted
+
+    return _derive(out, settings, "amem_no_evolution", put_back)
+
+
+def derive_ablation(out: Path, settings: Settings, store: str) -> int:
+    """Rebuild a field-ablation store when the `amem` store changed; returns the notes emptied."""
+    fields = ABLATIONS[store]
+
+    def empty(target: Memory) -> int:
+        changed = 0
+        for note in list(target.store.iter_notes(target.scope)):
+            if any(getattr(note, f) for f in fields):
+                target.update(
+                    note.id,
+                    keywords=[] if "keywords" in fields else None,
+                    tags=[] if "tags" in fields else None,
+                    context="" if "context" in fields else None,
+                )
+                changed += 1
+        return changed
+
+    return _derive(out, settings, store, empty)
+
+
+def _derive(out: Path, settings: Settings, store: str, change: Callable[[Memory], int]) -> int:
+    """``store`` as a copy of the `amem` store changed by ``change``, rebuilt only when the source changed."""
     with open_memory(out, "amem", settings) as source:
         totals = source.store.stats()
         fingerprint = f"notes={totals['notes']} versions={totals['versions']}"
-        path = store_path(out, "amem_no_evolution", settings)
+        path = store_path(out, store, settings)
         if path.exists():
-            with open_memory(out, "amem_no_evolution", settings) as old:
+            with open_memory(out, store, settings) as old:
                 if old.store.get_meta("derived_from") == fingerprint:
                     return 0
             for suffix in ("", "-wal", "-shm"):
@@ -120,19 +173,11 @@ def derive_no_evolution(out: Path, settings: Settings) -> int:
             dump = Path(tmp) / "amem.jsonl"
             with dump.open("w", encoding="utf-8") as fh:
                 export_file(source, fh)
-            with open_memory(out, "amem_no_evolution", settings) as target:
+            with open_memory(out, store, settings) as target:
                 import_file(target, dump)
-                reverted = 0
-                for note in list(target.store.iter_notes(target.scope)):
-                    versions = target.history(note.id)
-                    evolved = [v.version for v in versions if v.cause == VersionCause.evolve]
-                    if not evolved:
-                        continue
-                    before = [v for v in versions if v.version < evolved[0]][-1]
-                    target.update(note.id, keywords=before.keywords, tags=before.tags, context=before.context)
-                    reverted += 1
+                changed = change(target)
                 target.store.set_meta("derived_from", fingerprint)
-    return reverted
+    return changed
 
 
 def consolidated_copy(out: Path, store: str, settings: Settings) -> dict[str, object]:
@@ -192,4 +237,7 @@ def ingest(
             added[store] = int(report["added"])
     if "amem_no_evolution" in stores:
         added["amem_no_evolution"] = derive_no_evolution(out, settings)
+    for store in ABLATIONS:
+        if store in stores:
+            added[store] = derive_ablation(out, settings, store)
     return added
