@@ -166,7 +166,10 @@ def test_bench_runtime_decodes_the_same_prompts_on_each_setting(gemma: Any) -> N
     batch = runtime.prompts(REPO / "tests" / "data" / "locomo_tiny.json", None, 2)
     assert len(batch) == 2 and "RELATED NOTES: none" in batch[0].messages[0].content
     assert "N1 [" in batch[1].messages[0].content  # the turn before, as a real write shows it
-    settings = [runtime.Setting("xllamacpp", 1, 1), runtime.Setting("xllamacpp", 2, 1)]
+    settings = [runtime.Setting("xllamacpp", 1, 1), runtime.Setting.parse("xllamacpp:2:1")]
+    assert runtime.Setting.parse("llama-cpp+free:1:2") == runtime.Setting(
+        "llama-cpp", 1, 2, constrained=False
+    )
     rows = [r.row() for r in runtime.run(settings, batch, "gemma-3-270m", gemma.path.parent)]
     assert [r["setting"] for r in rows] == ["xllamacpp x1 (1 threads)", "xllamacpp x2 (1 threads)"]
     assert all(r["calls"] == 2 and r["output_tokens_per_call"] > 0 and r["wall_s"] > 0 for r in rows)

@@ -149,7 +149,8 @@ def _data_option(help: str) -> Any:
     "specs",
     default="llama-cpp,xllamacpp,xllamacpp:2",
     show_default=True,
-    help="Comma-separated RUNTIME[:PARALLEL[:THREADS]] settings, run one after the other.",
+    help="Comma-separated RUNTIME[+free][:PARALLEL[:THREADS]] settings, run one after the other "
+    "(+free: no JSON schema, the answer read by the tolerant parser).",
 )
 @click.option("--model", default="qwen2.5-coder-1.5b", show_default=True, help="Local model name.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
@@ -162,12 +163,11 @@ def runtime_cmd(
 
     settings: list[runtime.Setting] = []
     for spec in (s.strip() for s in specs.split(",") if s.strip()):
-        name, *nums = spec.split(":")
         try:
-            settings.append(runtime.Setting(name, *(int(n) for n in nums)))
+            settings.append(runtime.Setting.parse(spec))
         except (TypeError, ValueError):
             raise click.BadParameter(
-                f"{spec!r}: use RUNTIME[:PARALLEL[:THREADS]]", param_hint="--settings"
+                f"{spec!r}: use RUNTIME[+free][:PARALLEL[:THREADS]]", param_hint="--settings"
             ) from None
     batch = runtime.prompts(data, conversation, calls)
     rows = [r.row() for r in runtime.run(settings, batch, model, obj.settings.models_dir)]

@@ -4,7 +4,9 @@ The prompts are the one-call construct prompts amem sends for the first turns of
 each with the turns before it as its related notes (as in a real write), so every runtime and setting
 decodes exactly the same inputs with the same JSON schema. Reported per setting: seconds per call,
 prompt and generated tokens, generated tokens per second of wall time, how many answers parse into the
-step's typed output, and how many are word for word the first setting's answer. With ``parallel`` > 1
+step's typed output (through the tolerant parser a real write uses), and how many are word for word the
+first setting's answer. A ``+free`` setting sends no JSON schema: unconstrained decoding, read by the
+same parser, to weigh the grammar's cost against the answers it saves. With ``parallel`` > 1
 the calls are sent that many at a time (xllamacpp decodes them in one batch): throughput is calls per
 minute of wall time.
 """
@@ -35,10 +37,19 @@ class Setting:
     runtime: str
     parallel: int = 1
     threads: int = 0
+    constrained: bool = True  # False: no JSON schema sent; the answer is read by the tolerant parser
+
+    @classmethod
+    def parse(cls, spec: str) -> Setting:
+        """``RUNTIME[+free][:PARALLEL[:THREADS]]``; ``+free`` decodes without the grammar."""
+        name, *nums = spec.split(":")
+        runtime, free = name.removesuffix("+free"), name.endswith("+free")
+        return cls(runtime, *(int(n) for n in nums), constrained=not free)
 
     @property
     def label(self) -> str:
-        return f"{self.runtime} x{self.parallel}" + (f" ({self.threads} threads)" if self.threads else "")
+        threads = f" ({self.threads} threads)" if self.threads else ""
+        return f"{self.runtime}{'' if self.constrained else ' unconstrained'} x{self.parallel}{threads}"
 
 
 @dataclass
@@ -100,8 +111,10 @@ def run(
         llm.complete(list(batch[0].messages), schema=batch[0].schema, max_tokens=8)  # load outside the clock
         result = Result(setting)
 
-        def call(prompt: Prompt[Any], llm: LocalLLM = llm) -> Completion:
-            return llm.complete(list(prompt.messages), schema=prompt.schema, max_tokens=prompt.max_tokens)
+        def call(prompt: Prompt[Any], llm: LocalLLM = llm, schema: bool = setting.constrained) -> Completion:
+            return llm.complete(
+                list(prompt.messages), schema=prompt.schema if schema else None, max_tokens=prompt.max_tokens
+            )
 
         start = time.perf_counter()
         with ThreadPoolExecutor(max_workers=setting.parallel) as pool:
