@@ -43,8 +43,10 @@ class Setting:
     def parse(cls, spec: str) -> Setting:
         """``RUNTIME[+free][:PARALLEL[:THREADS]]``; ``+free`` decodes without the grammar."""
         name, *nums = spec.split(":")
-        runtime, free = name.removesuffix("+free"), name.endswith("+free")
-        return cls(runtime, *(int(n) for n in nums), constrained=not free)
+        if len(nums) > 2:
+            raise ValueError(f"{spec!r}: at most PARALLEL and THREADS after the runtime")
+        numbers = [int(n) for n in nums] + [1, 0][len(nums) :]
+        return cls(name.removesuffix("+free"), numbers[0], numbers[1], constrained=not name.endswith("+free"))
 
     @property
     def label(self) -> str:
