@@ -14,8 +14,9 @@ import pytest
 pytest.importorskip("fastapi", reason="pip install 'amem[server]'")
 from fastapi.testclient import TestClient
 
-from amem import Memory
+from amem import Memory, present
 from amem.errors import ConfigError
+from amem.notes import Note
 from amem.server.api import MAX_BODY_BYTES, create_app
 from amem.server.auth import KeyRing, parse_keys
 from tests.conftest import make_memory
@@ -102,6 +103,7 @@ def test_search_returns_hits_with_reasons_and_linked_neighbours(client: TestClie
     assert body["hits"][0]["note"]["id"] == a["id"]
     assert len(body["explanations"]) == len(body["hits"]) and "keyword" in body["explanations"][0]
     assert any(h["why"]["via_link_from"] for h in body["hits"][1:])  # a linked neighbour came along
+    assert body["text"].splitlines()[0] == present.line(Note.model_validate(body["hits"][0]["note"]))
     filtered = client.post(
         "/v1/search",
         json={"query": "marathon", "filters": {"after": "2999-01-01T00:00:00Z"}},

@@ -380,3 +380,16 @@ def test_field_ablations_empty_one_field_each_and_keep_the_links(tmp_path: Path)
             assert scoped_links == links  # same notes, same links: only the fields differ
         assert summary[store]["questions"] == summary["amem"]["questions"]
     assert summary["amem_no_context"]["context_tokens"] < summary["amem"]["context_tokens"]
+
+
+def test_the_agent_sees_the_lines_the_benchmark_counts() -> None:
+    from amem import present
+    from amem.bench.locomo import note_line
+    from amem.notes import Note
+
+    note = Note(content="Gina: I opened my store!", context="Gina opened her clothing store.")
+    assert note_line(note, True) == present.line(note, "full") and "(context: Gina opened" in note_line(
+        note, True
+    )
+    assert note_line(note, False) == present.line(note, "content") and "context" not in note_line(note, False)
+    assert present.block([note, note], "content").count("\n") == 1

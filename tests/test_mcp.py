@@ -74,6 +74,8 @@ async def exercise(session: ClientSession) -> None:
         await session.call_tool("search_memory", {"query": "signed up, Berlin marathon", "k": 1})
     )
     assert found["hits"][0]["memory"]["id"] == first["id"] and "keyword" in found["hits"][0]["why"]
+    lines = found["text"].splitlines()  # the same hits as prompt lines an agent can paste
+    assert len(lines) == len(found["hits"]) and lines[0].startswith("[") and "Berlin" in lines[0]
     old = structured(
         await session.call_tool("search_memory", {"query": "marathon", "before": "2024-06-01T00:00:00Z"})
     )

@@ -53,6 +53,7 @@ class Settings:
     index_memory: str = "1GB"  # PostgreSQL: maintenance_work_mem for the HNSW build after a bulk load
     api_keys: str = ""  # `amem serve`: "key1:alice,key2:bob", each key bound to one user
     transfer_dir: str = ""  # the one folder the MCP server's export/import tools may touch (<home>/transfers)
+    present_view: str = "full"  # search results as prompt lines: "full" (with the context) or "content"
     enrich_in_background: bool = False  # add returns once stored (pending); a worker thread enriches
     # upkeep (`amem consolidate`); see docs/design.md "Upkeep"
     dedupe: bool = True  # an exact duplicate written into a scope joins the existing note
@@ -133,6 +134,8 @@ class Settings:
         settings = replace(cls(), **values)
         if settings.pipeline not in ("amem", "paper"):
             raise ConfigError(f"pipeline must be 'amem' or 'paper', not {settings.pipeline!r}")
+        if settings.present_view not in ("full", "content"):
+            raise ConfigError(f"present_view must be 'full' or 'content', not {settings.present_view!r}")
         if settings.llm_runtime not in ("auto", "xllamacpp", "llama-cpp"):
             raise ConfigError(
                 f"llm_runtime must be 'auto', 'xllamacpp' or 'llama-cpp', not {settings.llm_runtime!r}"

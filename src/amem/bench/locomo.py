@@ -13,11 +13,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .. import locomo
+from .. import locomo, present
 from ..llm.base import LLM
 from ..llm.runner import CallFailed, LLMRunner
 from ..memory import Memory
-from ..notes import Note, Scope, SearchHit, format_date
+from ..notes import Note, Scope, SearchHit
 from ..prompts import answer as answer_prompt
 from ..prompts import judge as judge_prompt
 from ..steps.retrieve import approx_tokens
@@ -59,10 +59,8 @@ class MethodRun:
 
 
 def note_line(note: Note, with_context: bool) -> str:
-    line = f"[{format_date(note.event_time)}] {note.content}"
-    if with_context and note.context:
-        line += f" (context: {note.context})"
-    return line
+    """The line an agent is shown (``present.line``): with the context, or the content alone."""
+    return present.line(note, "full" if with_context else "content")
 
 
 def retrieve(

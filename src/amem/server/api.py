@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from .. import __version__
+from .. import __version__, present
 from ..audit import AuditReport
 from ..errors import (
     AmemError,
@@ -385,7 +385,8 @@ def create_app(
             hits = [
                 h.model_copy(update={"why": h.why.model_copy(update={"keyword_score": None})}) for h in hits
             ]
-        return SearchResult(hits=hits, explanations=[h.why.describe() for h in hits])
+        text = present.block(hits, who.memory.settings.present_view)
+        return SearchResult(hits=hits, explanations=[h.why.describe() for h in hits], text=text)
 
     @app.post("/v1/enrich", status_code=202, response_model=Job, tags=["notes"])
     def enrich(body: EnrichRequest, who: Who, response: Response) -> Job:

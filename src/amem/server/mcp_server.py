@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
+from .. import present
 from ..errors import AmemError
 from ..memory import Memory
 from ..notes import EnrichState, Note, NoteStatus, NoteVersion, SearchHit, VersionCause
@@ -60,6 +61,7 @@ class Hit(BaseModel):
 
 class SearchResults(BaseModel):
     hits: list[Hit]
+    text: str = Field("", description="the memories as prompt lines, ready to paste into a prompt")
 
 
 class LinkView(BaseModel):
@@ -182,7 +184,9 @@ def build_server(memory: Memory) -> Any:
         with why it was returned. Call this before answering anything about the past."""
         filters = guarded(Filters)(event_after=after, event_before=before) if after or before else None
         hits = guarded(memory.search)(query, k, filters=filters)
-        return SearchResults(hits=[_hit(h) for h in hits])
+        return SearchResults(
+            hits=[_hit(h) for h in hits], text=present.block(hits, memory.settings.present_view)
+        )
 
     @server.tool()
     def get_memory(id: Annotated[str, Field(description="The memory's id.")]) -> MemoryWithLinks:

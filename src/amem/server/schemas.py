@@ -43,6 +43,7 @@ class SearchRequest(BaseModel):
 class SearchResult(BaseModel):
     hits: list[SearchHit]
     explanations: list[str]  # why each hit was returned, in words
+    text: str = Field("", description="the hits as prompt lines for an agent (the server's present_view)")
 
 
 class UpdateRequest(BaseModel):
