@@ -1,7 +1,7 @@
 """In-process GGUF models: amem works with no key and no network.
 
-Two llama.cpp runtimes can run them: ``xllamacpp`` (a prebuilt wheel: nothing to compile, the default)
-and ``llama-cpp-python`` (built from source on install). ``llm_runtime`` picks one; ``auto`` takes the
+Two llama.cpp runtimes can run them: ``xllamacpp`` (a prebuilt wheel: nothing to compile; extra
+``xllamacpp``) and ``llama-cpp-python`` (built from source on install; extra ``local``). ``llm_runtime`` picks one; ``auto`` takes the
 first installed. The weights come from the model cache (``amem models pull``); the runtime is imported
 lazily so the rest of amem installs and runs without the optional ``local`` extra.
 """
@@ -27,7 +27,10 @@ _SEED = 1234
 #: crashes on long prompts instead of reporting them; so we never ask for less.
 _MIN_CTX = 256
 RUNTIMES = ("auto", "xllamacpp", "llama-cpp")
-_INSTALL_HINT = "install the local runtime with `pip install 'amem[local]'` (the prebuilt xllamacpp wheel)"
+_INSTALL_HINT = (
+    "install a local runtime: `pip install 'amem[xllamacpp]'` (prebuilt) or `pip install 'amem[local]'` "
+    "(llama-cpp-python, compiled on install)"
+)
 
 
 class _TooLong(Exception):
