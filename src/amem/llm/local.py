@@ -1,9 +1,9 @@
 """In-process GGUF models: amem works with no key and no network.
 
 Two llama.cpp runtimes can run them: ``xllamacpp`` (a prebuilt wheel: nothing to compile; extra
-``xllamacpp``) and ``llama-cpp-python`` (built from source on install; extra ``local``). ``llm_runtime`` picks one; ``auto`` takes the
-first installed. The weights come from the model cache (``amem models pull``); the runtime is imported
-lazily so the rest of amem installs and runs without the optional ``local`` extra.
+``xllamacpp``) and ``llama-cpp-python`` (built from source on install; extra ``local``).
+``llm_runtime`` picks one; ``auto`` takes the first installed. The weights come from the model cache
+(``amem models pull``); the runtime is imported lazily, so the rest of amem installs and runs without it.
 """
 
 from __future__ import annotations
