@@ -103,7 +103,9 @@ def test_search_returns_hits_with_reasons_and_linked_neighbours(client: TestClie
     assert body["hits"][0]["note"]["id"] == a["id"]
     assert len(body["explanations"]) == len(body["hits"]) and "keyword" in body["explanations"][0]
     assert any(h["why"]["via_link_from"] for h in body["hits"][1:])  # a linked neighbour came along
-    assert body["text"].splitlines()[0] == present.line(Note.model_validate(body["hits"][0]["note"]))
+    first = Note.model_validate(body["hits"][0]["note"])
+    assert body["text"].splitlines()[0] == present.line(first, "content")  # the default view
+    assert first.context and first.context not in body["text"]
     filtered = client.post(
         "/v1/search",
         json={"query": "marathon", "filters": {"after": "2999-01-01T00:00:00Z"}},

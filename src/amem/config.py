@@ -53,7 +53,7 @@ class Settings:
     index_memory: str = "1GB"  # PostgreSQL: maintenance_work_mem for the HNSW build after a bulk load
     api_keys: str = ""  # `amem serve`: "key1:alice,key2:bob", each key bound to one user
     transfer_dir: str = ""  # the one folder the MCP server's export/import tools may touch (<home>/transfers)
-    present_view: str = "full"  # search results as prompt lines: "full" (with the context) or "content"
+    present_view: str = "content"  # search results as prompt lines: "content" (date and words) or "full"
     enrich_in_background: bool = False  # add returns once stored (pending); a worker thread enriches
     # upkeep (`amem consolidate`); see docs/design.md "Upkeep"
     dedupe: bool = True  # an exact duplicate written into a scope joins the existing note
