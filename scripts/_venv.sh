@@ -1,5 +1,6 @@
 # Shared by scripts/demo and scripts/test: make .venv and install amem with the given extras.
-# The llama.cpp runtime is built from source once (several minutes) and then comes from pip's cache.
+# The local LLM runtime (xllamacpp) is a prebuilt wheel: nothing is compiled. CMAKE_ARGS only matters to
+# whoever adds the llama-cpp extra (llama-cpp-python, built from source).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=${PYTHON:-python3}

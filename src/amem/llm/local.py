@@ -1,7 +1,7 @@
 """In-process GGUF models: amem works with no key and no network.
 
 Two llama.cpp runtimes can run them: ``xllamacpp`` (a prebuilt wheel: nothing to compile; extra
-``xllamacpp``) and ``llama-cpp-python`` (built from source on install; extra ``local``).
+``local``) and ``llama-cpp-python`` (built from source on install; extra ``llama-cpp``).
 ``llm_runtime`` picks one; ``auto`` takes the first installed. The weights come from the model cache
 (``amem models pull``); the runtime is imported lazily, so the rest of amem installs and runs without it.
 """
@@ -28,8 +28,8 @@ _SEED = 1234
 _MIN_CTX = 256
 RUNTIMES = ("auto", "xllamacpp", "llama-cpp")
 _INSTALL_HINT = (
-    "install a local runtime: `pip install 'amem[xllamacpp]'` (prebuilt) or `pip install 'amem[local]'` "
-    "(llama-cpp-python, compiled on install)"
+    "install a local runtime: `pip install 'amem[local]'` (xllamacpp, prebuilt) or "
+    "`pip install 'amem[llama-cpp]'` (llama-cpp-python, compiled on install)"
 )
 
 
