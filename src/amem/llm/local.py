@@ -212,13 +212,14 @@ class LocalLLM:
         if runtime not in RUNTIMES:
             raise ConfigError(f"llm_runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
         self._runtime = runtime  # resolved on the first call: a memory opens (and stores) without one
+        self._resolved = False
         self.parallel = max(1, parallel)
 
     @property
     def runtime(self) -> str:
         """The runtime that runs this model (``auto`` resolved); LLMUnavailable when none is installed."""
-        if self._runtime == "auto":
-            self._runtime = resolve_runtime("auto")
+        if not self._resolved:  # once: is it installed (and which, for auto)
+            self._runtime, self._resolved = resolve_runtime(self._runtime), True
         return self._runtime
 
     def _messages(self, messages: list[Message]) -> list[dict[str, str]]:
@@ -244,7 +245,7 @@ class LocalLLM:
         temperature: float = 0.0,
     ) -> Completion:
         loaded = _load(
-            resolve_runtime(self.runtime),
+            self.runtime,
             self.path,
             self.n_ctx,
             self.n_threads,

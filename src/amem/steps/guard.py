@@ -434,11 +434,8 @@ def reason_candidates(new: Note, other: Note, names: Iterable[str] = ()) -> list
     when = format_date(other.event_time).split(" (")[0]
     if shared:
         base = "both mention " + ", ".join(shared.values())
-        return [
-            base,
-            f"{base}: {about}" if about else base,
-            f"{base}: {about} ({when})".replace(":  (", " ("),
-        ]
+        topics = f"{base}: {about}" if about else base
+        return [base, topics, f"{topics} ({when})"]
     if new.event_time.date() == other.event_time.date():
         head = f"same conversation ({when})"
     else:
