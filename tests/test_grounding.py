@@ -438,3 +438,33 @@ def test_digits_that_are_no_numbers_do_not_break_the_checks() -> None:
     assert check_text("Maya says x² and ٣ apples on 4 March 2024.", src).text
     assert check_text("², ٣, 12 and 1st", src) is not None
     assert guard.derived_keywords(note) and guard.monotone(note, note, "x² ٣", []) is not None
+
+
+def test_a_context_may_not_give_a_turn_to_someone_else() -> None:
+    """Read on conv-41 with the default Qwen: John's "I'm doing kickboxing" evolved to "Maria says she's
+    doing kickboxing", and a cut loop left "Maria asks John if." Every word was the turns' own."""
+    stats = guard.TagStats(lambda scope: (0, {}))
+    call = LLMCall(step="construct", prompt_version="v", model="m")
+    maria = note_of("Maria: Been busy volunteering at the homeless shelter and keeping fit.")
+    john = note_of(
+        "John: Woah, Maria, that sounds cool! I'm doing kickboxing and it's giving me so much energy."
+    )
+    check = guard.Checker(None, call, [maria, john], stats)
+    wrong = "Maria says she's doing kickboxing and it's giving her so much energy."
+    assert check.context(john, wrong, ["kickboxing"]) == guard.derived_context(john, ["kickboxing"])
+    assert "not by John" in check.call.refused[-1].reason
+    right = "John says he's doing kickboxing and it's giving him so much energy."
+    assert check.context(john, right, ["kickboxing"]) == right
+    both = f"{right} Maria asks how he keeps fit."
+    assert check.context(john, both, ["kickboxing"]) == right  # the other sentence goes, this one stays
+    assert check.update(john, maria, wrong, []) is None
+    looped = "Maria asks John if he is fine. Maria asks John if"
+    assert (
+        check_text(looped, Sources.of_notes([maria], ["Maria", "John"])).text
+        == "Maria asks John if he is fine."
+    )
+    assert ground.cut_loop("Maria asks John if Maria asks John if he")[0] == "Maria asks John"  # no "if."
+    assert (
+        check_text("Maria asks John if.", Sources.of_notes([maria], ["Maria", "John"])).text
+        == "Maria asks John."
+    )

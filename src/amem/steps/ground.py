@@ -94,8 +94,15 @@ COMMENTARY = re.compile(
 #: A text may hold this many unsupported ordinary words in all (a paraphrase); never a name or a number.
 PARAPHRASE_ALLOWANCE = 1
 _DANGLING = re.compile(
-    r"(?:[\s,;:]+(?:and|or|but|so|then|while|which|that|with|to|of|the|a|an|he|she|they|it))+\s*$",
+    r"(?:[\s,;:]+(?:and|or|but|so|then|while|which|that|with|to|of|the|a|an|he|she|they|it|if|whether|"
+    r"because|about|for|as|at|by|from|into|how|what|why|when|where|who))+\s*$",
     re.IGNORECASE,
+)
+#: A sentence that opens with a person doing or saying something: "Maria says she's doing kickboxing".
+_SUBJECT = re.compile(
+    r"^\W*([A-Z][\w-]*)\s+(?:says|said|asks|asked|tells|told|mentions|mentioned|shares|shared|thanks|"
+    r"thanked|explains|describes|talks|is|was|has|had|got|gets|started|starts|plans|wants|loves|feels|"
+    r"hopes|did|does|went|goes)\b"
 )
 #: A loop: this many words said again.
 LOOP_NGRAM = 4
@@ -301,10 +308,34 @@ def check_text(
             problems.append(f"unsupported words: {', '.join(strict + ordinary)}")
             continue
         allowance -= len(ordinary)
-        kept.append(_join_clauses(sentence, keep_clauses))
+        joined = _join_clauses(sentence, keep_clauses)
+        trimmed = _DANGLING.sub("", joined.rstrip(".!? "))
+        if trimmed != joined.rstrip(".!? "):  # "Maria asks John if." says nothing it can stand by
+            problems.append("a dangling word cut")
+            joined = trimmed + "."
+        kept.append(joined)
         if len(kept) >= max_sentences:
             break
     return Verdict(" ".join(kept), problems, bad)
+
+
+def attributed(verdict: Verdict, speaker: str | None, people: Iterable[str]) -> Verdict:
+    """``verdict`` without the sentences that make another person of the scope the one who says or does
+    what a turn of ``speaker`` says ("Maria says she's doing kickboxing" for John's "I'm doing
+    kickboxing"): every word is the turn's, the attribution is not."""
+    others = {p for p in people if p != speaker}
+    if not speaker or not others or not verdict.text:
+        return verdict
+    kept: list[str] = []
+    wrong: list[str] = []
+    for sentence in (x.strip() for x in _SENTENCE.split(verdict.text) if x.strip()):
+        match = _SUBJECT.match(sentence)
+        (wrong if match and match.group(1) in others else kept).append(sentence)
+    if not wrong:
+        return verdict
+    names = sorted({m.group(1) for x in wrong if (m := _SUBJECT.match(x))})
+    problem = f"said or done by {', '.join(names)}, not by {speaker}"
+    return Verdict(" ".join(kept), [*verdict.problems, problem], [*verdict.words, *names])
 
 
 def _join_clauses(sentence: str, clauses: list[str]) -> str:

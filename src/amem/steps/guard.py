@@ -176,6 +176,11 @@ class Checker:
     def _sources(self, notes: Sequence[Note]) -> Sources:
         return Sources.of_notes(notes, self.names)
 
+    def _check(self, text: str, src: Sources, about: Note, shown: set[str] | None = None) -> ground.Verdict:
+        """A context of ``about``: grounded in ``src``, and saying nobody else said its turn."""
+        verdict = check_text(text, src, self.leaks, self.shown if shown is None else shown)
+        return ground.attributed(verdict, speaker_of(about), self.people)
+
     # -- a note's own fields ---------------------------------------------------------------------
     def keywords(self, note: Note, keywords: list[str]) -> list[str]:
         """Keywords in the note's own words (every content word supported: no paraphrase, no name or
@@ -210,7 +215,7 @@ class Checker:
     def context(self, note: Note, text: str, keywords: list[str]) -> str:
         """The grounded sentences of ``text``; nothing left: one repair call, then a derived context."""
         src = self._sources([note])
-        verdict = check_text(text, src, self.leaks, self.shown)
+        verdict = self._check(text, src, note)
         problems = "; ".join(verdict.problems)
         if verdict.text:
             if verdict.changed:
@@ -231,7 +236,7 @@ class Checker:
             out, call = self.runner.run(repair.render(note, avoid), [note.id])
         except CallFailed:
             return None
-        verdict = check_text(out.context, src, self.leaks, self.shown | Sources.of(avoid).stems)
+        verdict = self._check(out.context, src, note, self.shown | Sources.of(avoid).stems)
         if verdict.text and not verdict.changed:
             return verdict.text
         call.refused.append(
@@ -317,7 +322,7 @@ class Checker:
     # -- evolution ------------------------------------------------------------------------------
     def update(self, neighbour: Note, new: Note, context: str, tags: list[str]) -> Update | None:
         """A neighbour's evolved context and tags, or None when the update would not make it better."""
-        verdict = check_text(context, self._sources([neighbour, new]), self.leaks, self.shown)
+        verdict = self._check(context, self._sources([neighbour, new]), neighbour)
         if not verdict.text:
             self.refuse("update", neighbour, context, "; ".join(verdict.problems), "refused")
             return None
