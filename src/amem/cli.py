@@ -48,7 +48,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 @click.option("--llm", help="LLM as provider:model, e.g. local:qwen2.5-coder-1.5b, openai:gpt-4o-mini, none.")
 @click.option("--embedder", help="Embedder as provider:model, e.g. local:all-minilm-l6-v2.")
 @click.option("--store", "database_url", help="Store URL or SQLite path [env AMEM_DATABASE_URL].")
-@click.option("--pipeline", type=click.Choice(["amem", "paper"]), help="Write pipeline.")
+@click.option("--pipeline", type=click.Choice(["amem", "episode", "paper"]), help="Write pipeline.")
 @click.option("--user", "user_id", help="Scope: user id.")
 @click.option("--agent", "agent_id", help="Scope: agent id.")
 @click.option("--run", "run_id", help="Scope: run/session id.")

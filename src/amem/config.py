@@ -34,7 +34,9 @@ class Settings:
     llm: str = DEFAULT_LLM
     embedder: str = DEFAULT_EMBEDDER
     database_url: str = ""  # empty: SQLite at <home>/memory.db
-    pipeline: str = "amem"  # "amem" (one call per note) or "paper" (the reference's two calls)
+    pipeline: str = "amem"  # "amem" (a call per note), "episode" (a call per episode), "paper" (2 per note)
+    episode_turns: int = 8  # episode pipeline: at most this many turns per call
+    episode_shift: float = 0.05  # ... a turn this far (cosine under it) from the last ones starts a new one
     retrieval: str = "hybrid"  # "hybrid" or "paper"
     llm_base_url: str = "https://api.openai.com/v1"
     llm_api_key: str = ""
@@ -132,8 +134,10 @@ class Settings:
             if key_field not in values and env.get("OPENAI_API_KEY"):
                 values[key_field] = env["OPENAI_API_KEY"]
         settings = replace(cls(), **values)
-        if settings.pipeline not in ("amem", "paper"):
-            raise ConfigError(f"pipeline must be 'amem' or 'paper', not {settings.pipeline!r}")
+        if settings.pipeline not in ("amem", "episode", "paper"):
+            raise ConfigError(f"pipeline must be 'amem', 'episode' or 'paper', not {settings.pipeline!r}")
+        if settings.episode_turns < 1:
+            raise ConfigError(f"episode_turns must be 1 or more, not {settings.episode_turns}")
         if settings.present_view not in ("full", "content"):
             raise ConfigError(f"present_view must be 'full' or 'content', not {settings.present_view!r}")
         if settings.llm_runtime not in ("auto", "xllamacpp", "llama-cpp"):

@@ -9,10 +9,12 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from . import background, inputs, pipeline, upkeep
 from . import consolidate as consolidation
 from .config import Settings
-from .embed.base import Embedder
+from .embed.base import Embedder, Vectors
 from .errors import ConfigError, InvalidInput, NotFound, StoreError
 from .llm.base import LLM
 from .llm.runner import LLMRunner
@@ -211,6 +213,11 @@ class Memory:
             stored = pipeline.store_pending(self, note, base, None)
             self.background.submit(self.scope)
             return stored
+        if self.settings.pipeline == "episode":  # an episode of one turn (add_many makes longer ones)
+            stored = pipeline.store_pending(self, note, base, None)
+            if stored.id != note.id:
+                return stored  # folded into a copy stored meanwhile
+            return pipeline.enrich_episodes(self, [stored], base[None, :])[0][0]
         return pipeline.enrich_one(self, note, base, is_new=True)
 
     def _deferred(self, wait: bool | None) -> bool:
@@ -264,6 +271,9 @@ class Memory:
     def _add_groups(
         self, notes: list[Note], size: int, out: list[Note], progress: Progress | None, defer: bool = False
     ) -> None:
+        if self.settings.pipeline == "episode" and self.llm_enabled and not defer:
+            out.extend(self._add_episodes(notes, progress))
+            return
         for start in range(0, len(notes), size):
             group = notes[start : start + size]
             bases = self.embedder.embed_documents([n.embedding_text() for n in group])
@@ -277,6 +287,21 @@ class Memory:
                 out.extend(pipeline.enrich_batch(self, group, bases))
             if progress:
                 progress(len(out), len(notes))
+
+    def _add_episodes(self, notes: list[Note], progress: Progress | None) -> list[Note]:
+        """Every note stored first (searchable at once), then enriched one call per episode."""
+        stored: list[Note] = []
+        chunks: list[Vectors] = []
+        for start in range(0, len(notes), 64):
+            group = notes[start : start + 64]
+            chunks.append(self.embedder.embed_documents([n.embedding_text() for n in group]))
+            stored.extend(pipeline.store_new_pending(self, group, chunks[-1], None))
+        bases = np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
+        todo = [i for i, (n, s) in enumerate(zip(notes, stored, strict=True)) if s.id == n.id]  # not folded
+        done, _ = pipeline.enrich_episodes(self, [stored[i] for i in todo], bases[todo], progress)
+        for i, note in zip(todo, done, strict=True):
+            stored[i] = note
+        return stored
 
     def check(self, items: Iterable[NoteInput | str | dict[str, Any]]) -> list[NoteInput]:
         """The items as inputs, each checked as ``add`` would check it; raises InvalidInput naming the first

@@ -19,7 +19,7 @@ from .embed.base import Vectors
 from .errors import NotFound
 from .llm.runner import CallFailed
 from .notes import EnrichReport, EnrichState, Link, LLMCall, Note, NoteStatus, VersionCause, utcnow
-from .steps import lifecycle, write
+from .steps import episode, lifecycle, write
 from .store import Filters
 
 if TYPE_CHECKING:
@@ -30,6 +30,9 @@ log = logging.getLogger("amem")
 #: that could not reach the provider is no attempt: an outage says nothing about the note.
 MAX_ENRICH_ATTEMPTS = 3
 Progress = Callable[[int, int], None]
+#: An episode's call is shown at most this many older notes (the best of its turns' neighbours).
+EPISODE_RELATED = 6
+STOPPED = "stopped before the end (shutting down); the rest stays pending"
 #: inside ``store_new_pending``: the stored copies of the group's contents, read under its locks (each
 #: ``store_pending`` of the group then needs no query of its own)
 _group_twins: ContextVar[dict[str, Note] | None] = ContextVar("group_twins", default=None)
@@ -307,6 +310,78 @@ def link_in(mem: Memory, target: Note, incoming: Sequence[Link], live: dict[str,
         upkeep.change(mem, source, VersionCause.enrich, "linked to a later note of its batch")
 
 
+def episode_rules(mem: Memory) -> episode.Rules:
+    return episode.Rules(max_turns=mem.settings.episode_turns, shift=mem.settings.episode_shift)
+
+
+def enrich_episodes(
+    mem: Memory,
+    notes: Sequence[Note],
+    bases: Vectors,
+    progress: Progress | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> tuple[list[Note], str | None]:
+    """Stored notes, in order, enriched one call per episode. Stops at a call that could not reach the
+    provider, or when ``stop()`` says so; the notes not tried are returned as they were (pending) with
+    the reason it stopped."""
+    out: list[Note] = []
+    for idx in episode.segment(notes, bases, episode_rules(mem)):
+        if stop is not None and stop():
+            return out + list(notes[len(out) :]), STOPPED
+        done, failure = enrich_episode(mem, [notes[i] for i in idx], bases[idx])
+        out.extend(done)
+        if progress:
+            progress(len(out), len(notes))
+        if failure is not None and failure.unreachable:
+            left = len(notes) - len(out)
+            return out + list(notes[len(out) :]), (
+                f"the LLM provider was unreachable ({failure.call.error}); {left} more note(s) were not "
+                "tried: run enrich again once it is back"
+            )
+    return out, None
+
+
+def episode_candidates(mem: Memory, group: Sequence[Note], bases: Vectors) -> list[write.Candidate]:
+    """The enriched notes closest to any turn of the episode (a pending one, maybe a later turn of the
+    same load, is not shown yet), each at its best similarity, best first."""
+    enriched = Filters(statuses=[NoteStatus.active], states=[EnrichState.enriched])
+    ids = [n.id for n in group]
+    best: dict[str, float] = {}
+    for note, base in zip(group, bases, strict=True):
+        for nid, sim in mem.store.nearest(base, mem.link_k, note.scope, enriched, exclude=ids):
+            if sim >= mem.link_floor and sim > best.get(nid, -1.0):
+                best[nid] = sim
+    ranked = sorted(best.items(), key=lambda kv: -kv[1])[:EPISODE_RELATED]
+    stored = mem.store.get_notes([nid for nid, _ in ranked])
+    return write.make_candidates([(stored[nid], sim) for nid, sim in ranked if nid in stored])
+
+
+def enrich_episode(mem: Memory, group: list[Note], bases: Vectors) -> tuple[list[Note], CallFailed | None]:
+    """One episode of stored notes: one call, then each turn written in its own transaction (a turn
+    edited meanwhile keeps the edit). On failure every turn stays pending, its attempt counted."""
+    candidates = episode_candidates(mem, group, bases)
+    try:
+        decisions = episode.construct(mem.runner, group, candidates, mem.evolve_floor, mem.checks)
+    except CallFailed as exc:
+        for note in group:
+            if not exc.unreachable:
+                note.enrich_attempts += 1
+        kept = []
+        for note, base in zip(group, bases, strict=True):
+            try:
+                kept.append(store_pending(mem, note, base, exc.call, is_new=False))
+            except NotFound:
+                kept.append(note)  # deleted meanwhile
+        return kept, exc
+    out = []
+    for note in group:
+        try:
+            out.append(apply(mem, note, decisions[note.id], is_new=False))
+        except NotFound:
+            out.append(note)  # deleted meanwhile
+    return out, None
+
+
 def enrich_pending(
     mem: Memory,
     limit: int | None,
@@ -329,6 +404,8 @@ def enrich_pending(
         else:
             report.still_pending += 1
 
+    if mem.settings.pipeline == "episode":
+        return _pending_episodes(mem, todo, states, include_failed, progress, stop, count, report)
     for i, listed in enumerate(todo, start=1):
         if stop is not None and stop():
             report.still_pending += len(todo) - i + 1
@@ -356,4 +433,45 @@ def enrich_pending(
                 "not tried: run enrich again once it is back"
             )
             break
+    return report
+
+
+def _pending_episodes(
+    mem: Memory,
+    todo: list[Note],
+    states: list[EnrichState],
+    include_failed: bool,
+    progress: Progress | None,
+    stop: Callable[[], bool] | None,
+    count: Callable[[EnrichState], None],
+    report: EnrichReport,
+) -> EnrichReport:
+    """``enrich`` with the episode pipeline: each scope's pending notes in order of arrival, cut into
+    episodes, a chunk at a time (re-read first: an earlier episode may have evolved one)."""
+    scopes: dict[tuple[str | None, ...], list[str]] = {}
+    for note in todo:
+        scopes.setdefault((note.scope.user_id, note.scope.agent_id, note.scope.run_id), []).append(note.id)
+    done = 0
+    for ids in scopes.values():
+        for start in range(0, len(ids), 64):
+            current = mem.store.get_notes(ids[start : start + 64])
+            notes = [n for i in ids[start : start + 64] if (n := current.get(i)) and n.state in states]
+            for note in notes:
+                if include_failed and note.state == EnrichState.failed:
+                    note.enrich_attempts = 0
+            bases = mem.embedder.embed_documents([n.embedding_text() for n in notes])
+
+            def step(i: int, _total: int, base: int = done) -> None:
+                if progress:
+                    progress(base + i, len(todo))
+
+            out, stopped = enrich_episodes(mem, notes, bases, step, stop)
+            for note in out:
+                count(note.state)
+            done += len(out)
+            if stopped:
+                rest = [i for more in scopes.values() for i in more]
+                report.still_pending += max(0, len(rest) - done)
+                report.stopped = stopped
+                return report
     return report

@@ -26,7 +26,7 @@ from . import metrics, tokens
 from .methods import DERIVED, METHODS, Method
 
 CATEGORIES = ("1", "2", "3", "4", "5")
-INGEST_STEPS = frozenset({"construct", "construct_batch", "analyse", "evolve", "repair"})
+INGEST_STEPS = frozenset({"construct", "construct_batch", "construct_episode", "analyse", "evolve", "repair"})
 Progress = Callable[[int, int], None]
 
 

@@ -4,6 +4,8 @@ Baselines (`bm25`, `dense`, `fusion`, `full_context`) share one store of raw tur
 variant has its own store, named after the method, the LLM and the embedder, so a rerun resumes and
 reuses its LLM cache. One scope per conversation: user id = the conversation's sample id.
 
+`amem_episode` is ingested by the episode pipeline (one call per episode of turns), into its own store.
+
 `amem_no_evolution` is not ingested again: it is the `amem` store with every evolved note put back to
 its attributes from before its first evolution (history keeps them). The notes and links are then the
 same, and the difference in retrieval is what evolution changed, at no LLM cost. The field ablations
@@ -47,6 +49,8 @@ METHODS: dict[str, Method] = {
         Method("amem_paper", "amem_paper", "paper", True),
         Method("amem", "amem", "hybrid", True),
         Method("amem_no_links", "amem", "hybrid", False),
+        Method("amem_episode", "amem_episode", "hybrid", True),
+        Method("amem_episode_no_links", "amem_episode", "hybrid", False),
         Method("amem_no_evolution", "amem_no_evolution", "hybrid", True),
         *(
             Method(name, name, "hybrid", True)
@@ -115,7 +119,7 @@ def open_memory(out: Path, store: str, settings: Settings) -> Memory:
     base = store.removesuffix(CONSOLIDATED)
     if store == "raw":  # raw turns are written without an LLM; their consolidated copy is judged by one
         return Memory(settings=replace(settings, database_url=f"sqlite:///{path}", llm="none"))
-    pipeline = "paper" if base == "amem_paper" else "amem"
+    pipeline = {"amem_paper": "paper", "amem_episode": "episode"}.get(base, "amem")
     return Memory(settings=replace(settings, database_url=f"sqlite:///{path}", pipeline=pipeline))
 
 

@@ -378,7 +378,7 @@ def own_stems(note: Note) -> set[str]:
 def prompt_leaks() -> frozenset[str]:
     """The stems of what only the prompts' examples say (each prompt module's ``EXAMPLE_WORDS``): a field
     using one of them, when the input does not, copied an example."""
-    from ..prompts import analyse, batch, evolve, merge, note, repair
+    from ..prompts import analyse, batch, episode, evolve, merge, note, repair
 
-    modules = (analyse, batch, evolve, merge, note, repair)
+    modules = (analyse, batch, episode, evolve, merge, note, repair)
     return frozenset(stem(w) for m in modules for w in tokens(m.EXAMPLE_WORDS))
