@@ -11,7 +11,7 @@ from amem import Memory
 from amem.llm.base import Message
 from amem.llm.fake import FakeLLM
 from amem.notes import EnrichState, Note
-from amem.steps import episode
+from amem.steps import episode, when
 from amem.store import Filters
 
 from .conftest import make_memory
@@ -62,17 +62,33 @@ def test_an_episode_is_one_call_and_every_turn_is_enriched(tmp_path: Path) -> No
         assert set(calls[0].note_ids[:5]) == {n.id for n in notes}
 
 
-def test_trivial_turns_get_no_entry_and_a_derived_context(tmp_path: Path) -> None:
-    llm = FakeLLM()
-    with _episode_memory(tmp_path, llm) as mem:
+def test_each_turn_gets_a_context_from_its_text_with_its_times_resolved(tmp_path: Path) -> None:
+    with _episode_memory(tmp_path, FakeLLM()) as mem:
         notes = mem.add_many(_items())
-        schema = llm.calls[0][1]
-        assert schema is not None
-        answerable = schema["properties"]["contexts"]["required"]
-        # "Hey Jon, how are you?" and "Thanks for telling me!" say nothing worth a call's words
-        assert answerable == ["T2 Jon", "T3 Gina", "T4 Jon"]  # each key names its speaker
-        assert notes[0].context.startswith("Gina on ") and notes[4].context.startswith("Gina on ")
-        assert notes[1].context.startswith("Jon says about ")  # the fake model's entry for T2
+        jon = notes[1]  # "I lost my job as a banker last week ..." on Monday 8 May 2023
+        assert jon.context.startswith("Jon to Gina on 8 May 2023 (Monday), about ")
+        assert jon.context.endswith("; last week: the week of 1 May 2023.")
+        lease = notes[3]  # "I signed the lease yesterday."
+        assert lease.context.endswith("yesterday: 7 May 2023.") and "lease" in lease.keywords
+        # derived, so grounded: the audit finds nothing unsupported
+        assert mem.audit().contexts.share_grounded == 1.0
+
+
+def test_relative_times_resolve_from_the_turns_date() -> None:
+    friday = datetime(2023, 1, 20, 13, 0, tzinfo=UTC)
+    said = "Yesterday I quit; next Fri we dance, last weekend I ran, two weeks ago I moved, last year too."
+    assert when.resolve(said, friday) == [
+        "yesterday: 19 January 2023",
+        "next fri: 27 January 2023",
+        "last weekend: the weekend of 14 January 2023",
+        "two weeks ago: the week of 2 January 2023",
+        "last year: 2022",
+    ]
+    assert when.resolve("this Friday and next month", friday) == [
+        "this friday: 20 January 2023",
+        "next month: February 2023",
+    ]
+    assert when.resolve("nothing relative here", friday) == []
 
 
 def test_episodes_are_cut_at_sessions_and_at_the_size_limit(tmp_path: Path) -> None:
@@ -114,39 +130,6 @@ def test_segment_cuts_at_a_gap_a_session_a_scope_and_a_topic_shift() -> None:
     assert episode.segment(short, np.stack([same, other])) == [[0, 1]]
 
 
-def test_a_context_may_name_what_an_earlier_turn_said_but_nothing_invented(tmp_path: Path) -> None:
-    def answer(messages: list[Message], schema: dict[str, Any] | None) -> str:
-        return json.dumps(
-            {
-                "topic": "dance studio",
-                "contexts": {
-                    # invented: a salsa class nobody mentioned
-                    "T2 Jon": "says he lost his banker job and teaches salsa in Paris.",
-                    # another turn's words: T4's context given to T3
-                    "T3 Gina": "says Jon signed the lease downtown near the old theatre.",
-                    # T4 says "it" is downtown; the studio is named by T2, the date resolved
-                    "T4 Jon": "says his dance studio is downtown; he signed its lease on 7 May 2023.",
-                },
-                "links": {"T4": ["T2"]},  # a link inside the episode: not asked for, dropped
-            }
-        )
-
-    llm = FakeLLM(handler=answer)
-    with _episode_memory(tmp_path, llm) as mem:
-        notes = mem.add_many(_items())
-        t4, t3, t2 = notes[3], notes[2], notes[1]
-        assert t4.context == "Jon says his dance studio is downtown; he signed its lease on 7 May 2023."
-        assert "salsa" not in t2.context and "Paris" not in t2.context
-        assert "lease" not in t3.context and t3.context.startswith("Gina on ")  # derived, not repaired
-        assert "lease" in t4.keywords and "downtown" in t4.keywords  # the context's words come first
-        assert len(llm.calls) == 1
-        assert mem.links(t4.id) == [] and t2.id
-        refused = [r for c in mem.llm_calls() for r in c.refused]
-        assert any(r.field == "context" and "salsa" in r.text for r in refused)
-        assert any(r.field == "context" and r.reason == "about another turn" for r in refused)
-        assert "dance studio" in t2.tags
-
-
 def test_a_failed_episode_keeps_every_turn_pending_and_enrich_finishes_it(tmp_path: Path) -> None:
     llm = FakeLLM(script=["not json at all", "still not json"])  # the answer and its one retry
     with _episode_memory(tmp_path, llm, llm_cache=False) as mem:
@@ -161,37 +144,38 @@ def test_a_failed_episode_keeps_every_turn_pending_and_enrich_finishes_it(tmp_pa
         assert mem.count(Filters(states=[EnrichState.pending])) == 0
 
 
-def test_later_turns_see_earlier_episodes_as_older_notes_and_link_to_them(tmp_path: Path) -> None:
+def test_an_episode_links_the_older_notes_it_is_about_from_its_closest_turn(tmp_path: Path) -> None:
     def answer(messages: list[Message], schema: dict[str, Any] | None) -> str:
-        if "OLDER NOTES: none" in messages[-1].content:
-            return json.dumps(
-                {"topic": "dance studio", "contexts": {"T2 Jon": "says he starts a dance studio."}}
-            )
+        prompt = messages[-1].content
+        if "OLDER NOTES: none" in prompt:
+            return json.dumps({"topic": "dance studio"})
+        # N1 is real; N9 was never shown; an update of a note that is not UPDATABLE is dropped
         return json.dumps(
             {
-                "topic": "dance studio",
-                "contexts": {"T1 Jon": "says the dance studio opens next month."},
-                "links": {"T1": ["N1", "N7", "T1"]},
+                "topic": "salsa in paris",  # nothing the episode says: refused as its tag
+                "related": ["N1", "N9"],
+                "updates": [{"note": "N1", "context": "Jon invented a salsa school in Paris."}],
             }
         )
 
     llm = FakeLLM(handler=answer)
     with _episode_memory(tmp_path, llm) as mem:
-        first = mem.add_many(_items()[:2])
-        last = mem.add_many(
-            _items(
-                [("Jon", "The dance studio downtown opens next month, the lease is signed.")],
-                day=DAY + timedelta(days=2),
-                session=2,
-            )
-        )
+        first = mem.add_many(_items()[1:2])
+        later = [
+            ("Gina", "How is the new dance studio going?"),
+            ("Jon", "The studio lease is signed, banker days are over."),
+        ]
+        last = mem.add_many(_items(later, day=DAY + timedelta(days=2), session=2))
         prompt = _calls(llm)[-1][-1].content
-        assert "OLDER NOTES:\nN1" in prompt  # the enriched turns of the first episode are shown
-        shown = prompt.split("OLDER NOTES:")[-1].split("N1 ")[1].split("\n")[0]
-        links = mem.links(last[0].id)
-        assert len(links) == 1 and links[0].reason  # unknown aliases dropped; the reason derived
-        target = mem.get(links[0].target_id)
-        assert target.id in {n.id for n in first} and target.content.split(": ")[1][:20] in shown
+        assert (
+            "OLDER NOTES:\nN1 [8 May 2023 (Monday)] Jon: I lost my job" in prompt
+        )  # the first episode, enriched
+        links = [lk for n in last for lk in mem.links(n.id) if lk.source_id == n.id]
+        assert [(lk.target_id, lk.reason != "") for lk in links] == [(first[0].id, True)]
+        assert mem.get(first[0].id).version == 2  # not evolved: N1 was not offered as UPDATABLE
+        assert "salsa in paris" not in last[0].tags
+        refused = [r for c in mem.llm_calls() for r in c.refused]
+        assert any(r.field == "tags" and r.text == "salsa in paris" for r in refused)
 
 
 def test_single_add_is_an_episode_of_one(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ class Settings:
     embedder: str = DEFAULT_EMBEDDER
     database_url: str = ""  # empty: SQLite at <home>/memory.db
     pipeline: str = "amem"  # "amem" (a call per note), "episode" (a call per episode), "paper" (2 per note)
-    episode_turns: int = 8  # episode pipeline: at most this many turns per call
+    episode_turns: int = 12  # episode pipeline: at most this many turns per call
     episode_shift: float = 0.05  # ... a turn this far (cosine under it) from the last ones starts a new one
     retrieval: str = "hybrid"  # "hybrid" or "paper"
     llm_base_url: str = "https://api.openai.com/v1"

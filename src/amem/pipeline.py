@@ -341,27 +341,31 @@ def enrich_episodes(
     return out, None
 
 
-def episode_candidates(mem: Memory, group: Sequence[Note], bases: Vectors) -> list[write.Candidate]:
+def episode_candidates(
+    mem: Memory, group: Sequence[Note], bases: Vectors
+) -> tuple[list[write.Candidate], dict[str, str]]:
     """The enriched notes closest to any turn of the episode (a pending one, maybe a later turn of the
-    same load, is not shown yet), each at its best similarity, best first."""
+    same load, is not shown yet), each at its best similarity, best first; and for each, the id of the
+    turn it is closest to (what links to it)."""
     enriched = Filters(statuses=[NoteStatus.active], states=[EnrichState.enriched])
     ids = [n.id for n in group]
-    best: dict[str, float] = {}
+    best: dict[str, tuple[float, str]] = {}
     for note, base in zip(group, bases, strict=True):
         for nid, sim in mem.store.nearest(base, mem.link_k, note.scope, enriched, exclude=ids):
-            if sim >= mem.link_floor and sim > best.get(nid, -1.0):
-                best[nid] = sim
-    ranked = sorted(best.items(), key=lambda kv: -kv[1])[:EPISODE_RELATED]
+            if sim >= mem.link_floor and sim > best.get(nid, (-1.0, ""))[0]:
+                best[nid] = (sim, note.id)
+    ranked = sorted(best.items(), key=lambda kv: -kv[1][0])[:EPISODE_RELATED]
     stored = mem.store.get_notes([nid for nid, _ in ranked])
-    return write.make_candidates([(stored[nid], sim) for nid, sim in ranked if nid in stored])
+    found = [(stored[nid], sim) for nid, (sim, _) in ranked if nid in stored]
+    return write.make_candidates(found), {nid: turn for nid, (_, turn) in ranked}
 
 
 def enrich_episode(mem: Memory, group: list[Note], bases: Vectors) -> tuple[list[Note], CallFailed | None]:
     """One episode of stored notes: one call, then each turn written in its own transaction (a turn
     edited meanwhile keeps the edit). On failure every turn stays pending, its attempt counted."""
-    candidates = episode_candidates(mem, group, bases)
+    candidates, closest = episode_candidates(mem, group, bases)
     try:
-        decisions = episode.construct(mem.runner, group, candidates, mem.evolve_floor, mem.checks)
+        decisions = episode.construct(mem.runner, group, candidates, mem.evolve_floor, mem.checks, closest)
     except CallFailed as exc:
         for note in group:
             if not exc.unreachable:

@@ -64,11 +64,6 @@ def schema_answer(prompt: str, schema: dict[str, Any] | None) -> Any:
                 words = _words(_line_of(prompt, entry["note"]))
                 entry["keywords"] = words[:3]
                 entry["context"] = ("About " + " ".join(words[:8]) + ".")[:260]
-    if isinstance(answer, dict) and isinstance(answer.get("contexts"), dict):
-        # an episode: each turn's context about its own turn
-        for key in answer["contexts"]:
-            words = _words(_line_of(prompt, key.split(" ")[0]))
-            answer["contexts"][key] = ("says about " + " ".join(words[:8]) + ".")[:140]
     if isinstance(answer, dict) and isinstance(answer.get("updates"), list):
         # a cooperative model's update describes the neighbour it updates, with the new note's words
         for update in answer["updates"]:

@@ -1,11 +1,12 @@
 """Episode writes: cut a scope's consecutive new turns into episodes, and make one call per episode into
-checked decisions for each of its turns. Nothing here touches the store (``pipeline.enrich_episodes``
+checked decisions for each of its turns. Nothing here touches the store (``pipeline.enrich_episode``
 does).
 
 An episode is cut at a session boundary (another ``session`` in the metadata, or an hour between two
 turns), at a topic shift (a turn far, by embedding, from the episode's last turns) and at a size limit.
-A trivial turn ("thanks!", "see you") is shown to the LLM so the conversation reads whole, but it may
-not get an entry: its fields are derived from its text.
+The call gives the episode's topic (a tag), the older notes it is about (linked from the turn closest to
+each) and corrections of older notes; each turn's keywords and context are derived from its text, with
+who speaks to whom and its relative times resolved from its date (``when.resolve``).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from ..llm.runner import LLMRunner
 from ..notes import Note
 from ..prompts import episode
 from ..prompts.common import Candidate
-from . import guard
-from .ground import content_stems, is_content, is_number, own_stems, speaker_of, stem, tokens
+from . import guard, when
+from .ground import is_content, is_number, own_stems, speaker_of, stem, tokens
 from .write import Checks, Decision, updatable
 
 #: Words of talk rather than of what is talked about: never a derived keyword, and no evidence that a
@@ -39,7 +40,7 @@ COMMON_STEMS = frozenset(stem(w) for w in COMMON) | guard.CHATTER_STEMS
 class Rules:
     """Where episodes are cut (``Settings.episode_*``)."""
 
-    max_turns: int = 8
+    max_turns: int = 12
     max_chars: int = 3000
     gap: timedelta = timedelta(hours=1)
     #: a turn whose cosine to the mean of the episode's last turns is under this starts a new episode ...
@@ -99,30 +100,31 @@ def _session(note: Note) -> object:
     return note.metadata.get("session")
 
 
-def keywords(note: Note, episode_notes: Sequence[Note], context: str = "", limit: int = 5) -> list[str]:
-    """A turn's keywords without the LLM: its own words that its checked context uses (what the LLM
-    found worth saying), then those that the fewest turns of its episode use (what sets it apart);
-    the speaker, the people and chatter aside."""
+def keywords(note: Note, episode_notes: Sequence[Note], limit: int = 5) -> list[str]:
+    """A turn's keywords without the LLM: its content words that the fewest turns of its episode use
+    (what sets it apart), longer first, in the turn's order; the people and talk words ("great",
+    "sounds") aside."""
     people = {stem(w) for n in episode_notes for w in tokens(speaker_of(n) or "")}
     df = Counter(s for n in episode_notes for s in own_stems(n))
-    said = content_stems(context)
-    words: dict[str, tuple[bool, int, int, int, str]] = {}
+    words: dict[str, tuple[int, int, int, str]] = {}
     for pos, w in enumerate(tokens(note.content)):
         s = stem(w)
         if not is_content(w) or is_number(w) or len(w) < 3 or s in people | COMMON_STEMS or s in words:
             continue
-        words[s] = (s not in said, df[s], -len(w), pos, w.lower())
+        words[s] = (df[s], -len(w), pos, w.lower())
     ranked = sorted(words.values())[:limit]
-    return [r[-1] for r in sorted(ranked, key=lambda r: r[3])] or guard.derived_keywords(note, limit)
+    return [r[-1] for r in sorted(ranked, key=lambda r: r[2])] or guard.derived_keywords(note, limit)
 
 
-def aligned(context: str, own: Note, turns: Sequence[Note], people: set[str]) -> bool:
-    """A context is about its own turn: it shares a word with it, and no other turn of the episode
-    shares two more (a small model writing many contexts at once shifts them onto a neighbour's)."""
-    words = content_stems(context) - people - COMMON_STEMS
-    mine = len(words & own_stems(own))
-    others = [len(words & own_stems(t)) for t in turns if t.id != own.id]
-    return mine > 0 and (not others or max(others) < mine + 2)
+def turn_context(note: Note, keywords: list[str], others: Sequence[str]) -> str:
+    """A context without the LLM: who, to whom (the one other speaker of a two-person episode), when,
+    about what, and what its relative times mean ("yesterday: 19 January 2023"), all from the turn."""
+    who = speaker_of(note)
+    text = guard.derived_context(note, keywords)
+    if who and len(others) == 1:
+        text = text.replace(f"{who} on ", f"{who} to {others[0]} on ", 1)
+    times = when.resolve(note.content, note.event_time)
+    return text[:-1] + "; " + "; ".join(times) + "." if times else text
 
 
 def construct(
@@ -131,42 +133,30 @@ def construct(
     candidates: list[Candidate],
     evolve_floor: float,
     checks: Checks | None = None,
+    closest: dict[str, str] | None = None,
 ) -> dict[str, Decision]:
-    """One call for the episode; a decision for every turn (derived where the answer has none)."""
-    aliases = {f"T{i}": n for i, n in enumerate(turns, start=1)}
+    """One call for the episode; a decision for every turn. ``closest``: for each candidate's note id,
+    the id of the turn it is nearest to (a related note is linked from that turn)."""
+    aliases = [(f"T{i}", n) for i, n in enumerate(turns, start=1)]
     older = {c.alias: c.note for c in candidates}
     names = sorted({s for n in turns if (s := speaker_of(n))})
-    answerable = [a for a, n in aliases.items() if not trivial(n, names)]
     allowed = updatable(candidates, evolve_floor)
-    prompt = episode.render(list(aliases.items()), answerable, candidates, allowed)
-    out, call = runner.run(prompt, [n.id for n in turns] + [c.note.id for c in candidates])
+    shown = [n.id for n in turns] + [c.note.id for c in candidates]
+    out, call = runner.run(episode.render(aliases, candidates, allowed), shown)
     check = (checks or Checks()).checker(runner, call, [*turns, *older.values()])
-    check.repairs = False  # one call per episode: a refused context is derived, not asked for again
-    people = {stem(w) for p in check.people for w in tokens(p)}
     whole = turns[-1].model_copy(update={"content": "\n".join(n.content for n in turns)})
     topic_tags = check.tags(whole, [episode_tag(out.topic)] if out.topic else [], keywords(whole, turns))
-    order = list(aliases)
-    given: dict[str, str] = {}  # context -> the turn it was first given to
+    by_id = {n.id: n for n in turns}
+    linked: dict[str, list[Note]] = {}  # turn id -> the related notes linked from it
+    for alias in out.related:
+        turn = by_id.get((closest or {}).get(older[alias].id, ""), turns[-1])
+        linked.setdefault(turn.id, []).append(older[alias])
     decisions: dict[str, Decision] = {}
-    for alias, note in aliases.items():
-        text = out.contexts.get(alias, "")
-        links = out.links.get(alias, [])
-        linked = [older[a] for a in links if a in older]
-        if text and (text in given or not aligned(text, note, [*turns, *linked], people)):
-            problem = f"the context of {given[text]} again" if text in given else "about another turn"
-            check.refuse("context", note, text, problem, "derived")
-            text = ""
-        if text:
-            given.setdefault(text, alias)
-            seen = [aliases[a] for a in order[: order.index(alias) + 1]]
-            seen += linked
-            text = check.context(note, text, [], sources=seen)
-            if text == guard.derived_context(note, []):
-                text = ""  # refused whole: derived below, with the turn's keywords
-        kws = keywords(note, turns, text)
-        decision = Decision(kws, list(topic_tags), text or guard.derived_context(note, kws))
-        for target in links:
-            decision.links.append((older[target].id, check.derived_reason(note, older[target])))
+    for note in turns:
+        kws = keywords(note, turns)
+        others = [n for n in names if n != speaker_of(note)]
+        decision = Decision(kws, list(topic_tags), turn_context(note, kws, others))
+        decision.links = [(other.id, check.derived_reason(note, other)) for other in linked.get(note.id, [])]
         decision.call_ids = [call.id]
         decisions[note.id] = decision
     # the updates come from the episode as a whole: checked against all its turns, recorded on its last

@@ -161,7 +161,6 @@ class Checker:
         self.shown = Sources.of_notes(shown, self.names).stems
         self.leaks = ground.prompt_leaks()
         self._recorded = len(call.refused)
-        self.repairs = runner is not None  # a refused context is asked for once more (not per episode)
 
     def refuse(self, field: str, note: Note | None, text: str, reason: str, action: str) -> None:
         self.call.refused.append(
@@ -213,18 +212,16 @@ class Checker:
         self.refuse("keywords", note, ", ".join(keywords), "no keyword was grounded in the note", "derived")
         return derived
 
-    def context(self, note: Note, text: str, keywords: list[str], sources: Sequence[Note] = ()) -> str:
-        """The grounded sentences of ``text``; nothing left: one repair call, then a derived context.
-        ``sources``: what the LLM was shown for it (default: the note alone; an episode's turn may name
-        what an earlier turn said)."""
-        src = self._sources(sources or [note])
+    def context(self, note: Note, text: str, keywords: list[str]) -> str:
+        """The grounded sentences of ``text``; nothing left: one repair call, then a derived context."""
+        src = self._sources([note])
         verdict = self._check(text, src, note)
         problems = "; ".join(verdict.problems)
         if verdict.text:
             if verdict.changed:
                 self.refuse("context", note, text, problems, "cut")
             return verdict.text
-        if self.runner is not None and self.repairs:
+        if self.runner is not None:
             self.refuse("context", note, text, problems, "repaired")
             fixed = self._repair(note, verdict.words, src)
             if fixed:
