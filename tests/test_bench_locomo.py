@@ -96,6 +96,8 @@ def test_bench_locomo_end_to_end_with_the_fake_llm(tmp_path: Path) -> None:
         "amem_paper",
         "amem",
         "amem_no_links",
+        "amem_episode",
+        "amem_episode_no_links",
         "amem_no_evolution",
         "amem_no_keywords",
         "amem_no_tags",

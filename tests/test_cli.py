@@ -556,6 +556,24 @@ def test_add_many_jsonl_batch_size_one(tmp_path: Path) -> None:
     assert run_json("stats")["llm"]["total"]["calls"] == 3
 
 
+def test_add_many_with_the_episode_pipeline_makes_one_call(tmp_path: Path) -> None:
+    path = tmp_path / "notes.jsonl"
+    lines = [
+        "Jon: I opened a dance studio downtown",
+        "Gina: Your dance studio sounds great",
+        "Jon: It opened today",
+    ]
+    path.write_text(
+        "".join(json.dumps({"content": c, "event_time": "2023-05-08T10:00:00Z"}) + "\n" for c in lines)
+    )
+    report = json.loads(run("--pipeline", "episode", "add-many", str(path), "--json").stdout)
+    assert report["added"] == 3
+    llm = run_json("stats")["llm"]["total"]
+    assert llm["calls"] == 1
+    note = run_json("get", report["ids"][2])
+    assert note["state"] == "enriched" and note["context"].endswith("today: 8 May 2023.")
+
+
 def test_add_many_human(tmp_path: Path) -> None:
     path = tmp_path / "notes.jsonl"
     path.write_text('"first note about pottery"\n"second note about painting"\n')

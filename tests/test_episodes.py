@@ -193,3 +193,72 @@ def test_background_enrichment_batches_waiting_turns_into_episodes(tmp_path: Pat
         assert mem.background.wait(timeout=30)
         assert all(mem.get(n.id).state == EnrichState.enriched for n in notes)
         assert len(_calls(llm)) == 1
+
+
+def test_an_episode_of_greetings_makes_no_call(tmp_path: Path) -> None:
+    llm = FakeLLM()
+    with _episode_memory(tmp_path, llm) as mem:
+        notes = mem.add_many(_items([("Gina", "Bye Jon!"), ("Jon", "See you soon, Gina!")]))
+        assert llm.calls == [] and mem.llm_calls() == []
+        assert all(n.state == EnrichState.enriched and n.context and n.keywords for n in notes)
+        assert notes[0].context.startswith("Gina to Jon on 8 May 2023")
+
+
+def test_an_episode_evolves_an_older_note_only_with_what_it_says(tmp_path: Path) -> None:
+    def answer(messages: list[Message], schema: dict[str, Any] | None) -> str:
+        if "OLDER NOTES: none" in messages[-1].content:
+            return json.dumps({"topic": "dance studio"})
+        return json.dumps(
+            {
+                "topic": "dance studio",
+                "related": ["N1"],
+                "updates": [
+                    {
+                        "note": "N1",
+                        "context": "Jon lost his banker job and opened his dance studio downtown.",
+                    },
+                    {"note": "N1", "context": "a repeated alias is dropped"},
+                ],
+            }
+        )
+
+    llm = FakeLLM(handler=answer)
+    mem = make_memory(
+        tmp_path / "memory.db", llm=llm, options={"pipeline": "episode"}, evolve_floor=0.0, link_floor=0.0
+    )
+    with mem:
+        (first,) = mem.add_many(_items()[1:2])
+        last = mem.add_many(
+            _items(
+                [("Jon", "The dance studio opened downtown today!")], day=DAY + timedelta(days=30), session=2
+            )
+        )
+        evolved = mem.get(first.id)
+        assert evolved.context == "Jon lost his banker job and opened his dance studio downtown."
+        assert [v.cause.value for v in mem.history(first.id)][-1] == "evolve"
+        assert mem.history(first.id)[-1].detail == f"evolved by note {last[0].id}"
+
+    def invented(messages: list[Message], schema: dict[str, Any] | None) -> str:
+        if "OLDER NOTES: none" in messages[-1].content:
+            return json.dumps({"topic": "dance studio"})
+        return json.dumps(
+            {"topic": "dance", "updates": [{"note": "N1", "context": "Jon now teaches salsa in Paris."}]}
+        )
+
+    mem = make_memory(
+        tmp_path / "other.db",
+        llm=FakeLLM(handler=invented),
+        options={"pipeline": "episode"},
+        evolve_floor=0.0,
+        link_floor=0.0,
+    )
+    with mem:
+        (first,) = mem.add_many(_items()[1:2])
+        mem.add_many(
+            _items(
+                [("Jon", "The dance studio opened downtown today!")], day=DAY + timedelta(days=30), session=2
+            )
+        )
+        assert "salsa" not in mem.get(first.id).context
+        refused = [r for c in mem.llm_calls() for r in c.refused if r.field == "update"]
+        assert refused and refused[0].action == "refused"

@@ -137,9 +137,11 @@ def construct(
 ) -> dict[str, Decision]:
     """One call for the episode; a decision for every turn. ``closest``: for each candidate's note id,
     the id of the turn it is nearest to (a related note is linked from that turn)."""
+    names = sorted({s for n in turns if (s := speaker_of(n))})
+    if all(trivial(n, names) for n in turns):  # "Bye!" "See you!": nothing to ask an LLM about
+        return {n.id: _derived(n, turns, names, []) for n in turns}
     aliases = [(f"T{i}", n) for i, n in enumerate(turns, start=1)]
     older = {c.alias: c.note for c in candidates}
-    names = sorted({s for n in turns if (s := speaker_of(n))})
     allowed = updatable(candidates, evolve_floor)
     shown = [n.id for n in turns] + [c.note.id for c in candidates]
     out, call = runner.run(episode.render(aliases, candidates, allowed), shown)
@@ -148,14 +150,15 @@ def construct(
     topic_tags = check.tags(whole, [episode_tag(out.topic)] if out.topic else [], keywords(whole, turns))
     by_id = {n.id: n for n in turns}
     linked: dict[str, list[Note]] = {}  # turn id -> the related notes linked from it
+    said = [n for n in turns if not trivial(n, names)] or list(turns)
     for alias in out.related:
-        turn = by_id.get((closest or {}).get(older[alias].id, ""), turns[-1])
+        turn = by_id.get((closest or {}).get(older[alias].id, ""), said[-1])
+        if trivial(turn, names):  # a greeting is no link's end: the nearest turn that says something
+            turn = min(said, key=lambda n: abs(turns.index(n) - turns.index(turn)))
         linked.setdefault(turn.id, []).append(older[alias])
     decisions: dict[str, Decision] = {}
     for note in turns:
-        kws = keywords(note, turns)
-        others = [n for n in names if n != speaker_of(note)]
-        decision = Decision(kws, list(topic_tags), turn_context(note, kws, others))
+        decision = _derived(note, turns, names, topic_tags)
         decision.links = [(other.id, check.derived_reason(note, other)) for other in linked.get(note.id, [])]
         decision.call_ids = [call.id]
         decisions[note.id] = decision
@@ -165,6 +168,13 @@ def construct(
     ]
     check.done()
     return decisions
+
+
+def _derived(note: Note, turns: Sequence[Note], names: Sequence[str], tags: list[str]) -> Decision:
+    """A turn's fields from its text: keywords, context, and the episode's tags (or its first keyword)."""
+    kws = keywords(note, turns)
+    others = [n for n in names if n != speaker_of(note)]
+    return Decision(kws, list(tags) or [kws[0].lower()[:30]], turn_context(note, kws, others))
 
 
 def episode_tag(topic: str) -> str:
