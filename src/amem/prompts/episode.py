@@ -19,7 +19,7 @@ from ..llm.base import Message
 from ..llm.runner import Prompt
 from ..notes import Note, format_date
 from .common import Candidate, clean_sentence, clean_terms, clip, show_note
-from .note import UpdateOut, filter_updates
+from .note import UpdateOut, filter_updates, update_schema
 
 VERSION = "episode-v6"
 #: What only the example says (``steps/ground.prompt_leaks``).
@@ -113,18 +113,7 @@ def render(
             "items": {"type": "string", "enum": older},
         }
     if updatable:
-        properties["updates"] = {
-            "type": "array",
-            "maxItems": min(MAX_UPDATES, len(updatable)),
-            "items": {
-                "type": "object",
-                "properties": {
-                    "note": {"type": "string", "enum": updatable},
-                    "context": {"type": "string", "minLength": 8, "maxLength": 240},
-                },
-                "required": ["note", "context"],
-            },
-        }
+        properties["updates"] = update_schema(updatable, tags=False, max_len=240)
     schema = {"type": "object", "properties": properties, "required": list(properties)}
     return Prompt(
         step=STEP,

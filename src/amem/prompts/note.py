@@ -134,19 +134,18 @@ def link_schema(aliases: list[str]) -> dict[str, Any]:
     }
 
 
-def update_schema(aliases: list[str]) -> dict[str, Any]:
+def update_schema(aliases: list[str], tags: bool = True, max_len: int = 260) -> dict[str, Any]:
+    """``tags=False``: the neighbour keeps its tags (an episode's updates spend no tokens on them)."""
+    properties: dict[str, Any] = {
+        "note": {"type": "string", "enum": aliases},
+        "context": {"type": "string", "minLength": 8, "maxLength": max_len},
+    }
+    if tags:
+        properties["tags"] = string_array(4, 24)
     return {
         "type": "array",
         "maxItems": min(MAX_UPDATES, len(aliases)),
-        "items": {
-            "type": "object",
-            "properties": {
-                "note": {"type": "string", "enum": aliases},
-                "context": {"type": "string", "minLength": 8, "maxLength": 260},
-                "tags": string_array(4, 24),
-            },
-            "required": ["note", "context", "tags"],
-        },
+        "items": {"type": "object", "properties": properties, "required": list(properties)},
     }
 
 
