@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from amem import Memory, NoteStatus
 from amem.server.api import create_app
 from amem.server.auth import KeyRing, parse_keys
-from amem.server.jobs import Every
+from amem.server.jobs import Every, Job, Jobs
 from tests.conftest import make_memory
 from tests.test_api import ALICE, BOB, auth
 
@@ -337,3 +337,61 @@ def test_serve_refuses_a_negative_interval(tmp_path: Path) -> None:
 
     result = CliRunner().invoke(cli, ["--home", str(tmp_path), "serve", "--consolidate-every", "-1"])
     assert result.exit_code == 2 and "--consolidate-every" in result.output
+
+
+def test_jobs_of_one_scope_run_in_order_and_scopes_run_side_by_side() -> None:
+    jobs = Jobs(workers=2)
+    bob_started = threading.Event()
+    order: list[str] = []
+
+    def alice_first(_progress: Any) -> dict[str, Any]:
+        # finishes only once bob's job has started: two lanes share the two workers
+        assert bob_started.wait(10), "bob's job waited behind alice's"
+        order.append("alice 1")
+        return {}
+
+    def alice_second(_progress: Any) -> dict[str, Any]:
+        order.append("alice 2")
+        return {}
+
+    def bob(_progress: Any) -> dict[str, Any]:
+        bob_started.set()
+        return {}
+
+    first = jobs.submit("add_many", "alice", 0, alice_first, lane="alice")
+    second = jobs.submit("add_many", "alice", 0, alice_second, lane="alice")
+    other = jobs.submit("add_many", "bob", 0, bob, lane="bob")
+    _finish(jobs, first, second, other)
+    assert [first.state, second.state, other.state] == ["done", "done", "done"]
+    assert order == ["alice 1", "alice 2"]
+
+
+def test_one_worker_runs_every_job_in_the_order_it_came() -> None:
+    jobs = Jobs(workers=1)
+    order: list[str] = []
+    release = threading.Event()
+
+    def step(name: str) -> Any:
+        def work(_progress: Any) -> dict[str, Any]:
+            if name == "a":
+                assert release.wait(10)
+            order.append(name)
+            return {}
+
+        return work
+
+    submitted = [jobs.submit("enrich", None, 0, step(n), lane=n) for n in "abc"]
+    release.set()
+    _finish(jobs, *submitted)
+    assert order == ["a", "b", "c"]
+    assert all(j.state == "done" for j in submitted)
+
+
+def _finish(jobs: Jobs, *started: Job) -> None:
+    """Wait for the jobs to end (close drops queued ones), then close."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if all(jobs.get(j.id, j.owner).state in ("done", "failed") for j in started):  # type: ignore[union-attr]
+            break
+        time.sleep(0.01)
+    jobs.close()

@@ -111,7 +111,7 @@ def create_app(
     while the app runs, queue a consolidation of ``memory`` (its own scope: the whole memory for
     `amem serve`) every that many seconds, skipped while the previous one is still queued or running."""
     ring = keys or KeyRing({})
-    jobs = Jobs()
+    jobs = Jobs(memory.settings.llm_concurrency)  # scopes side by side for a served model
     scheduled: list[Job] = []  # the last scheduled consolidation
 
     def consolidate_on_schedule() -> None:
@@ -128,7 +128,7 @@ def create_app(
             )
             return report.model_dump(mode="json")
 
-        scheduled[:] = [jobs.submit("consolidate", None, 0, work)]
+        scheduled[:] = [jobs.submit("consolidate", None, 0, work, lane=memory.scope)]
 
     schedule = Every(consolidate_every_s, consolidate_on_schedule) if consolidate_every_s > 0 else None
 
@@ -139,7 +139,7 @@ def create_app(
         yield
         if schedule is not None:
             schedule.close()
-        jobs.close()  # waits for the running job; queued ones are dropped (their notes were never stored)
+        jobs.close()  # waits for the running jobs; queued ones are dropped (their notes were never stored)
         memory.background.close()  # after the note in hand; notes added with wait=false stay pending
 
     app = FastAPI(
@@ -251,7 +251,7 @@ def create_app(
             notes = who.memory.add_many(items, batch_size=body.batch_size, progress=progress, bulk=False)
             return {"note_ids": [n.id for n in notes]}
 
-        job = jobs.submit("add_many", who.owner, len(items), work)
+        job = jobs.submit("add_many", who.owner, len(items), work, lane=who.memory.scope)
         response.headers["Location"] = f"/v1/jobs/{job.id}"
         return job
 
@@ -348,7 +348,7 @@ def create_app(
             )
             return report.model_dump(mode="json")
 
-        job = jobs.submit("consolidate", who.owner, 0, work)
+        job = jobs.submit("consolidate", who.owner, 0, work, lane=who.memory.scope)
         response.headers["Location"] = f"/v1/jobs/{job.id}"
         return job
 
@@ -363,7 +363,7 @@ def create_app(
         def work(_progress: Any) -> dict[str, Any]:
             return who.memory.undo_consolidation(body.run_id, body.force).model_dump(mode="json")
 
-        job = jobs.submit("undo_consolidation", who.owner, 0, work)
+        job = jobs.submit("undo_consolidation", who.owner, 0, work, lane=who.memory.scope)
         response.headers["Location"] = f"/v1/jobs/{job.id}"
         return job
 
@@ -396,7 +396,7 @@ def create_app(
             report: EnrichReport = who.memory.enrich(body.limit, body.include_failed, progress)
             return report.model_dump()
 
-        job = jobs.submit("enrich", who.owner, 0, work)
+        job = jobs.submit("enrich", who.owner, 0, work, lane=who.memory.scope)
         response.headers["Location"] = f"/v1/jobs/{job.id}"
         return job
 

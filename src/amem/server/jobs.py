@@ -1,9 +1,11 @@
 """Background jobs: long ingestion, enrichment and consolidation run off the request, with an id and
 progress; and ``Every``, which starts one on a schedule.
 
-One worker thread runs jobs in the order they came: writes into one memory are ordered anyway (links and
-evolution depend on what came before), and the local LLM serves one call at a time. Jobs live in this
-process only; a restarted server forgets them, but every note a job stored is in the store.
+Jobs of one scope (a ``lane``) run one after another in the order they came: links and evolution depend on
+what came before, and an undo waits for the consolidation before it. Lanes run side by side on up to
+``workers`` threads (the server passes ``llm_concurrency``: 1 for the local model, which serves one call at
+a time; more for a served model that batches). Jobs live in this process only; a restarted server forgets
+them, but every note a job stored is in the store.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Literal
@@ -41,14 +44,21 @@ class Job(BaseModel):
 
 
 class Jobs:
-    def __init__(self) -> None:
+    def __init__(self, workers: int = 1) -> None:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amem-job")
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="amem-job")
+        self._lanes: dict[Hashable, deque[Callable[[], None]]] = {}  # waiting runs of lanes now draining
 
     def submit(
-        self, kind: str, owner: str | None, total: int, work: Callable[[Progress], dict[str, Any]]
+        self,
+        kind: str,
+        owner: str | None,
+        total: int,
+        work: Callable[[Progress], dict[str, Any]],
+        lane: Hashable = None,
     ) -> Job:
+        """Queue ``work``; it starts after every earlier job of the same ``lane`` (a scope) has ended."""
         job = Job(kind=kind, owner=owner, total=total)
         with self._lock:
             self._jobs[job.id] = job
@@ -70,8 +80,29 @@ class Jobs:
                 job.result = {"stored": job.done}
             job.finished_at = utcnow()
 
-        self._pool.submit(run)
+        with self._lock:
+            waiting = self._lanes.get(lane)
+            if waiting is not None:  # the lane is draining: its worker will come to this one
+                waiting.append(run)
+                return job
+            self._lanes[lane] = deque([run])
+        self._pool.submit(self._drain, lane)
         return job
+
+    def _drain(self, lane: Hashable) -> None:
+        """One worker runs a lane's jobs in order until the lane is empty, then gives the thread back."""
+        while True:
+            with self._lock:
+                waiting = self._lanes[lane]
+                if not waiting:
+                    del self._lanes[lane]
+                    return
+                run = waiting[0]
+            try:
+                run()
+            finally:
+                with self._lock:
+                    waiting.popleft()
 
     def get(self, job_id: str, owner: str | None) -> Job | None:
         job = self._jobs.get(job_id)
@@ -85,6 +116,11 @@ class Jobs:
             del self._jobs[job.id]
 
     def close(self) -> None:
+        """Waits for the running jobs; queued ones are dropped (their notes were never stored)."""
+        with self._lock:
+            for waiting in self._lanes.values():
+                while len(waiting) > 1:
+                    waiting.pop()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
