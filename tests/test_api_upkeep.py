@@ -395,3 +395,36 @@ def _finish(jobs: Jobs, *started: Job) -> None:
             break
         time.sleep(0.01)
     jobs.close()
+
+
+def test_an_exclusive_job_waits_for_the_jobs_before_it_and_holds_back_the_ones_after() -> None:
+    jobs = Jobs(workers=4)
+    release = threading.Event()
+    events: list[str] = []
+    lock = threading.Lock()
+
+    def record(name: str, wait: bool = False) -> Any:
+        def work(_progress: Any) -> dict[str, Any]:
+            with lock:
+                events.append(f"{name} start")
+            if wait:
+                assert release.wait(10)
+            with lock:
+                events.append(f"{name} end")
+            return {}
+
+        return work
+
+    before = jobs.submit("add_many", "alice", 0, record("batch", wait=True), lane="alice")
+    alone = jobs.submit("consolidate", None, 0, record("consolidate"), exclusive=True)
+    after = jobs.submit("add_many", "bob", 0, record("later"), lane="bob")
+    release.set()
+    _finish(jobs, before, alone, after)
+    assert events == [
+        "batch start",
+        "batch end",
+        "consolidate start",
+        "consolidate end",
+        "later start",
+        "later end",
+    ]

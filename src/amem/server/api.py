@@ -128,7 +128,7 @@ def create_app(
             )
             return report.model_dump(mode="json")
 
-        scheduled[:] = [jobs.submit("consolidate", None, 0, work, lane=memory.scope)]
+        scheduled[:] = [jobs.submit("consolidate", None, 0, work, exclusive=True)]
 
     schedule = Every(consolidate_every_s, consolidate_on_schedule) if consolidate_every_s > 0 else None
 
@@ -348,7 +348,7 @@ def create_app(
             )
             return report.model_dump(mode="json")
 
-        job = jobs.submit("consolidate", who.owner, 0, work, lane=who.memory.scope)
+        job = jobs.submit("consolidate", who.owner, 0, work, exclusive=True)
         response.headers["Location"] = f"/v1/jobs/{job.id}"
         return job
 
@@ -363,7 +363,7 @@ def create_app(
         def work(_progress: Any) -> dict[str, Any]:
             return who.memory.undo_consolidation(body.run_id, body.force).model_dump(mode="json")
 
-        job = jobs.submit("undo_consolidation", who.owner, 0, work, lane=who.memory.scope)
+        job = jobs.submit("undo_consolidation", who.owner, 0, work, exclusive=True)
         response.headers["Location"] = f"/v1/jobs/{job.id}"
         return job
 

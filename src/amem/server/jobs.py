@@ -2,9 +2,10 @@
 progress; and ``Every``, which starts one on a schedule.
 
 Jobs of one scope (a ``lane``) run one after another in the order they came: links and evolution depend on
-what came before, and an undo waits for the consolidation before it. Lanes run side by side on up to
-``workers`` threads (the server passes ``llm_concurrency``: 1 for the local model, which serves one call at
-a time; more for a served model that batches). Jobs live in this process only; a restarted server forgets
+what came before. A consolidation and its undo run alone (they merge and archive across what they cover,
+and an undo must follow its run). Lanes run side by side on up to ``workers`` threads (the server passes
+``llm_concurrency``: 1 for the local model, which serves one call at a time; more for a served model that
+batches). Jobs live in this process only; a restarted server forgets
 them, but every note a job stored is in the store.
 """
 
@@ -13,9 +14,9 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -43,12 +44,23 @@ class Job(BaseModel):
     finished_at: datetime | None = None
 
 
+@dataclass
+class _Queued:
+    job: Job
+    lane: Hashable
+    exclusive: bool
+    run: Callable[[], None]
+
+
 class Jobs:
     def __init__(self, workers: int = 1) -> None:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="amem-job")
-        self._lanes: dict[Hashable, deque[Callable[[], None]]] = {}  # waiting runs of lanes now draining
+        self._workers = max(1, workers)
+        self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="amem-job")
+        self._waiting: list[_Queued] = []  # in arrival order
+        self._running: list[_Queued] = []
+        self._closed = False
 
     def submit(
         self,
@@ -57,12 +69,12 @@ class Jobs:
         total: int,
         work: Callable[[Progress], dict[str, Any]],
         lane: Hashable = None,
+        exclusive: bool = False,
     ) -> Job:
-        """Queue ``work``; it starts after every earlier job of the same ``lane`` (a scope) has ended."""
+        """Queue ``work``. It starts once every earlier job of its ``lane`` (a scope) has ended; an
+        ``exclusive`` job (one that reaches beyond a scope, like a consolidation) runs alone, after every
+        job that came before it and before every job that comes after."""
         job = Job(kind=kind, owner=owner, total=total)
-        with self._lock:
-            self._jobs[job.id] = job
-            self._forget_old()
 
         def progress(done: int, total: int) -> None:
             job.done, job.total = done, total
@@ -81,28 +93,39 @@ class Jobs:
             job.finished_at = utcnow()
 
         with self._lock:
-            waiting = self._lanes.get(lane)
-            if waiting is not None:  # the lane is draining: its worker will come to this one
-                waiting.append(run)
-                return job
-            self._lanes[lane] = deque([run])
-        self._pool.submit(self._drain, lane)
+            self._jobs[job.id] = job
+            self._forget_old()
+            self._waiting.append(_Queued(job, lane, exclusive, run))
+            self._dispatch()
         return job
 
-    def _drain(self, lane: Hashable) -> None:
-        """One worker runs a lane's jobs in order until the lane is empty, then gives the thread back."""
-        while True:
+    def _dispatch(self) -> None:
+        """Start every waiting job whose turn has come (called with the lock held)."""
+        if self._closed:
+            return
+        blocked: set[Hashable] = {q.lane for q in self._running}
+        alone = any(q.exclusive for q in self._running)
+        for queued in list(self._waiting):
+            if alone or len(self._running) >= self._workers:
+                return
+            if queued.exclusive:
+                if self._running or queued is not self._waiting[0]:
+                    return  # waits for everything before it, and holds back everything after it
+            elif queued.lane in blocked:
+                continue
+            blocked.add(queued.lane)
+            self._waiting.remove(queued)
+            self._running.append(queued)
+            alone = queued.exclusive
+            self._pool.submit(self._run, queued)
+
+    def _run(self, queued: _Queued) -> None:
+        try:
+            queued.run()
+        finally:
             with self._lock:
-                waiting = self._lanes[lane]
-                if not waiting:
-                    del self._lanes[lane]
-                    return
-                run = waiting[0]
-            try:
-                run()
-            finally:
-                with self._lock:
-                    waiting.popleft()
+                self._running.remove(queued)
+                self._dispatch()
 
     def get(self, job_id: str, owner: str | None) -> Job | None:
         job = self._jobs.get(job_id)
@@ -118,10 +141,9 @@ class Jobs:
     def close(self) -> None:
         """Waits for the running jobs; queued ones are dropped (their notes were never stored)."""
         with self._lock:
-            for waiting in self._lanes.values():
-                while len(waiting) > 1:
-                    waiting.pop()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+            self._closed = True
+            self._waiting.clear()
+        self._pool.shutdown(wait=True)
 
 
 class Every:
