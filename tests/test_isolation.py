@@ -69,8 +69,10 @@ def world(tmp_path: Path) -> Iterator[World]:
     mem.close()
 
 
-@pytest.fixture
-def pg_world(pg_url: str, tmp_path: Path) -> Iterator[World]:
+@pytest.fixture(params=["postgres", "citus"])
+def pg_world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    """The same world on PostgreSQL, then on a live Citus cluster (notes distributed by user)."""
+    pg_url = str(request.getfixturevalue("pg_url" if request.param == "postgres" else "citus_url"))
     settings = Settings.resolve({"home": tmp_path / "home", "llm": "fake", "embedder": "fake"})
     mem = Memory(
         store=pg_url,

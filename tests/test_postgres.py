@@ -261,7 +261,7 @@ def test_processes_opening_a_fresh_database_at_once_migrate_it_once(pg_url: str,
     with psycopg.connect(pg_url) as conn:
         versions = conn.execute("SELECT version FROM amem.schema_migrations").fetchall()
         opened = conn.execute("SELECT count(*) FROM amem.meta WHERE key LIKE 'opened_by_%'").fetchone()
-    assert versions == [(1,), (2,), (3,), (4,), (5,)] and opened == (4,)
+    assert versions == [(1,), (2,), (3,), (4,), (5,), (6,)] and opened == (4,)
 
 
 def test_nul_is_refused_from_callers_and_replaced_in_llm_output(pg_url: str, tmp_path: Path) -> None:
@@ -420,3 +420,54 @@ def test_bulk_inside_a_caller_transaction_keeps_the_index(
         memory.add_many([f"note {i}" for i in range(50)])
     assert _has_hnsw(pg_url) and memory.count() == 51
     memory.close()
+
+
+def test_migration_6_puts_the_user_first_in_every_key_and_keeps_every_row(pg_url: str) -> None:
+    import psycopg
+
+    from amem.notes import Link, LLMCall, NoteVersion
+    from amem.store.postgres import PostgresStore
+    from tests.test_store_contract import UNDO_USER_KEYS, note, vec
+
+    store = PostgresStore(pg_url)
+    first, second, bob = note("one", user="alice"), note("two", user="alice"), note("bob's", user="bob")
+    nobody = note("no user", user=None)
+    for i, n in enumerate([first, second, bob, nobody]):
+        store.insert_note(n, vec(i))
+    store.upsert_links([Link(source_id=first.id, target_id=second.id, reason="same day")])
+    store.add_version(NoteVersion.snapshot(first, VersionCause.create))
+    store.add_version(NoteVersion.snapshot(nobody, VersionCause.create))
+    calls = [
+        LLMCall(step="construct", prompt_version="v", model="m", note_ids=[n.id]) for n in (first, nobody)
+    ]
+    for call in calls:
+        store.record_llm_call(call)
+    store.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(UNDO_USER_KEYS)  # back to schema 5, where a link could join two users' notes
+        conn.execute(
+            "INSERT INTO amem.links (source_id, target_id, weight, reason, created_at, updated_at) "
+            "VALUES (%s, %s, 1, 'across users', now(), now())",
+            (first.id, bob.id),
+        )
+    store = PostgresStore(pg_url)
+    try:
+        assert [(lk.source_id, lk.target_id) for lk in store.links_for([first.id])] == [(first.id, second.id)]
+        assert store.get_note(nobody.id).user_id is None  # type: ignore[union-attr]
+        assert [v.note_id for v in store.versions(first.id)] == [first.id]
+        assert [c.id for c in store.llm_calls(nobody.id)] == [calls[1].id]
+        alice = store.bound("alice")
+        assert set(alice.get_notes([first.id, bob.id])) == {first.id}  # a user's handle sees only theirs
+        assert [c.id for c in alice.llm_calls(first.id)] == [calls[0].id]
+    finally:
+        store.close()
+    with psycopg.connect(pg_url) as conn:
+        users = conn.execute("SELECT id, user_id FROM amem.llm_calls ORDER BY user_id").fetchall()
+        keys = conn.execute(
+            "SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE contype = 'p' AND connamespace = 'amem'::regnamespace AND conrelid::regclass::text <> "
+            "'amem.schema_migrations' AND conrelid::regclass::text <> 'amem.meta' "
+            "AND conrelid::regclass::text <> 'amem.llm_cache'"
+        ).fetchall()
+    assert users == [(calls[1].id, ""), (calls[0].id, "alice")]
+    assert sorted(keys) and all(key.startswith("PRIMARY KEY (user_id") for _, key in keys), keys

@@ -261,7 +261,10 @@ def undo(mem: Memory, run_id: str, force: bool = False) -> UndoReport:
     """Restore every note a consolidation run changed to its version from before the run."""
     versions = mem.store.versions_in_batch(run_id)
     if not versions:
-        raise NotFound(f"no consolidation run {run_id!r} wrote anything; `amem consolidate` prints run ids")
+        raise NotFound(  # a user's memory sees only what a run wrote into that user's notes
+            f"no consolidation run {run_id!r} wrote anything in this scope; `amem consolidate` prints "
+            "run ids, and a run is undone with the scope that ran it"
+        )
     first: dict[str, tuple[int, datetime]] = {}
     last: dict[str, int] = {}
     for v in versions:

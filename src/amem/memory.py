@@ -85,11 +85,12 @@ class Memory:
         else:  # explicit arguments still win over a given Settings object
             settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
         self.settings = settings
-        self.store: Store = (
+        self._whole_store: Store = (
             store
             if store is not None and not isinstance(store, str)
             else open_store(settings.store_url, settings.pool_size, settings.index_memory)
         )
+        self.store = _bind(self._whole_store, user_id)
         self._llm: LLM | None = llm if llm is not None and not isinstance(llm, str) else None
         self._embedder: Embedder | None = (
             embedder if embedder is not None and not isinstance(embedder, str) else None
@@ -150,6 +151,7 @@ class Memory:
         other = object.__new__(Memory)
         other.__dict__.update(self.__dict__)
         other.scope = checked_scope(user_id, agent_id, run_id)
+        other.store = _bind(self._whole_store, user_id)
         return other
 
     @property
@@ -163,7 +165,7 @@ class Memory:
             self._background.close()
             self.flush_usage()
         finally:
-            self.store.close()
+            self._whole_store.close()
 
     def __enter__(self) -> Memory:
         return self
@@ -555,3 +557,10 @@ class Memory:
         if filters is None or filters.statuses is None:  # the memory as search sees it
             filters = (filters or Filters()).with_statuses([NoteStatus.active])
         return graph.build(self.store, self.scope, filters, limit)
+
+
+def _bind(store: Store, user_id: str | None) -> Store:
+    """The store as one user's handle (each statement by id stays in that user's data: one shard on
+    Citus), or the whole store for a memory that spans users. A Store without ``bound`` is used whole."""
+    bound = getattr(store, "bound", None)
+    return bound(user_id) if user_id is not None and bound is not None else store

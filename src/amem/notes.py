@@ -440,6 +440,9 @@ def checked_scope(user_id: str | None, agent_id: str | None, run_id: str | None)
             if not isinstance(value, str):
                 raise InvalidInput(f"{name} must be a string, not {type(value).__name__}")
             check_text(value, name)
+    if user_id == "":
+        # PostgreSQL keys the notes of no user under '' (the distribution key is never NULL)
+        raise InvalidInput("user_id must not be empty: leave it out for a memory without a user")
     return Scope(user_id=user_id, agent_id=agent_id, run_id=run_id)
 
 

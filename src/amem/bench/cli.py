@@ -41,6 +41,20 @@ def bench() -> None:
     help="Also run each size on this PostgreSQL server (URL; a database amem_bench_N is created per size).",
 )
 @click.option(
+    "--citus",
+    default=None,
+    help="Many users on this Citus database (coordinator URL; amem's tables in it are dropped first), "
+    "next to --postgres when given, instead of the sizes.",
+)
+@click.option(
+    "--users",
+    "user_steps",
+    type=click.IntRange(min=1),
+    multiple=True,
+    help="With --citus: measure after loading this many users (repeatable) [default 100, 1000].",
+)
+@click.option("--notes-per-user", type=click.IntRange(min=10), default=1000, show_default=True)
+@click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -53,13 +67,22 @@ def scale(
     bench_embedder: str,
     queries: int,
     postgres: str | None,
+    citus: str | None,
+    user_steps: tuple[int, ...],
+    notes_per_user: int,
     out: Path | None,
 ) -> None:
-    """Add throughput, search p50/p95 per preset, DB size and RAM per note at each size (no LLM)."""
+    """Add throughput, search p50/p95 per preset, DB size and RAM per note at each size (no LLM); with
+    --citus, the same per user as users grow, on Citus and single-node PostgreSQL."""
     from .scale import markdown, run_size
 
     settings: Settings = replace(obj.settings, embedder=bench_embedder)
     folder = out or settings.home / "bench" / "scale"
+    if citus:
+        _scale_users(
+            settings, folder, citus, postgres, sorted(set(user_steps or (100, 1000))), notes_per_user, queries
+        )
+        return
     rows = []
     for n in sizes or (10_000,):
         with progress_bar(f"{n:,} notes, sqlite", n) as progress:
@@ -75,6 +98,32 @@ def scale(
     (folder / "results.json").write_text(json.dumps(rows, indent=2))
     table = markdown(rows)
     (folder / "results.md").write_text(table + "\n")
+    click.echo(table)
+    click.echo(f"\nresults in {folder}", err=True)
+
+
+def _scale_users(
+    settings: Settings,
+    folder: Path,
+    citus: str,
+    postgres: str | None,
+    steps: list[int],
+    per_user: int,
+    queries: int,
+) -> None:
+    from ..store.postgres_schema import fresh_database
+    from .scale_users import empty_citus, markdown, run_store
+
+    stores = [("postgresql", fresh_database(postgres, "amem_bench_users"))] if postgres else []
+    stores.append(("citus", empty_citus(citus)))
+    rows = []
+    for label, url in stores:
+        with progress_bar(f"{steps[-1]:,} users, {label}", steps[-1] * per_user) as progress:
+            rows += run_store(settings, url, label, steps, per_user, queries=queries, progress=progress)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "users.json").write_text(json.dumps(rows, indent=2))
+    table = markdown(rows)
+    (folder / "users.md").write_text(table + "\n")
     click.echo(table)
     click.echo(f"\nresults in {folder}", err=True)
 

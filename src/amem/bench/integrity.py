@@ -46,6 +46,25 @@ SQLITE_COUNTS: dict[str, str] = {
     "bad_vectors": """SELECT count(*) FROM notes WHERE length(embedding) <>
                       4 * coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'dimensions'), 0)""",
 }
+#: PostgreSQL keys links and versions by (user, id) (Citus joins only on the distribution column): the
+#: same invariants, joined by user too (a link to another user's note counts as torn)
+PG_KEYED: dict[str, str] = {
+    "torn_links": """SELECT count(*) FROM links l WHERE
+                     NOT EXISTS (SELECT 1 FROM notes n WHERE n.user_id = l.user_id AND n.id = l.source_id)
+                     OR NOT EXISTS
+                     (SELECT 1 FROM notes n WHERE n.user_id = l.user_id AND n.id = l.target_id)""",
+    "cross_scope_links": f"""SELECT count(*) FROM links l
+                             JOIN notes s ON s.user_id = l.user_id AND s.id = l.source_id
+                             JOIN notes t ON t.user_id = l.user_id AND t.id = l.target_id
+                             WHERE NOT {_SAME_SCOPE}""",
+    "version_gaps": """SELECT count(*) FROM notes n LEFT JOIN
+                       (SELECT user_id, note_id, count(*) AS c, max(version) AS m, min(version) AS lo
+                        FROM versions GROUP BY user_id, note_id) v
+                       ON v.user_id = n.user_id AND v.note_id = n.id
+                       WHERE v.c IS NULL OR v.c <> n.version OR v.m <> n.version OR v.lo <> 1""",
+    "orphan_versions": """SELECT count(*) FROM versions v WHERE NOT EXISTS
+                          (SELECT 1 FROM notes n WHERE n.user_id = v.user_id AND n.id = v.note_id)""",
+}
 PG_COUNTS: dict[str, str] = {
     "bad_vectors": """SELECT count(*) FROM notes WHERE embedding IS NULL OR vector_dims(embedding) <>
                       coalesce((SELECT value::int FROM meta WHERE key = 'dimensions'), 0)""",
@@ -114,7 +133,7 @@ def _check_postgres(url: str) -> Consistency:
         # data's own invariants, plus the B-tree indexes when amcheck is there to verify them
         engine, checked = _amcheck(conn)
         result = Consistency(engine_check=engine, checked=checked)
-        _count(result, lambda sql: conn.execute(sql).fetchone()[0], {**COUNTS, **PG_COUNTS})  # type: ignore[index]
+        _count(result, lambda sql: conn.execute(sql).fetchone()[0], {**COUNTS, **PG_KEYED, **PG_COUNTS})  # type: ignore[index]
         return result
 
 

@@ -86,12 +86,15 @@ class Filters(BaseModel):
         return self.model_copy(update={"statuses": statuses})
 
 
-def scope_clauses(scope: Scope, mark: str) -> tuple[list[str], list[Any]]:
+def scope_clauses(scope: Scope, mark: str, no_user: str | None = None) -> tuple[list[str], list[Any]]:
     """SQL conditions on a notes table aliased ``n`` for a scope (``mark``: the driver's placeholder). A
-    field left out matches anything, unless the scope is exact, where it matches only a missing field."""
+    field left out matches anything, unless the scope is exact, where it matches only a missing field
+    (a missing user is ``no_user`` where the store keeps one, NULL otherwise)."""
     clauses: list[str] = []
     params: list[Any] = []
     for col, value in (("user_id", scope.user_id), ("agent_id", scope.agent_id), ("run_id", scope.run_id)):
+        if value is None and scope.exact and col == "user_id" and no_user is not None:
+            value = no_user
         if value is not None:
             clauses.append(f"n.{col} = {mark}")
             params.append(value)
@@ -104,6 +107,11 @@ class Store(Protocol):
     url: str
 
     def close(self) -> None: ...
+    def bound(self, user_id: str) -> Store:
+        """A handle on this store for one user's notes: what it reads and writes by note id is that
+        user's only (on Citus, one shard). Shares connections and transactions with the store."""
+        ...
+
     def atomic(self) -> AbstractContextManager[None]:
         """All writes inside commit together or not at all; nestable."""
         ...

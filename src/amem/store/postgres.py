@@ -9,8 +9,10 @@ instead of overwriting each other. psycopg is imported lazily (the ``postgres`` 
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -22,6 +24,7 @@ import numpy as np
 from ..embed.base import Vectors
 from ..errors import StoreError, StoreUnavailable
 from ..notes import Note, Scope
+from . import postgres_citus as citus
 from . import postgres_upkeep as upkeep
 from .base import Filters, scope_clauses
 from .postgres_history import PostgresHistory
@@ -48,6 +51,8 @@ _INSTALL_HINT = "install the PostgreSQL driver with `pip install 'amem[postgres]
 BULK_MIN = 50_000
 #: the advisory lock held by the one bulk load that may run at a time
 BULK_KEY = "amem:bulk"
+#: note owners remembered by one process (about 100 bytes each)
+OWNERS_KEPT = 200_000
 HNSW_INDEX = "CREATE INDEX IF NOT EXISTS notes_embedding ON notes USING hnsw (embedding vector_cosine_ops)"
 
 
@@ -67,14 +72,22 @@ class PostgresStore(PostgresHistory):
         self._pool_timeout = PoolTimeout
         self._local = threading.local()
         self.common_term_share = COMMON_TERM_SHARE
-        self._dims: str | None = None
-        self._inserted = 0  # notes this process added since its last ANALYZE
-        self._analysed_at = 0  # table size then
+        self._dims: list[str] = []  # the vector size once committed (shared by views: a list, not copied)
+        #: notes this process added since its last ANALYZE, and the table's size then (shared by views)
+        self._counts = {"inserted": 0, "analysed_at": 0}
+        self._user: str | None = None  # a view bound to one user (``bound``): id statements name the user
+        #: whose each note is, as this process saw it written or read (a note never changes user), so a
+        #: statement by id names the user without asking every shard first; shared by views
+        self._owner_of: dict[str, str] = {}
         self._keyword = KeywordSearch(self._rows)
-        options = self._options = f"-c search_path={SCHEMA},public -c timezone=UTC"
+        # SET LOCAL reaches Citus workers only when asked to; plain PostgreSQL keeps it as a placeholder
+        options = self._options = (
+            f"-c search_path={SCHEMA},public -c timezone=UTC -c citus.propagate_set_commands=local"
+        )
         try:
             with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
                 migrate_schema(conn, self.url, MIGRATIONS)
+                self.distributed = citus.prepare(conn)
         except psycopg.Error as exc:
             raise StoreError(f"cannot open PostgreSQL database {self.url}: {exc}") from exc
         self._pool = ConnectionPool(
@@ -91,6 +104,42 @@ class PostgresStore(PostgresHistory):
     # -- plumbing -----------------------------------------------------------------------------
     def close(self) -> None:
         self._pool.close()
+
+    def bound(self, user_id: str) -> PostgresStore:
+        """This store seen by one user: statements by note id name the user too, so on Citus each one
+        goes to that user's shard alone. Shares the connections, transactions and caches."""
+        view = copy.copy(self)
+        view._user = user_id
+        return view
+
+    def _mine(self, alias: str = "") -> tuple[str, list[Any]]:
+        """`` AND <alias>user_id = %s`` for a bound view, nothing otherwise."""
+        return (f" AND {alias}user_id = %s", [self._user]) if self._user is not None else ("", [])
+
+    def _owners(self, ids: Sequence[str]) -> dict[str, list[str]]:
+        """The ids by the user whose they are (a bound view: its user; else what this process has seen,
+        and one query for the rest). Ids of no note are left out."""
+        if self._user is not None:
+            return {self._user: list(ids)}
+        known = self._owner_of
+        unknown = [i for i in ids if i not in known]
+        if unknown:
+            rows = self._rows("SELECT user_id, id FROM notes WHERE id = ANY(%s)", (unknown,))
+            self._remember({r["id"]: r["user_id"] for r in rows})
+        found: dict[str, list[str]] = {}
+        for note_id in ids:
+            if note_id in known:
+                found.setdefault(known[note_id], []).append(note_id)
+        return found
+
+    def _remember(self, owners: dict[str, str]) -> None:
+        if len(self._owner_of) + len(owners) > OWNERS_KEPT:
+            self._owner_of.clear()  # a cache: what is forgotten is asked again
+        self._owner_of.update(owners)
+
+    def _owner(self, note_id: str) -> str:
+        """The user of one note ('' when it is gone)."""
+        return next(iter(self._owners([note_id])), "")
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
@@ -148,13 +197,13 @@ class PostgresStore(PostgresHistory):
     # -- notes --------------------------------------------------------------------------------
     def _dimensions(self) -> str | None:
         """The vector size, remembered once committed (it never changes afterwards)."""
-        if self._dims is not None:
-            return self._dims
+        if self._dims:
+            return self._dims[0]
         if self._in_transaction() and getattr(self._local, "dims", None) is not None:
             return str(self._local.dims)
         dims = self.get_meta("dimensions")
         if not self._in_transaction():  # inside one, the value may still be rolled back
-            self._dims = dims
+            self._dims[:] = [dims] if dims is not None else []
         else:
             self._local.dims = dims  # for the rest of this transaction
         return dims
@@ -213,8 +262,11 @@ class PostgresStore(PostgresHistory):
     def _build_index(self, conn: Any) -> None:
         if self.get_meta("dimensions") is None:
             return  # no vector yet: the first insert creates the index
-        conn.execute("SELECT set_config('maintenance_work_mem', %s, false)", (self.index_memory,))
-        conn.execute(HNSW_INDEX)
+        if not re.fullmatch(r"\d+\s*(?:[kMGT]B)?", self.index_memory):
+            raise StoreError(f"index_memory {self.index_memory!r}: give a size such as 1GB or 512MB")
+        with conn.transaction():  # SET LOCAL: Citus passes it on to the workers that build the shards
+            conn.execute(f"SET LOCAL maintenance_work_mem = '{self.index_memory}'")
+            conn.execute(HNSW_INDEX)
         self._analyse(conn.execute)
 
     @staticmethod
@@ -251,31 +303,38 @@ class PostgresStore(PostgresHistory):
                 f"VALUES ({marks}, %s::vector)",
                 [*params, vector_literal(vec)],
             )
-        self._inserted += 1
+        self._counts["inserted"] += 1
+        self._remember({note.id: note.user_id or ""})
 
     def update_note(self, note: Note, vector: Vectors | None = None) -> None:
         with self.atomic():
+            # a note keeps its user (the distribution key, which Citus never rewrites in place)
+            columns = [c.strip() for c in NOTE_COLUMNS.split(",")]
+            kept = [i for i, c in enumerate(columns) if c not in ("id", "user_id")]
             params = note_params(note)
-            sets = ", ".join(f"{c.strip()} = %s" for c in NOTE_COLUMNS.split(",")[1:])
+            sets = ", ".join(f"{columns[i]} = %s" for i in kept)
             extra = ""
-            values = params[1:]
+            values = [params[i] for i in kept]
             if vector is not None:
                 vec = np.asarray(vector, dtype=np.float32)
                 self._check_dims(vec)
                 extra = ", embedding = %s::vector"
                 values = [*values, vector_literal(vec)]
             rows = self._rows(
-                f"UPDATE notes SET {sets}{extra} WHERE id = %s RETURNING id", [*values, note.id]
+                f"UPDATE notes SET {sets}{extra} WHERE user_id = %s AND id = %s RETURNING id",
+                [*values, note.user_id or "", note.id],
             )
             if not rows:
                 raise StoreError(f"note {note.id} vanished during the update; nothing was changed")
 
     def delete_note(self, note_id: str) -> None:
         with self.atomic():
+            user = self._owner(note_id)
             # the note's lock first: a writer evolving it finishes, or waits and then finds it gone
-            self._rows("SELECT id FROM notes WHERE id = %s FOR UPDATE", (note_id,))
-            self._rows("DELETE FROM versions WHERE note_id = %s", (note_id,))
-            self._rows("DELETE FROM notes WHERE id = %s", (note_id,))  # links go by ON DELETE CASCADE
+            self._rows("SELECT id FROM notes WHERE user_id = %s AND id = %s FOR UPDATE", (user, note_id))
+            self._rows("DELETE FROM versions WHERE user_id = %s AND note_id = %s", (user, note_id))
+            # links go by ON DELETE CASCADE
+            self._rows("DELETE FROM notes WHERE user_id = %s AND id = %s", (user, note_id))
 
     def get_note(self, note_id: str) -> Note | None:
         return self.get_notes([note_id]).get(note_id)
@@ -284,22 +343,39 @@ class PostgresStore(PostgresHistory):
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             return {}
-        # inside a write transaction, what is read is locked until commit (read-check-write is safe)
-        lock = " ORDER BY id FOR UPDATE" if self._in_transaction() else ""
-        rows = self._rows(f"SELECT {READ_COLUMNS} FROM notes WHERE id = ANY(%s){lock}", (wanted,))
+        if self._in_transaction():
+            # inside a write transaction, what is read is locked until commit (read-check-write is safe);
+            # Citus locks rows only in a statement that stays on one shard: one per user
+            owners: dict[str | None, list[str]] = {self._user: wanted}
+            if self.distributed:
+                owners = {owner: some for owner, some in self._owners(wanted).items()}
+            rows = []
+            for owner, some in sorted(owners.items(), key=lambda kv: kv[0] or ""):
+                mine = " AND user_id = %s" if owner is not None else ""
+                rows += self._rows(
+                    f"SELECT {READ_COLUMNS} FROM notes WHERE id = ANY(%s){mine} ORDER BY id FOR UPDATE",
+                    [some, *([owner] if owner is not None else [])],
+                )
+        else:
+            mine, user = self._mine()
+            rows = self._rows(f"SELECT {READ_COLUMNS} FROM notes WHERE id = ANY(%s){mine}", [wanted, *user])
+        self._remember({r["id"]: r["user_id"] for r in rows})
         return {r["id"]: row_note(r) for r in rows}
 
     def get_vectors(self, ids: Sequence[str]) -> dict[str, Vectors]:
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             return {}
-        rows = self._rows("SELECT id, embedding::text AS e FROM notes WHERE id = ANY(%s)", (wanted,))
+        mine, user = self._mine()
+        rows = self._rows(
+            f"SELECT id, embedding::text AS e FROM notes WHERE id = ANY(%s){mine}", [wanted, *user]
+        )
         return {r["id"]: parse_vector(r["e"]) for r in rows}
 
     def _where(self, scope: Scope, filters: Filters | None) -> tuple[list[str], list[Any]]:
         from psycopg.types.json import Jsonb
 
-        clauses, params = scope_clauses(scope, "%s")
+        clauses, params = scope_clauses(scope, "%s", no_user="")
         if filters is not None:
             for key, wanted in filters.metadata.items():
                 if wanted is None:
@@ -413,7 +489,7 @@ class PostgresStore(PostgresHistory):
         """ANALYZE after this process added many notes: with stale statistics (a bulk load that autovacuum
         has not seen yet) the planner estimates a scope at a few rows and sorts every vector instead of
         using the HNSW index (dense p50 33 ms instead of 2 ms at 10^4 notes in `amem bench scale`)."""
-        if self._inserted >= max(1000, self._analysed_at // 5):
+        if self._counts["inserted"] >= max(1000, self._counts["analysed_at"] // 5):
             self._analyse(lambda sql: self._rows(sql))
 
     def _analyse(self, run: Callable[[str], object]) -> None:
@@ -422,8 +498,8 @@ class PostgresStore(PostgresHistory):
         with suppress(StoreError, self._psycopg.Error):  # the owner only may; else autovacuum will
             run("SELECT gin_clean_pending_list('notes_tsv'::regclass)")
         self._keyword.forget_statistics()
-        self._analysed_at = self._total()
-        self._inserted = 0
+        self._counts["analysed_at"] = self._total()
+        self._counts["inserted"] = 0
 
     def nearest(
         self,
@@ -449,21 +525,24 @@ class PostgresStore(PostgresHistory):
                     SELECT n.id, n.embedding <=> %s::vector AS d FROM notes n{self._sql_where(clauses)}
                     ORDER BY n.embedding <=> %s::vector LIMIT %s)
                 SELECT id, d FROM r ORDER BY d, id"""
-        with self.atomic():  # the settings below last for this transaction only
-            self._rows(
-                "SELECT set_config('hnsw.ef_search', %s, true), "
-                "set_config('hnsw.iterative_scan', 'relaxed_order', true)",
-                (str(min(1000, max(40, 2 * k))),),
-            )
+        with self.atomic():  # the settings below last for this transaction only (on every Citus node)
+            self._rows(f"SET LOCAL hnsw.ef_search = {min(1000, max(40, 2 * int(k)))}")
+            self._rows("SET LOCAL hnsw.iterative_scan = relaxed_order")
             rows = self._rows(sql, [literal, *params, literal, k])
             if len(rows) < k:
                 # the graph walk gives up after hnsw.max_scan_tuples under a selective filter: an exact
                 # scan of the filtered notes finds every one (and costs little, as there are few)
-                self._rows("SELECT set_config('enable_indexscan', 'off', true)")
+                self._rows("SET LOCAL enable_indexscan = off")
                 rows = self._rows(sql, [literal, *params, literal, k])
         return [(r["id"], 1.0 - float(r["d"])) for r in rows]
 
     def _total(self) -> int:
+        """Notes the keyword statistics count over: the bound user's (so one tenant's document
+        frequencies never come from another's notes), else the table's."""
+        if self._user is not None:
+            return int(
+                self._rows("SELECT count(*) AS n FROM notes WHERE user_id = %s", (self._user,))[0]["n"]
+            )
         estimate = self._rows("SELECT reltuples::bigint AS n FROM pg_class WHERE oid = 'notes'::regclass")
         n = int(estimate[0]["n"]) if estimate else -1
         if n < 10_000:  # small, or never analysed: count exactly
@@ -474,14 +553,19 @@ class PostgresStore(PostgresHistory):
         self, query: str, k: int, scope: Scope, filters: Filters | None = None
     ) -> list[tuple[str, float]]:
         self._fresh_statistics()
+        total = None if self._user is not None else self._total()  # a user's: counted with the terms
         return self._keyword.search(
-            query, k, self._total(), self.common_term_share, self._where(scope, filters)
+            query, k, total, self.common_term_share, self._where(scope, filters), self._user
         )
 
     # -- upkeep -------------------------------------------------------------------------------
     def record_retrievals(self, counts: dict[str, int], at: datetime) -> None:
+        if not counts:
+            return
         with self.atomic():
-            upkeep.record_retrievals(self._rows, counts, at)
+            owners = self._owners(sorted(counts)) if self.distributed or self._user else {None: list(counts)}
+            for user, ids in sorted(owners.items(), key=lambda kv: kv[0] or ""):
+                upkeep.record_retrievals(self._rows, {i: counts[i] for i in ids}, at, user)
 
     def duplicate_groups(self, scope: Scope) -> list[list[str]]:
         return upkeep.duplicate_groups(self._rows, self._where(scope, None))

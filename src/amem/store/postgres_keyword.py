@@ -112,33 +112,60 @@ class KeywordSearch:
             self._common = CommonTerms(shares, time.monotonic())
         return self._common.shares
 
-    def frequencies(self, lexemes: Sequence[str], total: int, cap: int) -> dict[str, int]:
+    def frequencies(
+        self, lexemes: Sequence[str], total: int, cap: int, user: str | None = None
+    ) -> dict[str, int]:
         """Notes holding each lexeme (up to ``cap + 1``): estimated from pg_stats for common lexemes on a
-        large table, counted for the rest."""
-        common = self._common_terms() if total >= self.stats_from else {}
+        large table, counted for the rest; with ``user``, counted among that user's notes only (pg_stats
+        describes the whole table, every tenant together)."""
+        common = self._common_terms() if total >= self.stats_from and user is None else {}
+        mine, who = (" AND user_id = %s", [user]) if user is not None else ("", [])
         df: dict[str, int] = {}
         for lex in lexemes:
             if lex in common:
                 df[lex] = min(cap + 1, total, max(1, round(common[lex] * total)))
                 continue
             counted = self._rows(
-                "SELECT count(*) AS c FROM (SELECT 1 FROM notes WHERE tsv @@ %s::tsquery LIMIT %s) s",
-                (tsquery_term(lex), cap + 1),
+                f"SELECT count(*) AS c FROM (SELECT 1 FROM notes WHERE tsv @@ %s::tsquery{mine} LIMIT %s) s",
+                [tsquery_term(lex), *who, cap + 1],
             )
             df[lex] = int(counted[0]["c"])
         return df
 
+    def user_counts(self, lexemes: Sequence[str], user: str) -> tuple[int, dict[str, int]]:
+        """The user's notes, and how many hold each lexeme: one statement (on Citus, one shard's)."""
+        parts = ["(SELECT count(*) FROM notes WHERE user_id = %s) AS total"]
+        params: list[Any] = [user]
+        for i, lex in enumerate(lexemes):
+            parts.append(f"(SELECT count(*) FROM notes WHERE user_id = %s AND tsv @@ %s::tsquery) AS d{i}")
+            params += [user, tsquery_term(lex)]
+        row = self._rows("SELECT " + ", ".join(parts), params)[0]
+        return int(row["total"]), {lex: int(row[f"d{i}"]) for i, lex in enumerate(lexemes)}
+
     def search(
-        self, query: str, k: int, total: int, share: float, where: tuple[list[str], list[Any]]
+        self,
+        query: str,
+        k: int,
+        total: int | None,
+        share: float,
+        where: tuple[list[str], list[Any]],
+        user: str | None = None,
     ) -> list[tuple[str, float]]:
         """The top ``k`` notes by BM25 (binary term frequency: the sum of the idf of the terms a note
-        holds), ties broken by ts_rank, then age. ``where`` holds the scope and filter clauses."""
+        holds), ties broken by ts_rank, then age. ``where`` holds the scope and filter clauses. With
+        ``user``, the notes counted and the document frequencies are that user's alone (``total`` None:
+        counted here, in the same statement as the frequencies)."""
         lexemes = self.lexemes(query)
         if not lexemes or k <= 0:
             return []
-        total = max(1, total)
-        cap = int(total * share) if total >= 100 else total
-        df = self.frequencies(lexemes, total, cap)
+        if user is not None and total is None:
+            total, df = self.user_counts(lexemes, user)
+            total = max(1, total)
+            cap = int(total * share) if total >= 100 else total
+        else:
+            total = max(1, total or 0)
+            cap = int(total * share) if total >= 100 else total
+            df = self.frequencies(lexemes, total, cap, user)
         # the same rule as SQLite: terms in more than the share of notes go when rarer ones remain
         kept = [lex for lex in lexemes if df[lex] <= cap] or lexemes
         kept = sorted((lex for lex in kept if df[lex] > 0), key=lambda lex: df[lex])  # rarest first

@@ -162,6 +162,53 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS refused jsonb NOT NULL DEFAULT '[]';
         """,
     ),
+    (
+        # ready for Citus (and still plain PostgreSQL): the user leads every key of the scoped tables, so
+        # they can be distributed by user in one co-location group and every scoped statement touches one
+        # shard. The empty scope's user becomes ''. Links reference notes by (user, id); a link between
+        # two users' notes (possible only by hand in a memory without users) cannot, and is dropped.
+        6,
+        """
+        UPDATE notes SET user_id = '' WHERE user_id IS NULL;
+        ALTER TABLE notes ALTER COLUMN user_id SET DEFAULT '', ALTER COLUMN user_id SET NOT NULL;
+        ALTER TABLE links DROP CONSTRAINT links_source_id_fkey, DROP CONSTRAINT links_target_id_fkey,
+            DROP CONSTRAINT links_pkey, ADD COLUMN user_id text;
+        UPDATE links l SET user_id = n.user_id FROM notes n WHERE n.id = l.source_id;
+        DELETE FROM links l WHERE l.user_id IS NULL
+            OR NOT EXISTS (SELECT 1 FROM notes t WHERE t.id = l.target_id AND t.user_id = l.user_id);
+        ALTER TABLE notes DROP CONSTRAINT notes_pkey, DROP CONSTRAINT notes_rid_key,
+            ADD PRIMARY KEY (user_id, id);
+        CREATE INDEX notes_id ON notes (id);
+        CREATE INDEX notes_rid ON notes (rid);
+        ALTER TABLE links ALTER COLUMN user_id SET NOT NULL,
+            ADD PRIMARY KEY (user_id, source_id, target_id),
+            ADD FOREIGN KEY (user_id, source_id) REFERENCES notes (user_id, id) ON DELETE CASCADE,
+            ADD FOREIGN KEY (user_id, target_id) REFERENCES notes (user_id, id) ON DELETE CASCADE;
+        DROP INDEX links_target;
+        CREATE INDEX links_target ON links (user_id, target_id);
+        ALTER TABLE versions ADD COLUMN user_id text;
+        UPDATE versions v SET user_id = n.user_id FROM notes n WHERE n.id = v.note_id;
+        UPDATE versions SET user_id = '' WHERE user_id IS NULL;
+        ALTER TABLE versions ALTER COLUMN user_id SET NOT NULL, DROP CONSTRAINT versions_pkey,
+            ADD PRIMARY KEY (user_id, note_id, version);
+        ALTER TABLE llm_calls ADD COLUMN user_id text;
+        UPDATE llm_calls c SET user_id = o.user_id FROM (
+            SELECT m.call_id, min(n.user_id) AS user_id FROM llm_call_notes m
+            JOIN notes n ON n.id = m.note_id GROUP BY m.call_id) o
+            WHERE o.call_id = c.id;
+        UPDATE llm_calls SET user_id = '' WHERE user_id IS NULL;
+        ALTER TABLE llm_calls ALTER COLUMN user_id SET NOT NULL, DROP CONSTRAINT llm_calls_pkey,
+            ADD PRIMARY KEY (user_id, id);
+        ALTER TABLE llm_call_notes ADD COLUMN user_id text;
+        UPDATE llm_call_notes m SET user_id = c.user_id FROM llm_calls c WHERE c.id = m.call_id;
+        UPDATE llm_call_notes SET user_id = '' WHERE user_id IS NULL;
+        ALTER TABLE llm_call_notes ALTER COLUMN user_id SET NOT NULL, DROP CONSTRAINT llm_call_notes_pkey,
+            ADD PRIMARY KEY (user_id, call_id, note_id);
+        DROP INDEX llm_call_notes_note;
+        CREATE INDEX llm_call_notes_note ON llm_call_notes (user_id, note_id);
+        CREATE INDEX llm_calls_id ON llm_calls (id);
+        """,
+    ),
 ]
 
 #: the note columns in the order of ``note_params``: what inserts and updates write (the usage counters
@@ -206,7 +253,7 @@ def note_params(note: Note) -> list[Any]:
         Jsonb(clean_text(note.keywords)),
         Jsonb(clean_text(note.tags)),
         note.context,
-        note.user_id,
+        note.user_id or "",  # the empty scope's user is '' (the distribution key is never NULL)
         note.agent_id,
         note.run_id,
         Jsonb(clean_text(note.metadata), dumps=_dumps),
@@ -228,8 +275,11 @@ def note_params(note: Note) -> list[Any]:
 
 
 def row_note(row: dict[str, Any]) -> Note:
-    """psycopg already gives datetimes, booleans and decoded jsonb, so the row's note columns are the note."""
-    return Note.model_validate({k: v for k, v in row.items() if k in Note.model_fields})
+    """psycopg already gives datetimes, booleans and decoded jsonb, so the row's note columns are the note
+    (but the user: '' stands for none)."""
+    fields = {k: v for k, v in row.items() if k in Note.model_fields}
+    fields["user_id"] = fields.get("user_id") or None
+    return Note.model_validate(fields)
 
 
 def row_version(row: dict[str, Any]) -> NoteVersion:

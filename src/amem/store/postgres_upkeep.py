@@ -29,20 +29,23 @@ def _where(clauses: list[str]) -> str:
     return (" WHERE " + " AND ".join(clauses)) if clauses else ""
 
 
-def record_retrievals(rows: Rows, counts: dict[str, int], at: datetime) -> None:
-    """One statement for every note; the rows are locked in id order first, as ``get_notes`` does, so two
-    searches counting overlapping hits never deadlock."""
+def record_retrievals(rows: Rows, counts: dict[str, int], at: datetime, user: str | None = None) -> None:
+    """The notes' rows are locked in id order first, as ``get_notes`` does, so two searches counting
+    overlapping hits never deadlock. With ``user`` (every note is that user's), each statement stays on
+    that user's shard; Citus runs one UPDATE per count value."""
     if not counts:
         return
-    ids = list(counts)
-    rows(
-        """WITH c AS (SELECT * FROM unnest(%s::text[], %s::integer[]) AS c (id, n)),
-                locked AS MATERIALIZED (
-                    SELECT n.id FROM notes n WHERE n.id = ANY(%s) ORDER BY n.id FOR UPDATE)
-           UPDATE notes n SET retrievals = n.retrievals + c.n, last_retrieved_at = %s
-           FROM locked JOIN c ON c.id = locked.id WHERE n.id = locked.id""",
-        (ids, [counts[i] for i in ids], ids, at),
-    )
+    mine, who = (" AND user_id = %s", [user]) if user is not None else ("", [])
+    ids = sorted(counts)
+    rows(f"SELECT id FROM notes WHERE id = ANY(%s){mine} ORDER BY id FOR UPDATE", [ids, *who])
+    by_count: dict[int, list[str]] = {}
+    for note_id in ids:
+        by_count.setdefault(counts[note_id], []).append(note_id)
+    for n, some in sorted(by_count.items()):
+        rows(
+            f"UPDATE notes SET retrievals = retrievals + %s, last_retrieved_at = %s WHERE id = ANY(%s){mine}",
+            [n, at, some, *who],
+        )
 
 
 def iter_links(rows: Rows, where: Where, batch: int) -> Iterator[Link]:
@@ -52,7 +55,8 @@ def iter_links(rows: Rows, where: Where, batch: int) -> Iterator[Link]:
     while True:
         keyset = ["(l.source_id, l.target_id) > (%s, %s)"] if last else []
         page = rows(
-            f"""SELECT l.* FROM links l JOIN notes n ON n.id = l.source_id{_where([*clauses, *keyset])}
+            f"""SELECT l.* FROM links l JOIN notes n ON n.user_id = l.user_id AND n.id = l.source_id
+                {_where([*clauses, *keyset])}
                 ORDER BY l.source_id, l.target_id LIMIT %s""",
             [*params, *last, batch],
         )
@@ -98,11 +102,8 @@ def similar_pairs(
         [*params, ACTIVE, *([since] if since is not None else [])],
     )
     if any(key["c"] > EXACT_SCOPE_MAX for key in scopes):
-        rows(
-            "SELECT set_config('hnsw.ef_search', %s, true), "
-            "set_config('hnsw.iterative_scan', 'relaxed_order', true)",
-            (str(max(40, 4 * SIMILAR_NEIGHBOURS)),),
-        )
+        rows(f"SET LOCAL hnsw.ef_search = {max(40, 4 * SIMILAR_NEIGHBOURS)}", ())
+        rows("SET LOCAL hnsw.iterative_scan = relaxed_order", ())
     found: dict[tuple[int, int], tuple[str, str, float]] = {}
     for key in scopes:
         exact, values = scope_clauses(Scope(**{k: key[k] for k in SCOPE_KEYS}, exact=True), "%s")

@@ -92,6 +92,10 @@ class SQLiteStore(SQLiteHistory):
             self._db.execute("ROLLBACK")
             raise
 
+    def bound(self, user_id: str) -> SQLiteStore:
+        """One file holds every user: a user's handle is the store itself."""
+        return self
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
