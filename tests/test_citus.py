@@ -43,7 +43,11 @@ def test_opening_a_citus_database_distributes_every_table_by_user(citus_url: str
     import psycopg
 
     citus_memory(citus_url, tmp_path).close()
-    citus_memory(citus_url, tmp_path).close()  # opening again changes nothing
+    memory = citus_memory(citus_url, tmp_path)  # opening again changes nothing
+    memory.scoped(user_id="alice").add("Alice keeps bees.")
+    stats = memory.stats()
+    assert stats["notes"] == 1 and stats["bytes"] > 1_000_000  # the shards' sizes, not the shells'
+    memory.close()
     with psycopg.connect(citus_url) as conn:
         rows = conn.execute(
             """SELECT c.relname, p.partmethod, column_to_column_name(p.logicalrelid, p.partkey),

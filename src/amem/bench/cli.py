@@ -116,15 +116,19 @@ def _scale_users(
 
     stores = [("postgresql", fresh_database(postgres, "amem_bench_users"))] if postgres else []
     stores.append(("citus", empty_citus(citus)))
-    rows = []
-    for label, url in stores:
-        with progress_bar(f"{steps[-1]:,} users, {label}", steps[-1] * per_user) as progress:
-            rows += run_store(settings, url, label, steps, per_user, queries=queries, progress=progress)
+    # the stores side by side, step by step; the results are written after every step
+    runs = [run_store(settings, url, label, steps, per_user, queries=queries) for label, url in stores]
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "users.json").write_text(json.dumps(rows, indent=2))
-    table = markdown(rows)
-    (folder / "users.md").write_text(table + "\n")
-    click.echo(table)
+    rows: list[dict[str, Any]] = []
+    for step in steps:
+        for (label, _), run in zip(stores, runs, strict=True):
+            click.echo(f"{label}: loading up to {step:,} users of {per_user:,} notes", err=True)
+            rows.append(next(run))
+            (folder / "users.json").write_text(json.dumps(rows, indent=2))
+            (folder / "users.md").write_text(markdown(rows) + "\n")
+    for run in runs:
+        run.close()
+    click.echo(markdown(rows))
     click.echo(f"\nresults in {folder}", err=True)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -53,10 +53,10 @@ def run_store(
     queries: int = 200,
     k: int = 5,
     progress: Progress | None = None,
-) -> list[dict[str, Any]]:
-    """Load users up to each step and measure there; one row per step."""
+) -> Generator[dict[str, Any], None, None]:
+    """Load users up to each step and measure there; one row per step, as each step ends (so two stores
+    can be measured step by step, and a long run keeps what it measured)."""
     run_settings = replace(settings, database_url=url, llm="none", llm_cache=False)
-    rows: list[dict[str, Any]] = []
     rng = random.Random(5)
     texts = synthetic_queries(queries)
     with Memory(settings=run_settings) as memory:
@@ -85,18 +85,15 @@ def run_store(
                     "p50_ms": percentile(times, 0.5) or 0.0,
                     "p95_ms": percentile(times, 0.95) or 0.0,
                 }
-            rows.append(
-                {
-                    "store": label,
-                    "users": loaded,
-                    "notes_per_user": per_user,
-                    "notes": loaded * per_user,
-                    "add_notes_per_s": added / max(1e-9, load_seconds),
-                    "single_adds_per_s": _single_adds(memory, users[:50]),
-                    "search": latency,
-                }
-            )
-    return rows
+            yield {
+                "store": label,
+                "users": loaded,
+                "notes_per_user": per_user,
+                "notes": loaded * per_user,
+                "add_notes_per_s": added / max(1e-9, load_seconds),
+                "single_adds_per_s": _single_adds(memory, users[:50]),
+                "search": latency,
+            }
 
 
 def _single_adds(memory: Memory, users: list[str]) -> float:

@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
@@ -51,6 +52,8 @@ _INSTALL_HINT = "install the PostgreSQL driver with `pip install 'amem[postgres]
 BULK_MIN = 50_000
 #: the advisory lock held by the one bulk load that may run at a time
 BULK_KEY = "amem:bulk"
+#: seconds a distributed table's note count (for keyword statistics without a user) is reused
+TOTAL_TTL_S = 60.0
 #: note owners remembered by one process (about 100 bytes each)
 OWNERS_KEPT = 200_000
 HNSW_INDEX = "CREATE INDEX IF NOT EXISTS notes_embedding ON notes USING hnsw (embedding vector_cosine_ops)"
@@ -74,7 +77,7 @@ class PostgresStore(PostgresHistory):
         self.common_term_share = COMMON_TERM_SHARE
         self._dims: list[str] = []  # the vector size once committed (shared by views: a list, not copied)
         #: notes this process added since its last ANALYZE, and the table's size then (shared by views)
-        self._counts = {"inserted": 0, "analysed_at": 0}
+        self._counts: dict[str, float] = {"inserted": 0, "analysed_at": 0}
         self._user: str | None = None  # a view bound to one user (``bound``): id statements name the user
         #: whose each note is, as this process saw it written or read (a note never changes user), so a
         #: statement by id names the user without asking every shard first; shared by views
@@ -266,6 +269,10 @@ class PostgresStore(PostgresHistory):
             raise StoreError(f"index_memory {self.index_memory!r}: give a size such as 1GB or 512MB")
         with conn.transaction():  # SET LOCAL: Citus passes it on to the workers that build the shards
             conn.execute(f"SET LOCAL maintenance_work_mem = '{self.index_memory}'")
+            if self.distributed:
+                # a parallel HNSW build takes up to maintenance_work_mem of shared memory: one shard at a
+                # time per worker keeps each worker within index_memory (many at once ran out of memory)
+                conn.execute("SET LOCAL citus.max_adaptive_executor_pool_size = 1")
             conn.execute(HNSW_INDEX)
         self._analyse(conn.execute)
 
@@ -543,6 +550,13 @@ class PostgresStore(PostgresHistory):
             return int(
                 self._rows("SELECT count(*) AS n FROM notes WHERE user_id = %s", (self._user,))[0]["n"]
             )
+        if self.distributed:
+            # the coordinator's statistics do not describe the shards: count every shard, once a minute
+            at, n = self._counts.get("total_at", -1e9), self._counts.get("total", 0)
+            if time.monotonic() - at > TOTAL_TTL_S:
+                n = int(self._rows("SELECT count(*) AS n FROM notes")[0]["n"])
+                self._counts["total"], self._counts["total_at"] = n, time.monotonic()
+            return int(n)
         estimate = self._rows("SELECT reltuples::bigint AS n FROM pg_class WHERE oid = 'notes'::regclass")
         n = int(estimate[0]["n"]) if estimate else -1
         if n < 10_000:  # small, or never analysed: count exactly
@@ -588,8 +602,10 @@ class PostgresStore(PostgresHistory):
         states = {
             r["state"]: int(r["c"]) for r in self._rows("SELECT state, count(*) AS c FROM notes GROUP BY 1")
         }
+        # on Citus a table's size is its shards' (the coordinator holds empty shells)
+        measure = "citus_total_relation_size" if self.distributed else "pg_total_relation_size"
         size = self._rows(
-            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint AS b FROM pg_class c "
+            f"SELECT coalesce(sum({measure}(c.oid)), 0)::bigint AS b FROM pg_class c "
             "JOIN pg_namespace s ON s.oid = c.relnamespace WHERE s.nspname = %s AND c.relkind = 'r'",
             (SCHEMA,),
         )
