@@ -653,6 +653,21 @@ def test_user_scoping() -> None:
     assert run_json("get", note["id"])["id"] == note["id"]
 
 
+def test_main_options_after_the_command_work_as_before_it(tmp_path: Path) -> None:
+    note = run_json("add", "Alice keeps bees on her roof", "--user", "alice")
+    assert note["user_id"] == "alice"
+    assert run_json("search", "bees roof", "--user=bob") == []
+    assert [h["note"]["id"] for h in run_json("search", "bees", "--user", "alice", "-k", "1")] == [note["id"]]
+    other = tmp_path / "other.db"
+    run("add", "Stored elsewhere", "--store", str(other), "--run", "r1")
+    assert [n["run_id"] for n in run_json("list", "--store", str(other))] == ["r1"]
+    # after `--` nothing moves: the text is the note
+    kept = json.loads(run("add", "--json", "--", "--user is a flag of amem").stdout)
+    assert (kept["content"], kept["user_id"]) == ("--user is a flag of amem", None)
+    # a command's own option of another name is left alone (bench scale has --users)
+    assert "--notes-per-user" in run("bench", "scale", "--help").stdout
+
+
 def test_scopes_do_not_link_across_users() -> None:
     a = add_user("alice", "Caroline went to the LGBTQ support group yesterday")
     b = add_user("bob", "Caroline went to the LGBTQ support group again today")

@@ -43,7 +43,56 @@ pass_ctx = click.make_pass_decorator(Ctx)
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: the main options a command line may also give after the command (`amem add "..." --user alice`)
+ANYWHERE = ("--user", "--agent", "--run", "--home", "--llm", "--embedder", "--store", "--pipeline")
+
+
+class AmemGroup(click.Group):
+    """Takes the main options (scope, store, models) after the command as well as before it: they are
+    moved in front of the command unless that command has an option of the same name. ``--`` ends it."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist(self, ctx, list(args)))
+
+
+def hoist(group: click.Group, ctx: click.Context, args: list[str]) -> list[str]:
+    takes_value = {o for p in group.params if isinstance(p, click.Option) and not p.is_flag for o in p.opts}
+    i = 0
+    while i < len(args) and args[i].startswith("-") and args[i] != "--":
+        i += 2 if args[i] in takes_value else 1
+    if i >= len(args) or args[i] == "--":
+        return args
+    own: set[str] = set()  # the options of the command chain (`bench scale` has its own)
+    command: click.Command | None = group
+    for token in args[i:]:
+        if not isinstance(command, click.Group) or token.startswith("-"):
+            break
+        command = command.get_command(ctx, token)
+        if command is None:
+            break
+        own |= {o for p in command.params for o in getattr(p, "opts", [])}
+    front, rest = args[:i], []
+    j = i
+    while j < len(args):
+        token = args[j]
+        if token == "--":
+            rest += args[j:]
+            break
+        name = token.split("=", 1)[0]
+        if name in ANYWHERE and name not in own:
+            if "=" in token or j + 1 >= len(args):
+                front.append(token)
+                j += 1
+            else:
+                front += [token, args[j + 1]]
+                j += 2
+            continue
+        rest.append(token)
+        j += 1
+    return front + rest
+
+
+@click.group(cls=AmemGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--home", type=click.Path(path_type=Path), help="Data folder [env AMEM_HOME, default ~/.amem].")
 @click.option("--llm", help="LLM as provider:model, e.g. local:qwen2.5-coder-1.5b, openai:gpt-4o-mini, none.")
 @click.option("--embedder", help="Embedder as provider:model, e.g. local:all-minilm-l6-v2.")
