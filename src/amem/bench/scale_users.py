@@ -22,8 +22,9 @@ from typing import Any
 
 from ..config import Settings
 from ..memory import Memory
+from ..store import postgres_citus as citus
 from .metrics import percentile
-from .scale import synthetic_notes, synthetic_queries
+from .scale import _time_ms, synthetic_notes, synthetic_queries
 
 Progress = Callable[[int, int], None]
 PRESETS = ("paper", "hybrid", "keyword")
@@ -38,7 +39,7 @@ def empty_citus(url: str) -> str:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'citus'").fetchone() is None:
+        if not citus.enabled(conn):
             raise ValueError(f"{url} does not run Citus (CREATE EXTENSION citus, then add the workers)")
         conn.execute("DROP SCHEMA IF EXISTS amem CASCADE")
     return url
@@ -101,12 +102,6 @@ def _single_adds(memory: Memory, users: list[str]) -> float:
     for n, user in enumerate(users):
         memory.scoped(user_id=user).add(f"One more note, number {n}, about kayaks and the river.")
     return len(users) / (time.perf_counter() - start)
-
-
-def _time_ms(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1000
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
