@@ -1,5 +1,6 @@
 """amem: agentic memory for LLM agents (A-MEM), offline by default."""
 
+from .aio import AsyncMemory
 from .config import Settings
 from .consolidate import ConsolidationReport, UndoReport
 from .errors import (
@@ -36,6 +37,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MAX_CONTENT_CHARS",
     "AmemError",
+    "AsyncMemory",
     "ConfigError",
     "ConsolidationReport",
     "EmbedderError",

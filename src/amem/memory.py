@@ -204,11 +204,16 @@ class Memory:
         An exact duplicate in this scope returns the existing note instead (its provenance recorded)."""
         given = {"content": content, "event_time": event_time, "metadata": metadata or {}}
         note = self._new_note(self._coerce({**given, "pinned": pinned, "expires_at": expires_at}))
+        return self._add_embedded(note, None, wait)
+
+    def _add_embedded(self, note: Note, base: Vectors | None, wait: bool | None) -> Note:
+        """``add`` after validation; ``base`` is the note's vector when the caller has it already."""
         existing = upkeep.find_duplicate(self, note) if self.settings.dedupe else None
         if existing is not None and (folded := pipeline.fold(self, note, existing)) is not None:
             return folded
         self._check_embedder()
-        base = self.embedder.embed_documents([note.embedding_text()])[0]
+        if base is None:
+            base = self.embedder.embed_documents([note.embedding_text()])[0]
         if not self.llm_enabled:
             return pipeline.store_pending(self, note, base, None)
         if self._deferred(wait):
@@ -380,6 +385,19 @@ class Memory:
         Archived and merged notes are left out unless ``include_archived``; a superseded note comes
         after the note that replaced it. ``track`` feeds the hits back (retrieval counts, and links
         whose both ends came back grow stronger); benchmarks turn it off."""
+        opts = self._search_options(query, k, preset, expand, token_budget, include_archived)
+        return self._search_embedded(query, None, opts, filters, track)
+
+    def _search_options(
+        self,
+        query: str,
+        k: int,
+        preset: str | None,
+        expand: bool,
+        token_budget: int | None,
+        include_archived: bool,
+    ) -> SearchOptions:
+        """The search's arguments checked (a clear error before any work) and resolved."""
         if not isinstance(query, str) or not query.strip():
             raise InvalidInput("query is empty; give the text to search for")
         if (problem := text_problem(query.replace("\x00", " "))) is not None:
@@ -389,7 +407,7 @@ class Memory:
         preset = preset or self.settings.retrieval
         if preset not in ("hybrid", "paper", "keyword"):
             raise InvalidInput(f"unknown retrieval preset {preset!r}: use 'hybrid', 'paper' or 'keyword'")
-        opts = SearchOptions(
+        return SearchOptions(
             k=k,
             preset=preset,
             expand=expand,
@@ -397,8 +415,18 @@ class Memory:
             include_archived=include_archived,
             link_half_life_days=self.settings.link_half_life_days,
         )
+
+    def _search_embedded(
+        self,
+        query: str,
+        qvec: Vectors | None,
+        opts: SearchOptions,
+        filters: Filters | None,
+        track: bool,
+    ) -> list[SearchHit]:
+        """``search`` after its checks; ``qvec`` is the query's vector when the caller has it already."""
         seen: list[Link] = []
-        hits = run_search(self.store, self.embedder, query, self.scope, filters, opts, seen)
+        hits = run_search(self.store, self.embedder, query, self.scope, filters, opts, seen, qvec)
         if track and hits and self._usage.record(hits, seen):
             self.flush_usage()
         return hits

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..embed.base import Embedder
+from ..embed.base import Embedder, Vectors
 from ..notes import Link, Note, NoteStatus, Scope, SearchHit, Why, utcnow
 from ..store.base import Filters, Store
 
@@ -47,11 +47,14 @@ def search(
     filters: Filters | None,
     opts: SearchOptions,
     links_seen: list[Link] | None = None,
+    qvec: Vectors | None = None,
 ) -> list[SearchHit]:
-    """The hits; ``links_seen`` (if given) receives the links read around them (usage feedback)."""
+    """The hits; ``links_seen`` (if given) receives the links read around them (usage feedback).
+    ``qvec``: the query's vector when the caller embedded it already (the async path awaits it)."""
     if not opts.include_archived:
         filters = (filters or Filters()).with_statuses([NoteStatus.active])
-    qvec = embedder.embed_query(query)
+    if qvec is None:
+        qvec = embedder.embed_query(query)
     pool = max(opts.pool, opts.k)
     # keyword-only search needs no dense ranking (hits get their cosine from their stored vectors)
     dense = store.nearest(qvec, pool, scope, filters) if opts.preset != "keyword" else []
