@@ -180,9 +180,6 @@ class AsyncMemory:
     async def count(self, filters: Filters | None = None) -> int:
         return await self._run(self.sync.count, filters)
 
-    async def list(self, limit: int = 50, offset: int = 0, filters: Filters | None = None) -> list[Note]:
-        return await self._run(self.sync.list, limit, offset, filters)
-
     async def links(self, note_id: str) -> list[Link]:
         return await self._run(self.sync.links, note_id)
 
@@ -263,6 +260,10 @@ class AsyncMemory:
 
     async def flush_usage(self) -> None:
         await self._run(self.sync.flush_usage)
+
+    # last: inside the class body, ``list`` names this method from here on
+    async def list(self, limit: int = 50, offset: int = 0, filters: Filters | None = None) -> list[Note]:
+        return await self._run(self.sync.list, limit, offset, filters)
 
 
 class _Threads:
