@@ -77,6 +77,12 @@ class AsyncMemory:
     async def _run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await self._threads.run(functools.partial(func, *args, **kwargs))
 
+    async def _embedder(self) -> Embedder:
+        """The embedder, loaded on a thread the first time (a local model takes a moment to load)."""
+        if self.sync._embedder is None:
+            return await self._run(lambda: self.sync.embedder)
+        return self.sync._embedder
+
     @property
     def scope(self) -> Scope:
         return self.sync.scope
@@ -119,10 +125,11 @@ class AsyncMemory:
         """As ``Memory.add``. The note's embedding is awaited (natively for a remote embedder); the store
         and, with ``wait``, the enrichment run on worker threads."""
         mem = self.sync
+        embedder = await self._embedder()
         given = {"content": content, "event_time": event_time, "metadata": metadata or {}}
         item = mem._coerce({**given, "pinned": pinned, "expires_at": expires_at})
         note = mem._new_note(item)
-        vector = await aembed_documents(mem.embedder, [note.embedding_text()], self._run)
+        vector = await aembed_documents(embedder, [note.embedding_text()], self._run)
         return await self._run(mem._add_embedded, note, vector[0], wait)
 
     async def add_many(
@@ -171,7 +178,8 @@ class AsyncMemory:
         """As ``Memory.search``: the query's embedding is awaited, the store's ranking runs on a thread."""
         mem = self.sync
         opts = mem._search_options(query, k, preset, expand, token_budget, include_archived)
-        qvec = await aembed_query(mem.embedder, query, self._run)  # keyword hits are scored by it too
+        # every preset needs the vector: keyword hits are scored against it too
+        qvec = await aembed_query(await self._embedder(), query, self._run)
         return await self._run(mem._search_embedded, query, qvec, opts, filters, track)
 
     async def get(self, note_id: str) -> Note:

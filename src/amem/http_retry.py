@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -17,6 +17,7 @@ import httpx
 from .errors import AmemError
 
 Sleep = Callable[[float], None]
+ASleep = Callable[[float], Awaitable[None]]
 
 RETRY_STATUS = frozenset({408, 409, 429})
 BASE_DELAY = 0.5
@@ -69,28 +70,77 @@ def post_with_retry(
     """
     attempts = max_retries + 1
     for attempt in range(attempts):
-        last = attempt == attempts - 1
         try:
             response = _post(client, url, payload, deadline)
         except _TRANSIENT as exc:
-            if last:
-                kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "could not connect"
-                raise error(
-                    f"{what}: {kind} ({type(exc).__name__}: {exc}) after {attempts} attempt(s) to {url}; "
-                    "check that the server is up and the base URL is right, or raise the timeout"
-                ) from exc
-            sleep(backoff(attempt, base_delay))
+            sleep(_after_failure(exc, attempt, attempts, base_delay, error, what, url))
             continue
-        if not is_retryable(response.status_code):
+        wait = _after_response(response, attempt, attempts, base_delay, error, what, url)
+        if wait is None:
             return response
-        if last:
-            raise error(
-                f"{what}: HTTP {response.status_code} after {attempts} attempt(s) from {url}: "
-                f"{body_tail(response)}; the service is overloaded or failing - retry later"
-            )
-        wait = retry_after(response)
-        sleep(backoff(attempt, base_delay) if wait is None else wait)
+        sleep(wait)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def apost_with_retry(
+    client: httpx.AsyncClient,
+    url: str,
+    payload: dict[str, Any],
+    *,
+    max_retries: int,
+    error: type[AmemError],
+    what: str,
+    sleep: ASleep,
+    base_delay: float = BASE_DELAY,
+    deadline: float | None = None,
+) -> httpx.Response:
+    """``post_with_retry`` for async callers: the same policy, waiting without holding a thread."""
+    attempts = max_retries + 1
+    for attempt in range(attempts):
+        try:
+            response = await _apost(client, url, payload, deadline)
+        except _TRANSIENT as exc:
+            await sleep(_after_failure(exc, attempt, attempts, base_delay, error, what, url))
+            continue
+        wait = _after_response(response, attempt, attempts, base_delay, error, what, url)
+        if wait is None:
+            return response
+        await sleep(wait)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _after_failure(
+    exc: Exception, attempt: int, attempts: int, base: float, error: type[AmemError], what: str, url: str
+) -> float:
+    """The delay before the next attempt after a transport failure; raises ``error`` after the last."""
+    if attempt == attempts - 1:
+        kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "could not connect"
+        raise error(
+            f"{what}: {kind} ({type(exc).__name__}: {exc}) after {attempts} attempt(s) to {url}; "
+            "check that the server is up and the base URL is right, or raise the timeout"
+        ) from exc
+    return backoff(attempt, base)
+
+
+def _after_response(
+    response: httpx.Response,
+    attempt: int,
+    attempts: int,
+    base: float,
+    error: type[AmemError],
+    what: str,
+    url: str,
+) -> float | None:
+    """None: return this response. Else the delay before retrying it; raises ``error`` after the last."""
+    if not is_retryable(response.status_code):
+        return None
+    if attempt == attempts - 1:
+        raise error(
+            f"{what}: HTTP {response.status_code} after {attempts} attempt(s) from {url}: "
+            f"{body_tail(response)}; the service is overloaded or failing - retry later"
+        )
+    wait = retry_after(response)
+    return backoff(attempt, base) if wait is None else wait
 
 
 def _post(client: httpx.Client, url: str, payload: dict[str, Any], deadline: float | None) -> httpx.Response:
@@ -101,6 +151,26 @@ def _post(client: httpx.Client, url: str, payload: dict[str, Any], deadline: flo
     with client.stream("POST", url, json=payload) as response:
         body = bytearray()
         for chunk in response.iter_raw():
+            body += chunk
+            if time.monotonic() > give_up:
+                raise httpx.ReadTimeout(
+                    f"no complete answer within {deadline:g} s ({len(body)} bytes so far)",
+                    request=response.request,
+                )
+    return httpx.Response(
+        response.status_code, headers=response.headers, content=bytes(body), request=response.request
+    )
+
+
+async def _apost(
+    client: httpx.AsyncClient, url: str, payload: dict[str, Any], deadline: float | None
+) -> httpx.Response:
+    if deadline is None:
+        return await client.post(url, json=payload)
+    give_up = time.monotonic() + deadline
+    async with client.stream("POST", url, json=payload) as response:
+        body = bytearray()
+        async for chunk in response.aiter_raw():
             body += chunk
             if time.monotonic() > give_up:
                 raise httpx.ReadTimeout(

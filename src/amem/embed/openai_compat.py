@@ -6,6 +6,7 @@ another size means the server switched models under us, which would corrupt the 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -13,7 +14,7 @@ import httpx
 import numpy as np
 
 from ..errors import EmbedderError
-from ..http_retry import Sleep, body_tail, post_with_retry
+from ..http_retry import ASleep, Sleep, apost_with_retry, body_tail, post_with_retry
 from .base import Vectors, normalise
 
 BATCH = 128
@@ -29,6 +30,7 @@ class OpenAICompatEmbedder:
         timeout: float = 60,
         max_retries: int = 3,
         sleep: Sleep = time.sleep,
+        asleep: ASleep = asyncio.sleep,
     ) -> None:
         self.model = model
         self.model_id = f"openai:{model}"
@@ -39,7 +41,10 @@ class OpenAICompatEmbedder:
         self._dimensions = dimensions
         self._sleep = sleep
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._headers = headers
         self._client = httpx.Client(timeout=timeout, headers=headers)
+        self._async: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = None
+        self._asleep = asleep
 
     @property
     def dimensions(self) -> int:
@@ -65,20 +70,61 @@ class OpenAICompatEmbedder:
     def embed_query(self, text: str) -> Vectors:
         return self.embed_documents([text])[0]
 
-    def _batch(self, texts: list[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
+    async def aembed_documents(self, texts: list[str]) -> Vectors:
+        """``embed_documents`` awaited: the request waits on the event loop, not on a thread."""
+        if not texts:
+            return np.zeros((0, self._dimensions or 0), dtype=np.float32)
+        parts = [await self._abatch(texts[i : i + BATCH]) for i in range(0, len(texts), BATCH)]
+        return normalise(np.concatenate(parts))
+
+    async def aembed_query(self, text: str) -> Vectors:
+        return (await self.aembed_documents([text]))[0]
+
+    async def aclose(self) -> None:
+        client, self._async = self._async, None
+        if client is not None:
+            await client[1].aclose()
+
+    def _payload(self, texts: list[str]) -> dict[str, Any]:
         payload: dict[str, Any] = {"model": self.model, "input": texts, "encoding_format": "float"}
         if self._requested:
             payload["dimensions"] = self._requested
+        return payload
+
+    def _batch(self, texts: list[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
         response = post_with_retry(
             self._client,
             self.url,
-            payload,
+            self._payload(texts),
             max_retries=self.max_retries,
             error=EmbedderError,
             what=f"embedder {self.model_id}",
             sleep=self._sleep,
             deadline=self.timeout,  # a server dripping its answer cannot hold a write for longer
         )
+        return self._vectors(response, texts)
+
+    async def _abatch(self, texts: list[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
+        response = await apost_with_retry(
+            self._async_client(),
+            self.url,
+            self._payload(texts),
+            max_retries=self.max_retries,
+            error=EmbedderError,
+            what=f"embedder {self.model_id}",
+            sleep=self._asleep,
+            deadline=self.timeout,
+        )
+        return self._vectors(response, texts)
+
+    def _async_client(self) -> httpx.AsyncClient:
+        """One async client per event loop: its connections belong to the loop that opened them."""
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async[0] is not loop:
+            self._async = (loop, httpx.AsyncClient(timeout=self.timeout, headers=self._headers))
+        return self._async[1]
+
+    def _vectors(self, response: httpx.Response, texts: list[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
         status = response.status_code
         if status in (401, 403):
             raise EmbedderError(

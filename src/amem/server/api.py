@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .. import __version__, present
+from ..aio import AsyncMemory
 from ..audit import AuditReport
 from ..errors import (
     AmemError,
@@ -90,6 +91,7 @@ class Caller:
     """Who is asking and which memory view serves them."""
 
     memory: Memory
+    aio: AsyncMemory  # the same view for the async routes
     owner: str | None  # the key's user, None when the server has no keys
 
 
@@ -111,6 +113,7 @@ def create_app(
     while the app runs, queue a consolidation of ``memory`` (its own scope: the whole memory for
     `amem serve`) every that many seconds, skipped while the previous one is still queued or running."""
     ring = keys or KeyRing({})
+    amemory = AsyncMemory.wrap(memory)  # the async routes' view of the same memory
     jobs = Jobs(memory.settings.llm_concurrency)  # scopes side by side for a served model
     scheduled: list[Job] = []  # the last scheduled consolidation
 
@@ -188,7 +191,7 @@ def create_app(
         log.exception("unhandled error")
         return _error(500, "internal", f"internal error ({type(exc).__name__}); see the server log")
 
-    def caller(
+    async def caller(
         request: Request,
         user_id: Annotated[str | None, Query(description="user scope (without API keys only)")] = None,
         agent_id: Annotated[str | None, Query()] = None,
@@ -199,7 +202,8 @@ def create_app(
             user = user_id if user_id is not None else base.user_id
             agent = agent_id if agent_id is not None else base.agent_id
             run = run_id if run_id is not None else base.run_id
-            return Caller(memory=memory.scoped(user, agent, run), owner=None)
+            view = amemory.scoped(user, agent, run)
+            return Caller(memory=view.sync, aio=view, owner=None)
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         owner = ring.user_for(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
@@ -211,7 +215,8 @@ def create_app(
             )
         if user_id is not None and user_id != owner:
             raise HTTPException(403, "this API key is bound to another user; leave user_id out")
-        return Caller(memory=memory.scoped(owner, agent_id, run_id), owner=owner)
+        view = amemory.scoped(owner, agent_id, run_id)
+        return Caller(memory=view.sync, aio=view, owner=owner)
 
     Who = Annotated[Caller, Depends(caller)]
 
@@ -221,7 +226,7 @@ def create_app(
         return {"status": "ok", "version": __version__, "auth": bool(ring)}
 
     @app.post("/v1/notes", status_code=201, response_model=Note, tags=["notes"])
-    def add(item: NoteInput, who: Who, response: Response, wait: bool | None = None) -> Note:
+    async def add(item: NoteInput, who: Who, response: Response, wait: bool | None = None) -> Note:
         """Store one note and enrich it (keywords, tags, context, links, evolution of neighbours). If the
         LLM fails the note is still stored, as ``pending``. ``wait=false`` (default: the server's
         ``enrich_in_background``) answers as soon as the note is stored, ``pending`` and searchable; a
@@ -229,7 +234,7 @@ def create_app(
         consolidation; after ``expires_at`` the next consolidation archives the note. An exact duplicate
         of a note in the scope answers 200 with that note (this write's metadata joins its sources)."""
         started = utcnow()
-        note = who.memory.add(
+        note = await who.aio.add(
             item.content,
             event_time=item.event_time,
             metadata=item.metadata,
@@ -263,7 +268,7 @@ def create_app(
         return found
 
     @app.get("/v1/notes", response_model=NotePage, tags=["notes"])
-    def list_notes(
+    async def list_notes(
         who: Who,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
         offset: Annotated[int, Query(ge=0)] = 0,
@@ -276,63 +281,63 @@ def create_app(
             if state or status
             else None
         )
-        notes = who.memory.list(limit=limit, offset=offset, filters=filters)
-        return NotePage(notes=notes, total=who.memory.count(filters), limit=limit, offset=offset)
+        notes = await who.aio.list(limit=limit, offset=offset, filters=filters)
+        return NotePage(notes=notes, total=await who.aio.count(filters), limit=limit, offset=offset)
 
     @app.get("/v1/notes/{note_id}", response_model=Note, tags=["notes"])
-    def get(note_id: str, who: Who) -> Note:
-        return who.memory.get(note_id)
+    async def get(note_id: str, who: Who) -> Note:
+        return await who.aio.get(note_id)
 
     @app.patch("/v1/notes/{note_id}", response_model=Note, tags=["notes"])
-    def update(note_id: str, body: UpdateRequest, who: Who) -> Note:
+    async def update(note_id: str, body: UpdateRequest, who: Who) -> Note:
         """Edit by hand; the previous version stays in the history."""
-        return who.memory.update(note_id, **body.model_dump(exclude_unset=True))
+        return await who.aio.update(note_id, **body.model_dump(exclude_unset=True))
 
     @app.delete("/v1/notes/{note_id}", status_code=204, tags=["notes"])
-    def delete(note_id: str, who: Who) -> Response:
-        who.memory.delete(note_id)
+    async def delete(note_id: str, who: Who) -> Response:
+        await who.aio.delete(note_id)
         return Response(status_code=204)
 
     @app.get("/v1/notes/{note_id}/links", response_model=list[Link], tags=["notes"])
-    def links(note_id: str, who: Who) -> list[Link]:
-        return who.memory.links(note_id)
+    async def links(note_id: str, who: Who) -> list[Link]:
+        return await who.aio.links(note_id)
 
     @app.get("/v1/notes/{note_id}/history", response_model=list[NoteVersion], tags=["notes"])
-    def history(note_id: str, who: Who) -> list[NoteVersion]:
+    async def history(note_id: str, who: Who) -> list[NoteVersion]:
         """Every version, oldest first, with its cause and the LLM call that made it."""
-        return who.memory.history(note_id)
+        return await who.aio.history(note_id)
 
     @app.get("/v1/notes/{note_id}/calls", response_model=list[LLMCall], tags=["notes"])
-    def calls(note_id: str, who: Who) -> list[LLMCall]:
+    async def calls(note_id: str, who: Who) -> list[LLMCall]:
         """The LLM calls that wrote this note (step, prompt version, model, tokens, latency)."""
-        return who.memory.llm_calls(note_id)
+        return await who.aio.llm_calls(note_id)
 
     @app.post("/v1/notes/{note_id}/pin", response_model=Note, tags=["upkeep"])
-    def pin(note_id: str, who: Who, body: PinRequest | None = None) -> Note:
+    async def pin(note_id: str, who: Who, body: PinRequest | None = None) -> Note:
         """Pin (or with ``{"pinned": false}`` unpin) a note: consolidation never archives a pinned note.
         Without a body, pins."""
-        return who.memory.pin(note_id, body.pinned if body is not None else True)
+        return await who.aio.pin(note_id, body.pinned if body is not None else True)
 
     @app.post("/v1/notes/{note_id}/archive", response_model=Note, tags=["upkeep"])
-    def archive(note_id: str, who: Who) -> Note:
+    async def archive(note_id: str, who: Who) -> Note:
         """Take a note out of search; it stays readable and ``/unarchive`` brings it back (a pinned note
         must be unpinned first)."""
-        return who.memory.archive(note_id)
+        return await who.aio.archive(note_id)
 
     @app.post("/v1/notes/{note_id}/unarchive", response_model=Note, tags=["upkeep"])
-    def unarchive(note_id: str, who: Who) -> Note:
-        return who.memory.unarchive(note_id)
+    async def unarchive(note_id: str, who: Who) -> Note:
+        return await who.aio.unarchive(note_id)
 
     @app.post("/v1/notes/{note_id}/restore", response_model=Note, tags=["upkeep"])
-    def restore(note_id: str, body: RestoreRequest, who: Who) -> Note:
+    async def restore(note_id: str, body: RestoreRequest, who: Who) -> Note:
         """Put the note back as it was at ``version`` (text, attributes, status, outgoing links), written
         as a new version."""
-        return who.memory.restore(note_id, body.version)
+        return await who.aio.restore(note_id, body.version)
 
     @app.post("/v1/links", status_code=201, response_model=Link, tags=["upkeep"])
-    def link(body: LinkRequest, who: Who) -> Link:
+    async def link(body: LinkRequest, who: Who) -> Link:
         """Link two notes of the caller's scope by hand (a version of the source records it)."""
-        return who.memory.link(body.source_id, body.target_id, body.reason, body.weight)
+        return await who.aio.link(body.source_id, body.target_id, body.reason, body.weight)
 
     @app.post("/v1/consolidate", status_code=202, response_model=Job, tags=["upkeep"])
     def consolidate(who: Who, response: Response, body: ConsolidateRequest | None = None) -> Job:
@@ -368,9 +373,9 @@ def create_app(
         return job
 
     @app.post("/v1/search", response_model=SearchResult, tags=["search"])
-    def search(body: SearchRequest, who: Who) -> SearchResult:
+    async def search(body: SearchRequest, who: Who) -> SearchResult:
         """Top-k notes plus linked neighbours within the token budget, each with why it was returned."""
-        hits = who.memory.search(
+        hits = await who.aio.search(
             body.query,
             body.k,
             filters=body.filters.filters() if body.filters else None,
@@ -443,7 +448,7 @@ def create_app(
         )
 
     @app.get("/v1/graph", response_model=Graph, tags=["graph"])
-    def graph(
+    async def graph(
         who: Who,
         limit: Annotated[int, Query(ge=1, le=20_000)] = 2000,
         after: datetime | None = None,
@@ -451,19 +456,21 @@ def create_app(
     ) -> Graph:
         """The newest notes and the links between them, for drawing."""
         filters = Filters(event_after=after, event_before=before) if after or before else None
-        return who.memory.graph(limit, filters)
+        return await who.aio.graph(limit, filters)
 
     @app.get("/v1/audit", tags=["meta"])
-    def audit(who: Who, examples: Annotated[int, Query(ge=0, le=100)] = 5) -> AuditReport:
+    async def audit(who: Who, examples: Annotated[int, Query(ge=0, le=100)] = 5) -> AuditReport:
         """How faithful the LLM-written fields of the caller's scope are: grounded contexts and updates,
         example leaks, loops, link reasons, tag concentration, and what the checks refused."""
-        return who.memory.audit(examples)
+        return await who.aio.audit(examples)
 
     @app.get("/v1/stats", tags=["meta"])
-    def stats(who: Who) -> dict[str, Any]:
+    async def stats(who: Who) -> dict[str, Any]:
         """Counts for the caller's scope (and the whole store when the server has no keys)."""
-        data = who.memory.stats()
+        data = await who.aio.stats()
         return {"in_scope": data["in_scope"]} if who.owner else data
+
+    # the mem0 dialect mounts here (src/amem/server/mem0.py)
 
     if web:
         _mount_web(app)
