@@ -244,6 +244,38 @@ def background_cmd(
     click.echo(json.dumps(rows, indent=2) if as_json else background.markdown(rows))
 
 
+@bench.command(name="serve")
+@_data_option(
+    "A LoCoMo-format JSON file (its turns are the memory and the batch, its questions the queries)."
+)
+@click.option("--conversation", default=None, help="Sample id [default: the first].")
+@click.option(
+    "--preload", type=click.IntRange(min=1), default=200, show_default=True, help="Turns stored first."
+)
+@click.option("--batch", type=click.IntRange(min=1), default=20, show_default=True, help="Turns in the job.")
+@click.option(
+    "--clients", type=click.IntRange(min=1), default=50, show_default=True, help="Searches at once."
+)
+@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@click.pass_obj
+def serve_cmd(
+    obj: Any,
+    data: Path,
+    conversation: str | None,
+    preload: int,
+    batch: int,
+    clients: int,
+    rounds: int,
+    as_json: bool,
+) -> None:
+    """Search latency of `amem serve` under concurrent searches, idle and while a batch job enriches."""
+    from . import serving
+
+    rows = serving.run(obj.settings, data, conversation, preload, batch, clients, rounds)
+    click.echo(json.dumps(rows, indent=2) if as_json else serving.markdown(rows))
+
+
 @bench.command(name="concurrency")
 @click.option("--levels", default="1,4,16", show_default=True, help="Comma-separated llm_concurrency values.")
 @click.option("--scopes", type=click.IntRange(min=1), default=16, show_default=True)
