@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -17,16 +19,21 @@ pytest.importorskip("mcp", reason="pip install 'amem[server]'")
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-TOOLS = {
-    "remember",
-    "search_memory",
-    "get_memory",
-    "update_memory",
-    "delete_memory",
-    "memory_history",
-    "export_memories",
-    "import_memories",
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "mcp.md"
+
+#: what each tool tells a client (MCP annotations): title, readOnly, destructive, idempotent;
+#: openWorld is false for all (they touch only amem's own store and transfer folder)
+HINTS = {
+    "remember": ("Remember", False, False, True),
+    "search_memory": ("Search memory", True, False, True),
+    "get_memory": ("Get a memory", True, False, True),
+    "update_memory": ("Update a memory", False, True, False),
+    "delete_memory": ("Delete a memory", False, True, True),
+    "memory_history": ("Memory history", True, False, True),
+    "export_memories": ("Export memories", False, True, True),
+    "import_memories": ("Import memories", False, False, True),
 }
+TOOLS = set(HINTS)
 
 
 def server_env(home: Path) -> dict[str, str]:
@@ -39,7 +46,8 @@ def structured(result: Any) -> Any:
     return result.structured_content
 
 
-async def exercise(session: ClientSession) -> None:
+async def check_tools(session: ClientSession) -> None:
+    """The tools as a client lists them: described for an LLM caller, with a title and every hint."""
     await session.initialize()
     tools = {t.name: t for t in (await session.list_tools()).tools}
     assert set(tools) == TOOLS
@@ -47,6 +55,24 @@ async def exercise(session: ClientSession) -> None:
         assert tool.description and len(tool.description) > 40
         for name, prop in tool.input_schema["properties"].items():
             assert prop.get("description"), (tool.name, name)
+        hints = tool.annotations
+        assert hints is not None, tool.name
+        got = (hints.title, hints.read_only_hint, hints.destructive_hint, hints.idempotent_hint)
+        assert got == HINTS[tool.name], tool.name
+        assert hints.open_world_hint is False and tool.title == hints.title, tool.name
+    # on the wire: the spec's camelCase names, every hint given explicitly (none left to a default)
+    wire = tools["delete_memory"].annotations.model_dump(by_alias=True)  # type: ignore[union-attr]
+    assert {k for k, v in wire.items() if v is not None} == {
+        "title",
+        "readOnlyHint",
+        "destructiveHint",
+        "idempotentHint",
+        "openWorldHint",
+    }
+
+
+async def exercise(session: ClientSession) -> None:
+    await check_tools(session)
 
     first = structured(
         await session.call_tool(
@@ -157,3 +183,38 @@ def test_mcp_http_refuses_a_public_address_without_no_auth(tmp_path: Path) -> No
         cli, ["--home", str(tmp_path), "mcp", "--transport", "http", "--host", "0.0.0.0"]
     )
     assert result.exit_code != 0 and "--no-auth" in str(result.exception)
+
+
+def mcp_json_example() -> dict[str, Any]:
+    """The project-scoped `.mcp.json` of docs/mcp.md (the block after its marker comment)."""
+    found = re.search(r"<!-- file: .mcp.json -->\n```json\n(.*?)^```", DOCS.read_text(), re.S | re.M)
+    assert found, "docs/mcp.md lost its .mcp.json example"
+    return json.loads(found.group(1))  # type: ignore[no-any-return]
+
+
+def test_the_docs_mcp_json_starts_a_server_a_client_can_list(tmp_path: Path) -> None:
+    (entry,) = mcp_json_example()["mcpServers"].values()
+    assert entry.get("type", "stdio") == "stdio" and set(entry) <= {"type", "command", "args", "env"}
+    # as written, with the models swapped for the fakes and a fresh home; `amem` found on PATH as a
+    # client finds it (this venv's script)
+    env = {**server_env(tmp_path / "home"), **entry.get("env", {})}
+    env |= {"AMEM_HOME": str(tmp_path / "home"), "AMEM_LLM": "fake", "AMEM_EMBEDDER": "fake"}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    params = StdioServerParameters(command=entry["command"], args=entry["args"], env=env, cwd=str(tmp_path))
+
+    async def main() -> None:
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+            await check_tools(session)
+            saved = structured(await session.call_tool("remember", {"content": "The repo uses uv"}))
+            found = structured(await session.call_tool("search_memory", {"query": "uv"}))
+            assert found["hits"][0]["memory"]["id"] == saved["id"]
+
+    anyio.run(main)
+
+
+def test_the_docs_table_of_tools_matches_their_hints() -> None:
+    rows = re.findall(
+        r"^\| `(\w+)` \| ([^|]+) \|[^|]+\| (yes|no) \| (yes|no) \| (yes|no) \|$", DOCS.read_text(), re.M
+    )
+    table = {name: (title.strip(), *(v == "yes" for v in flags)) for name, title, *flags in rows}
+    assert table == HINTS

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -181,4 +183,127 @@ def test_with_api_keys_the_page_asks_for_a_key_and_shows_only_its_user(
         browser.evaluate("document.getElementById('key').value = 'wrong-key-0123456789abcdef'")
         browser.evaluate("document.getElementById('scope').requestSubmit()")
         browser.wait_for("document.getElementById('status').textContent.includes('unknown API key')")
+    memory.close()
+
+
+GRAPH_NOTES = [
+    "Maya signed up for the Berlin marathon in September",
+    "Maya will run the Berlin marathon in new shoes",
+    "Maya trains for the marathon every Sunday morning",
+    "Ben adopted a beagle named Toby",
+    "Ben walks Toby by the river every evening",
+    "Toby the beagle chewed Ben's running shoes",
+    "Ana paints sunrises over the harbour",
+    "Ana sold her first harbour painting in March",
+    "Ana's studio is next to the harbour market",
+    "The team moved the weekly sync to Thursday",
+    "Thursday sync notes are kept in the shared drive",
+    "Jonas accepted the Lisbon job and moves in May",
+]
+
+NODE_BOXES = """(() => { const g = amem.state.graph; const r = document.querySelector('#graph canvas')
+    .getBoundingClientRect(); const pts = g.graphData().nodes.map(n => g.graph2ScreenCoords(n.x, n.y));
+    const xs = pts.map(p => p.x), ys = pts.map(p => p.y);
+    return {w: r.width, h: r.height, x0: Math.min(...xs), x1: Math.max(...xs), y0: Math.min(...ys),
+            y1: Math.max(...ys)}; })()"""
+
+
+def graph_fills(browser: Browser) -> tuple[float, float]:
+    """How much of the canvas the nodes' bounding box covers, across and down; every node inside."""
+    b = browser.evaluate(NODE_BOXES)
+    assert min(b["x0"], b["y0"]) >= 0 and b["x1"] <= b["w"] and b["y1"] <= b["h"], b
+    return (b["x1"] - b["x0"]) / b["w"], (b["y1"] - b["y0"]) / b["h"]
+
+
+def check_labels(browser: Browser) -> list[dict[str, Any]]:
+    """The labels the canvas drew (the page keeps their boxes): each holds its text, measured here
+    independently, inside the canvas, off every other node's dot, and no two intersect."""
+    labels: list[dict[str, Any]] = browser.evaluate("amem.state.labels")
+    font = json.dumps(browser.evaluate("amem.LABEL_FONT"))
+    texts = json.dumps([lb["text"] for lb in labels])
+    widths = browser.evaluate(
+        f"(() => {{ const c = document.createElement('canvas').getContext('2d'); c.font = {font};"
+        f" return {texts}.map(t => c.measureText(t).width); }})()"
+    )
+    w, h = browser.evaluate(
+        "(() => { const r = document.querySelector('#graph canvas').getBoundingClientRect();"
+        " return [r.width, r.height]; })()"
+    )
+    dots = browser.evaluate(
+        "(() => { const g = amem.state.graph; return g.graphData().nodes.map(n => "
+        "[n.id, g.graph2ScreenCoords(n.x, n.y)]); })()"
+    )
+
+    def inside(box: dict[str, Any], x: float, y: float) -> bool:
+        return bool(box["x"] < x < box["x"] + box["w"] and box["y"] < y < box["y"] + box["h"])
+
+    for lb, width in zip(labels, widths, strict=True):
+        assert lb["w"] >= width and lb["h"] >= 12, lb
+        assert min(lb["x"], lb["y"]) >= 0 and lb["x"] + lb["w"] <= w and lb["y"] + lb["h"] <= h, lb
+        assert not any(inside(lb, p["x"], p["y"]) for i, p in dots if i != lb["id"]), lb
+    for i, a in enumerate(labels):
+        for b in labels[i + 1 :]:
+            apart = (
+                a["x"] + a["w"] <= b["x"]
+                or b["x"] + b["w"] <= a["x"]
+                or a["y"] + a["h"] <= b["y"]
+                or b["y"] + b["h"] <= a["y"]
+            )
+            assert apart, (a, b)
+    return labels
+
+
+def test_the_graph_opens_zoomed_to_fit_with_labels_that_do_not_overlap(
+    tmp_path: Path, browser: Browser
+) -> None:
+    memory = make_memory(tmp_path / "graph.db", llm=FakeLLM(), link_floor=0.0, evolve_floor=0.0)
+    for i, text in enumerate(GRAPH_NOTES):
+        memory.add(text, event_time=f"2024-03-{i + 1:02d}")
+    for url in serve(memory):
+        browser.navigate(url + "/")
+        browser.wait_for("document.body.dataset.graphReady === 'yes'")
+        time.sleep(1)  # the fit's animation ends
+        shot = save_shot(browser, tmp_path, "web-graph-12.png")
+        links = browser.evaluate("amem.state.data.edges.length")
+        assert links >= 8  # a linked graph, not scattered dots
+        across, down = graph_fills(browser)
+        print(f"12 notes ({links} links): nodes span {across:.0%} x {down:.0%} of the canvas; {shot}")
+        assert max(across, down) > 0.5
+
+        assert len(check_labels(browser)) >= 9  # most notes are named at a glance
+
+        # a smaller window: still fitted
+        browser.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 1000, "height": 700, "deviceScaleFactor": 1, "mobile": False},
+        )
+        browser.wait_for("document.querySelector('#graph canvas').getBoundingClientRect().width < 700")
+        time.sleep(0.5)
+        across, down = graph_fills(browser)
+        assert max(across, down) > 0.5
+        assert len(check_labels(browser)) >= 6
+
+        # once the user zooms, a resize keeps their view
+        x, y = browser.evaluate(
+            "(() => { const r = document.querySelector('#graph canvas').getBoundingClientRect();"
+            " return [r.left + r.width / 2, r.top + r.height / 2]; })()"
+        )
+        browser.send(
+            "Input.dispatchMouseEvent", {"type": "mouseWheel", "x": x, "y": y, "deltaX": 0, "deltaY": 300}
+        )
+        browser.wait_for("amem.state.autoFit === false")
+        time.sleep(0.5)
+        zoom = browser.evaluate("amem.state.graph.zoom()")
+        browser.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 1200, "height": 800, "deviceScaleFactor": 1, "mobile": False},
+        )
+        time.sleep(0.5)
+        assert browser.evaluate("amem.state.graph.zoom()") == zoom
+        # the Fit button brings the fitted view back
+        browser.evaluate("document.getElementById('fit').click()")
+        time.sleep(1)
+        assert browser.evaluate("amem.state.autoFit") is True
+        assert max(graph_fills(browser)) > 0.5
+    assert not browser.console, browser.console
     memory.close()

@@ -30,6 +30,23 @@ why it was returned. Use `get_memory` to see one memory with its links, `memory_
 changed, and `update_memory` / `delete_memory` to correct or forget. `export_memories` and
 `import_memories` save and load a backup file in the server's transfer folder."""
 
+#: tool -> (title, read-only, destructive, idempotent), sent as MCP tool annotations so a client can
+#: run the readers without asking and confirm the rest. openWorldHint is false for every tool: they
+#: touch only this memory's store and its transfer folder. remember is not "destructive" although
+#: evolution may rewrite older memories' keywords, tags and context: content is never rewritten and
+#: every earlier version stays in the history. A repeated remember or import changes nothing (dedupe,
+#: skipped records); a repeated update writes another version, so it is not idempotent.
+TOOL_HINTS: dict[str, tuple[str, bool, bool, bool]] = {
+    "remember": ("Remember", False, False, True),
+    "search_memory": ("Search memory", True, False, True),
+    "get_memory": ("Get a memory", True, False, True),
+    "update_memory": ("Update a memory", False, True, False),
+    "delete_memory": ("Delete a memory", False, True, True),
+    "memory_history": ("Memory history", True, False, True),
+    "export_memories": ("Export memories", False, True, True),
+    "import_memories": ("Import memories", False, False, True),
+}
+
 
 class MemoryView(BaseModel):
     id: str
@@ -128,6 +145,7 @@ def build_server(memory: Memory) -> Any:
     inside ``settings.transfers_path``: the calling model never chooses a path on the machine."""
     from mcp.server.mcpserver import MCPServer
     from mcp.server.mcpserver.exceptions import ToolError
+    from mcp.types import ToolAnnotations
 
     from .. import __version__
     from ..transfer import export_to, import_file
@@ -147,7 +165,23 @@ def build_server(memory: Memory) -> Any:
 
         return call
 
-    @server.tool()
+    def tool() -> Any:
+        """``server.tool`` with the function's title and hints from ``TOOL_HINTS``."""
+
+        def register(fn: Any) -> Any:
+            title, read_only, destructive, idempotent = TOOL_HINTS[fn.__name__]
+            hints = ToolAnnotations(
+                title=title,
+                read_only_hint=read_only,
+                destructive_hint=destructive,
+                idempotent_hint=idempotent,
+                open_world_hint=False,
+            )
+            return server.tool(title=title, annotations=hints)(fn)
+
+        return register
+
+    @tool()
     def remember(
         content: Annotated[str, Field(description="The fact or event, self-contained (who, what, when).")],
         event_time: Annotated[
@@ -167,7 +201,7 @@ def build_server(memory: Memory) -> Any:
         note = guarded(memory.add)(content, event_time=event_time, metadata=metadata or {}, pinned=pinned)
         return MemoryView.of(note)
 
-    @server.tool()
+    @tool()
     def search_memory(
         query: Annotated[str, Field(description="What to look for, in natural language.")],
         k: Annotated[
@@ -188,7 +222,7 @@ def build_server(memory: Memory) -> Any:
             hits=[_hit(h) for h in hits], text=present.block(hits, memory.settings.present_view)
         )
 
-    @server.tool()
+    @tool()
     def get_memory(id: Annotated[str, Field(description="The memory's id.")]) -> MemoryWithLinks:
         """One memory with its links (and the linked memories' content)."""
         note = guarded(memory.get)(id)
@@ -198,7 +232,7 @@ def build_server(memory: Memory) -> Any:
         ]
         return MemoryWithLinks(memory=MemoryView.of(note), links=views)
 
-    @server.tool()
+    @tool()
     def update_memory(
         id: Annotated[str, Field(description="The memory's id.")],
         content: Annotated[str | None, Field(description="New text; its description is rewritten.")] = None,
@@ -210,19 +244,19 @@ def build_server(memory: Memory) -> Any:
         note = guarded(memory.update)(id, content=content, context=context, keywords=keywords, tags=tags)
         return MemoryView.of(note)
 
-    @server.tool()
+    @tool()
     def delete_memory(id: Annotated[str, Field(description="The memory's id.")]) -> Deleted:
         """Forget a memory for good (with its links and history)."""
         guarded(memory.delete)(id)
         return Deleted(deleted=id)
 
-    @server.tool()
+    @tool()
     def memory_history(id: Annotated[str, Field(description="The memory's id.")]) -> History:
         """Every version of a memory, oldest first: how it was created, described, and rewritten when
         newer memories arrived (with the LLM call that did it)."""
         return History(versions=[_version(v) for v in guarded(memory.history)(id)])
 
-    @server.tool()
+    @tool()
     def export_memories(
         file: Annotated[str, Field(description="File name inside the transfer folder, e.g. backup.jsonl.")],
     ) -> Exported:
@@ -231,7 +265,7 @@ def build_server(memory: Memory) -> Any:
         path, records = guarded(export_to)(memory, file, folder)
         return Exported(file=path.relative_to(folder.resolve()).as_posix(), records=records)
 
-    @server.tool()
+    @tool()
     def import_memories(
         file: Annotated[str, Field(description="File name inside the transfer folder.")],
         move_here: Annotated[

@@ -79,6 +79,204 @@ function visible(node) {
   return true;
 }
 
+// -- the view: fitted to the graph until the user zooms or pans -------------------------------
+const FIT_MARGIN = 36;  // px around the nodes' bounding box
+const FIT_MAX_ZOOM = 8;  // a few notes are not blown up to fill the screen
+
+function visibleNodes() {
+  return state.graph ? state.graph.graphData().nodes.filter((n) => visible(n) && n.x !== undefined) : [];
+}
+
+// the space the nodes are fitted into: the canvas less a margin, and less room on the right for the
+// labels of the rightmost nodes (labels go right of their node when they can)
+function fitArea() {
+  const box = $("graph");
+  const [W, H] = [box.clientWidth, box.clientHeight];
+  const right = FIT_MARGIN + Math.min(180, W * 0.2);
+  return { left: FIT_MARGIN, top: FIT_MARGIN, w: Math.max(W - FIT_MARGIN - right, 50), h: Math.max(H - 2 * FIT_MARGIN, 50), W, H };
+}
+
+function fitView(ms = 0) {
+  const nodes = visibleNodes();
+  if (!nodes.length) return;
+  const a = fitArea();
+  const xs = nodes.map((n) => n.x);
+  const ys = nodes.map((n) => n.y);
+  const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+  const k = Math.min(a.w / Math.max(x1 - x0, 1e-6), a.h / Math.max(y1 - y0, 1e-6), FIT_MAX_ZOOM);
+  // the graph point shown at the canvas's centre, so that the box's centre lands at the area's centre
+  const cx = (x0 + x1) / 2 + (a.W / 2 - (a.left + a.w / 2)) / k;
+  const cy = (y0 + y1) / 2 + (a.H / 2 - (a.top + a.h / 2)) / k;
+  state.graph.centerAt(cx, cy, ms).zoom(k, ms);
+}
+
+function refit(ms = 0) {
+  if (state.autoFit) fitView(ms);
+}
+
+// A user's wheel or drag ends the automatic fitting; d3-zoom stops these events at the canvas, so they
+// are seen on the way down (capture). A click (no movement) leaves it on.
+function watchUser(box) {
+  let down = null;
+  box.addEventListener("wheel", () => { state.autoFit = false; }, { capture: true, passive: true });
+  box.addEventListener("pointerdown", (e) => { down = [e.clientX, e.clientY]; }, { capture: true });
+  box.addEventListener("pointerup", () => { down = null; }, { capture: true });
+  box.addEventListener("pointermove", (e) => {
+    if (down && e.buttons && Math.hypot(e.clientX - down[0], e.clientY - down[1]) > 4) state.autoFit = false;
+  }, { capture: true });
+}
+
+// Pulls every node gently to the middle, harder along the canvas's short side, so the layout takes the
+// canvas's shape (and unlinked notes stay near the rest instead of drifting off).
+function aspectForce() {
+  let nodes = [];
+  const force = (alpha) => {
+    const a = fitArea();
+    const aspect = a.w / a.h;
+    const kx = 0.03 * Math.max(1, 1 / aspect) ** 2;
+    const ky = 0.03 * Math.max(1, aspect) ** 2;
+    for (const n of nodes) {
+      n.vx -= n.x * kx * alpha;
+      n.vy -= n.y * ky * alpha;
+    }
+  };
+  force.initialize = (ns) => { nodes = ns; };
+  return force;
+}
+
+// -- labels: placed on screen, most important first, never on top of each other ------------------
+const LABEL_SIZE = 12;
+const LABEL_FONT = `${LABEL_SIZE}px system-ui, sans-serif`;
+const LABEL_MAX = 300;  // labels drawn at most per frame
+const widths = new Map();
+
+function textWidth(ctx, text) {
+  let w = widths.get(text);
+  if (w === undefined) {
+    w = ctx.measureText(text).width;
+    if (widths.size > 20000) widths.clear();
+    widths.set(text, w);
+  }
+  return w;
+}
+
+function shorten(text, chars) {
+  if (text.length <= chars) return text;
+  const cut = text.slice(0, chars - 1);
+  const space = cut.lastIndexOf(" ");
+  return `${(space > chars / 2 ? cut.slice(0, space) : cut).replace(/[\s,.;:–-]+$/, "")}…`;
+}
+
+// most important first: the open note, search hits, then the most linked, then the newest
+function labelOrder() {
+  const degree = new Map();
+  for (const e of state.data ? state.data.edges : []) {
+    degree.set(e.source, (degree.get(e.source) || 0) + 1);
+    degree.set(e.target, (degree.get(e.target) || 0) + 1);
+  }
+  const rank = (n) => (state.selected === n.id ? 2 : 0) + (state.hits.has(n.id) ? 1 : 0);
+  state.order = state.graph.graphData().nodes.slice().sort((a, b) =>
+    rank(b) - rank(a) || (degree.get(b.id) || 0) - (degree.get(a.id) || 0) || (a.event_time < b.event_time ? 1 : -1));
+}
+
+// A grid of occupied boxes: each box is checked against the boxes in its cells only.
+class Boxes {
+  constructor(cell = 64) { this.cell = cell; this.cells = new Map(); }
+  *keys(b) {
+    const c = this.cell;
+    for (let i = Math.floor(b.x / c); i <= Math.floor((b.x + b.w) / c); i++)
+      for (let j = Math.floor(b.y / c); j <= Math.floor((b.y + b.h) / c); j++) yield `${i},${j}`;
+  }
+  free(b, except) {
+    for (const key of this.keys(b))
+      for (const o of this.cells.get(key) || [])
+        if (o.id !== except && b.x < o.x + o.w && o.x < b.x + b.w && b.y < o.y + o.h && o.y < b.y + b.h) return false;
+    return true;
+  }
+  add(b) {
+    for (const key of this.keys(b)) {
+      const list = this.cells.get(key);
+      if (list) list.push(b); else this.cells.set(key, [b]);
+    }
+  }
+}
+
+function radius(n) {
+  return state.hits.has(n.id) || state.selected === n.id ? 7 : 4;
+}
+
+// Each label goes right of its node, else left, below or above, in full (up to 40 characters), else
+// shortened; where none of these is free of other labels and of nodes, it is left out (hover shows it).
+function placeLabels(ctx) {
+  const g = state.graph;
+  const box = $("graph");
+  const [W, H] = [box.clientWidth, box.clientHeight];
+  ctx.font = LABEL_FONT;
+  const taken = new Boxes();
+  const shown = [];
+  const nodes = (state.order || []).filter(visible);
+  const at = new Map();
+  for (const n of nodes) {
+    if (n.x === undefined) continue;
+    const p = g.graph2ScreenCoords(n.x, n.y);
+    if (p.x < -50 || p.y < -50 || p.x > W + 50 || p.y > H + 50) continue;
+    at.set(n.id, p);
+    const r = radius(n) + 1;
+    taken.add({ id: n.id, x: p.x - r, y: p.y - r, w: 2 * r, h: 2 * r });
+  }
+  const button = $("fit");  // the Fit button sits over the canvas: no label under it
+  if (button) {
+    const [b, c] = [button.getBoundingClientRect(), box.getBoundingClientRect()];
+    taken.add({ id: null, x: b.left - c.left - 4, y: b.top - c.top - 4, w: b.width + 8, h: b.height + 8 });
+  }
+  const h = LABEL_SIZE + 4;
+  const before = state.labelSpots || new Map();
+  const spots = new Map();
+  for (const n of nodes) {
+    if (shown.length >= LABEL_MAX) break;
+    const p = at.get(n.id);
+    if (!p) continue;
+    const r = radius(n) + 3;
+    const texts = [shorten(n.label, 40), shorten(n.label, 20)].filter((t, i, all) => all.indexOf(t) === i);
+    const tries = [];
+    for (const text of texts) {
+      const w = textWidth(ctx, text) + 4;
+      for (const [side, x, y] of [
+        ["right", p.x + r, p.y - h / 2], ["left", p.x - r - w, p.y - h / 2],
+        ["below", p.x - w / 2, p.y + r], ["above", p.x - w / 2, p.y - r - h],
+      ]) tries.push({ id: n.id, text, side, x, y, w, h });
+    }
+    const last = before.get(n.id);  // where it was last frame first: labels do not jump about
+    if (last) tries.sort((a, b) => (b.side === last.side && b.text === last.text) - (a.side === last.side && a.text === last.text));
+    const spot = tries.find((t) => t.x >= 0 && t.y >= 0 && t.x + t.w <= W && t.y + t.h <= H && taken.free(t, n.id));
+    if (!spot) continue;
+    taken.add(spot);
+    spots.set(n.id, spot);
+    shown.push(spot);
+  }
+  state.labelSpots = spots;
+  state.labels = shown;  // for tests and tools: the drawn boxes, in canvas pixels
+  return shown;
+}
+
+function drawLabels(ctx) {
+  const shown = placeLabels(ctx);
+  const ratio = ctx.canvas.width / Math.max($("graph").clientWidth, 1);
+  ctx.save();
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  ctx.font = LABEL_FONT;
+  ctx.textBaseline = "middle";
+  ctx.lineJoin = "round";
+  for (const s of shown) {
+    ctx.lineWidth = 3;
+    ctx.strokeStyle = "rgba(250,251,253,0.9)";  // a halo of the background: readable across links
+    ctx.strokeText(s.text, s.x + 2, s.y + s.h / 2);
+    ctx.fillStyle = state.selected === s.id ? "#000" : "#1d2330";
+    ctx.fillText(s.text, s.x + 2, s.y + s.h / 2);
+  }
+  ctx.restore();
+}
+
 function ensureGraph() {
   if (state.graph) return state.graph;
   const box = $("graph");
@@ -95,7 +293,7 @@ function ensureGraph() {
     .linkLabel((l) => escapeHtml(l.reason))
     .nodeCanvasObject((n, ctx, scale) => {
       const marked = state.hits.has(n.id) || state.selected === n.id;
-      const r = (marked ? 7 : 4) / scale;  // constant on screen, whatever the zoom
+      const r = radius(n) / scale;  // constant on screen, whatever the zoom
       ctx.beginPath();
       ctx.arc(n.x, n.y, r, 0, 2 * Math.PI);
       ctx.fillStyle = n.state === "enriched" ? tagColour(n.tags[0]) : "#e0a030";
@@ -104,11 +302,6 @@ function ensureGraph() {
         ctx.lineWidth = 2 / scale;
         ctx.strokeStyle = state.selected === n.id ? "#111" : "#d8283b";
         ctx.stroke();
-      }
-      if (scale > 1.5 || marked) {  // labels once zoomed in far enough to read them
-        ctx.font = `${11 / scale}px system-ui, sans-serif`;
-        ctx.fillStyle = "#1d2330";
-        ctx.fillText(n.label.length > 40 ? `${n.label.slice(0, 39)}…` : n.label, n.x + r + 2 / scale, n.y + 4 / scale);
       }
       state.drawn += 1;
     })
@@ -119,24 +312,38 @@ function ensureGraph() {
       ctx.fill();
     })
     .onRenderFramePre(() => { state.drawn = 0; })
-    .onRenderFramePost(() => { document.body.dataset.drawnNodes = String(state.drawn); })
+    .onRenderFramePost((ctx) => {
+      drawLabels(ctx);
+      document.body.dataset.drawnNodes = String(state.drawn);
+    })
     .onNodeClick((n) => openNote(n.id))
-    .warmupTicks(0)
     .cooldownTicks(150)
     .cooldownTime(6000)
+    .onEngineTick(() => {  // follow the layout while it settles, a few times a second
+      const now = performance.now();
+      if (state.autoFit && now - (state.lastFit || 0) > 250) { state.lastFit = now; fitView(0); }
+    })
     .onEngineStop(() => {
+      refit(300);
       document.body.dataset.graphReady = "yes";
-      if (!state.fitted) { state.graph.zoomToFit(400, 30); state.fitted = true; }
     });
-  state.graph.d3Force("charge").strength(-12);
-  state.graph.d3Force("link").distance(18);
+  state.graph.d3Force("charge").strength(-30);
+  state.graph.d3Force("link").distance(30);
+  state.graph.d3Force("aspect", aspectForce());
+  watchUser(box);
+  const fit = el("button", { id: "fit", type: "button", title: "Fit the whole graph in view" }, "Fit");
+  fit.addEventListener("click", () => { state.autoFit = true; fitView(400); });
+  box.append(fit);
   window.addEventListener("resize", fitCanvas);
   return state.graph;
 }
 
 function fitCanvas() {
   const box = $("graph");
-  if (state.graph) state.graph.width(box.clientWidth).height(box.clientHeight);
+  if (state.graph) {
+    state.graph.width(box.clientWidth).height(box.clientHeight);
+    refit(0);
+  }
 }
 
 async function loadGraph() {
@@ -150,11 +357,13 @@ async function loadGraph() {
   const keep = tagSelect.value;
   tagSelect.replaceChildren(el("option", { value: "" }, "all tags"), ...tags.map((t) => el("option", { value: t }, t)));
   tagSelect.value = tags.includes(keep) ? keep : "";
-  state.fitted = false;
-  ensureGraph().graphData({
+  state.autoFit = true;  // a new graph opens fitted to the view
+  ensureGraph().warmupTicks(g.nodes.length <= 500 ? 100 : 0).graphData({
     nodes: g.nodes.map((n) => ({ ...n })),
     links: g.edges.map((e) => ({ source: e.source, target: e.target, reason: e.reason })),
   });
+  labelOrder();
+  refit(0);
   document.body.dataset.graphNodes = String(g.nodes.length);
   const more = g.truncated ? ` (newest of ${g.total_notes.toLocaleString()})` : "";
   status(`${g.nodes.length.toLocaleString()} notes${more}, ${g.edges.length.toLocaleString()} links`);
@@ -164,6 +373,7 @@ async function loadGraph() {
 function applyFilters() {
   if (!state.graph || !state.data) return;
   state.graph.nodeVisibility(state.graph.nodeVisibility()).linkVisibility(state.graph.linkVisibility());
+  refit(300);
   const shown = state.data.nodes.filter(visible).length;
   $("filter-count").textContent = `${shown.toLocaleString()} of ${state.data.nodes.length.toLocaleString()} shown`;
 }
@@ -188,7 +398,10 @@ async function search(query) {
     );
     if (!result.hits.length) list.replaceChildren(el("li", {}, "no notes found"));
     document.body.dataset.searchDone = "yes";
-    if (state.graph) state.graph.nodeColor(state.graph.nodeColor());
+    if (state.graph) {
+      labelOrder();  // hits are named first
+      state.graph.nodeColor(state.graph.nodeColor());
+    }
   } catch (err) {
     list.replaceChildren(el("li", { class: "error" }, err.message));
   }
@@ -267,8 +480,10 @@ async function openNote(id) {
     );
     document.body.dataset.noteOpen = id;
     if (state.graph) {
+      labelOrder();  // its label first
       const node = state.graph.graphData().nodes.find((n) => n.id === id);
-      if (node && node.x !== undefined) state.graph.centerAt(node.x, node.y, 500);
+      // a fitted view shows every note already; a view the user moved is brought to this one
+      if (node && node.x !== undefined && !state.autoFit) state.graph.centerAt(node.x, node.y, 500);
     }
     window.history.replaceState(null, "", `#note=${encodeURIComponent(id)}`);  // a link to this note
   } catch (err) {
@@ -288,6 +503,7 @@ function closeNote() {
   $("note").hidden = true;
   document.querySelector("main").classList.add("no-note");
   state.selected = null;
+  if (state.graph) labelOrder();
   fitCanvas();
 }
 
@@ -320,5 +536,5 @@ async function start() {
   if (hash.get("note")) openNote(hash.get("note"));
 }
 
-window.amem = { state, openNote, search, loadGraph };
+window.amem = { state, openNote, search, loadGraph, fitView, LABEL_FONT };
 start();
