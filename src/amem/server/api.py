@@ -57,6 +57,7 @@ from ..transfer import ImportReport, export_lines, import_lines, lines_of
 from .auth import KeyRing
 from .jobs import Every, Job, Jobs
 from .limits import BodyLimit
+from .mem0 import mount as mount_mem0
 from .schemas import (
     AddMany,
     ConsolidateRequest,
@@ -470,7 +471,7 @@ def create_app(
         data = await who.aio.stats()
         return {"in_scope": data["in_scope"]} if who.owner else data
 
-    # the mem0 dialect mounts here (src/amem/server/mem0.py)
+    mount_mem0(app, amemory, ring)  # mem0's REST dialect under /mem0
 
     if web:
         _mount_web(app)
