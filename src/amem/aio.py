@@ -70,6 +70,18 @@ class AsyncMemory:
         other._init(memory, _Threads(threads))
         return other
 
+    @classmethod
+    def of(cls, memory: AsyncMemory | Memory | None) -> AsyncMemory:
+        """What an adapter was given, as an AsyncMemory: itself, a Memory wrapped, or (None) a new one
+        from the configuration."""
+        if memory is None:
+            return cls()
+        if isinstance(memory, AsyncMemory):
+            return memory
+        if isinstance(memory, Memory):
+            return cls.wrap(memory)
+        raise TypeError(f"expected an amem Memory or AsyncMemory, not {type(memory).__name__}")
+
     def _init(self, memory: Memory, threads: _Threads) -> None:
         self.sync = memory  # the blocking Memory underneath: same store, same models
         self._threads = threads

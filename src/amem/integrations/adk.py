@@ -53,12 +53,7 @@ class AmemMemoryService(BaseMemoryService):
         self, memory: AsyncMemory | Memory | None = None, *, k: int = 5, wait: bool | None = False
     ) -> None:
         self._owned = memory is None
-        if memory is None:
-            self.memory = AsyncMemory()
-        elif isinstance(memory, Memory):
-            self.memory = AsyncMemory.wrap(memory)
-        else:
-            self.memory = memory
+        self.memory = AsyncMemory.of(memory)
         self.k, self.wait = k, wait
 
     def _scope(self, app_name: str, user_id: str) -> AsyncMemory:

@@ -57,7 +57,7 @@ class AmemContextProvider(ContextProvider):
         if view is not None and view not in present.VIEWS:
             raise ValueError(f"view {view!r}: choose one of {', '.join(present.VIEWS)}")
         self._owned = memory is None
-        base = _as_async(memory)
+        base = AsyncMemory.of(memory)
         own = base.scope  # a field not given keeps the memory's: agent_id alone never widens to all users
         self.memory = base.scoped(
             user_id=own.user_id if user_id is None else user_id,
@@ -112,14 +112,6 @@ class AmemContextProvider(ContextProvider):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-
-def _as_async(memory: AsyncMemory | Memory | None) -> AsyncMemory:
-    if memory is None:
-        return AsyncMemory()
-    if isinstance(memory, Memory):
-        return AsyncMemory.wrap(memory)
-    return memory
 
 
 def _notes(messages: Sequence[Message], session_id: str | None) -> Iterable[dict[str, Any]]:
