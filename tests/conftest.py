@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -45,6 +46,34 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         if (var.startswith("AMEM_") and not var.startswith("AMEM_TEST_")) or var == "OPENAI_API_KEY":
             monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AMEM_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (``@pytest.mark.anyio``) run on asyncio, the loop every framework here uses."""
+    return "asyncio"
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Every attempt at a network connection (a framework's telemetry, a hub, a provider) is recorded and
+    fails the test; Unix sockets are local by definition. The list is yielded for tests to read."""
+    tried: list[str] = []
+    real_connect = socket.socket.connect
+
+    def connect(self: socket.socket, address: Any) -> Any:
+        if self.family != socket.AF_UNIX:
+            tried.append(f"connect {address!r}")
+        return real_connect(self, address)
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        tried.append(f"resolve {host!r}")
+        raise OSError("no network in tests")
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield tried
+    assert tried == []
 
 
 @pytest.fixture

@@ -29,11 +29,6 @@ NOT_COROUTINES = {"embedder", "llm", "llm_enabled", "runner", "checks", "scoped"
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def amemory(tmp_path: Path) -> Iterator[AsyncMemory]:
     memory = AsyncMemory.wrap(make_memory(tmp_path / "m.db", user_id="alice"))
     yield memory

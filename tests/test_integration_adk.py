@@ -4,7 +4,6 @@ own memory tools (``PreloadMemoryTool``, ``load_memory``)."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,8 @@ MODEL_LINE = (
 )
 APP = "diner"
 
+pytestmark = pytest.mark.usefixtures("no_network")
+
 
 class ScriptedLlm(BaseLlm):
     """Answers in order: text, or ``("load_memory", query)`` for a call to that tool."""
@@ -68,32 +69,6 @@ class ScriptedLlm(BaseLlm):
                 if part.function_response:
                     out.append(f"tool: {part.function_response.response}")
         return "\n".join(out)
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Any attempt at a network connection (Google's APIs, telemetry) is recorded and fails the test."""
-    tried: list[str] = []
-    real_connect = socket.socket.connect
-
-    def connect(self: socket.socket, address: Any) -> Any:
-        if self.family != socket.AF_UNIX:
-            tried.append(f"connect {address!r}")
-        return real_connect(self, address)
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        tried.append(f"resolve {host!r}")
-        raise OSError("no network in tests")
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    yield tried
-    assert tried == []
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ client (a ``BaseChatClient`` that answers from a list and records what the model
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,8 @@ PAGE = "integrations/agent-framework.md"
 MODEL_LINES = (
     'from agent_framework.openai import OpenAIChatClient\nclient = OpenAIChatClient(model="gpt-4o-mini")\n'
 )
+
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 class ScriptedChatClient(FunctionInvocationLayer[Any], BaseChatClient[Any]):
@@ -67,32 +68,6 @@ class ScriptedChatClient(FunctionInvocationLayer[Any], BaseChatClient[Any]):
 
     def system(self, index: int) -> str:
         return "\n".join(m.text for m in self.requests[index] if m.role == "system")
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Any attempt at a network connection is recorded (and fails the test)."""
-    tried: list[str] = []
-    real_connect = socket.socket.connect
-
-    def connect(self: socket.socket, address: Any) -> Any:
-        if self.family != socket.AF_UNIX:
-            tried.append(f"connect {address!r}")
-        return real_connect(self, address)
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        tried.append(f"resolve {host!r}")
-        raise OSError("no network in tests")
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    yield tried
-    assert tried == []
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ engine with its mock LLMs, which record the messages they were sent."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,39 +25,16 @@ from tests.conftest import make_memory
 from tests.docs_examples import python_blocks
 
 # FunctionAgent's workflow lists its own members with inspect, touching pydantic's deprecated attributes
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:inspect")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:inspect"),
+    pytest.mark.usefixtures("no_network"),
+]
 
 PAGE = "integrations/llama-index.md"
 MODEL_LINES = (
     "from llama_index.llms.openai import OpenAI  # pip install llama-index-llms-openai\n"
     'llm = OpenAI(model="gpt-4.1-mini")\n'
 )
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Any attempt at a network connection is recorded, and fails the test."""
-    tried: list[str] = []
-    real_connect = socket.socket.connect
-
-    def connect(self: socket.socket, address: Any) -> Any:
-        if self.family != socket.AF_UNIX:
-            tried.append(f"connect {address!r}")
-        return real_connect(self, address)
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        tried.append(f"resolve {host!r}")
-        raise OSError("no network in tests")
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    yield
-    assert tried == []
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ answers that call the memory tools), and amem's MCP server through the SDK's ``M
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -28,31 +27,10 @@ PAGE = "integrations/openai-agents.md"
 MODEL_LINE = 'model = "gpt-4.1-mini"'
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Tracing off (it would upload to OpenAI), and any attempt at a network connection recorded."""
+def _offline(no_network: list[str]) -> None:
+    """Tracing off (it would upload to OpenAI); any network connection fails the test."""
     set_tracing_disabled(True)
-    tried: list[str] = []
-    real_connect = socket.socket.connect
-
-    def connect(self: socket.socket, address: Any) -> Any:
-        if self.family != socket.AF_UNIX:
-            tried.append(f"connect {address!r}")
-        return real_connect(self, address)
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        tried.append(f"resolve {host!r}")
-        raise OSError("no network in tests")
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    yield tried
-    assert tried == []
 
 
 @pytest.fixture
