@@ -216,3 +216,42 @@ async def test_a_remote_embedder_is_awaited_not_run_on_a_thread(tmp_path: Path) 
         await embedder.aclose()
         await memory.aclose()
         server.close()
+
+
+async def test_a_duplicate_is_folded_before_anything_is_embedded(tmp_path: Path) -> None:
+    memory = AsyncMemory.wrap(make_memory(tmp_path / "m.db"))
+    try:
+        first = await memory.add("Ada's bike is green")
+        broken = memory.sync.embedder
+
+        def down(texts: list[str]) -> Any:
+            raise AssertionError("a duplicate was embedded")
+
+        broken.embed_documents = down  # type: ignore[method-assign]
+        again = await memory.add("Ada's bike is green", metadata={"source": "chat"})
+        assert again.id == first.id  # as Memory.add: the existing note, no embedding call
+    finally:
+        await memory.aclose()
+
+
+async def test_writes_waiting_on_the_llm_leave_threads_for_searches(tmp_path: Path) -> None:
+    memory = AsyncMemory.wrap(make_memory(tmp_path / "m.db", llm=SlowLLM(0.3)), threads=2)
+    try:
+        await memory.add("Noor plays the oud on Fridays", wait=False)
+        assert await memory.wait_background(timeout=30)
+        finished: dict[str, float] = {}
+
+        async def write(i: int) -> None:
+            await memory.add(f"Noor practised scale number {i} today")
+            finished[f"write {i}"] = time.monotonic()
+
+        async def search() -> None:
+            await asyncio.sleep(0.05)  # the writes hold their threads by now
+            assert await memory.search("oud")
+            finished["search"] = time.monotonic()
+
+        await asyncio.gather(*(write(i) for i in range(4)), search())
+        # four enriching writes (more than the 2 quick threads) did not hold the search up
+        assert finished["search"] < min(v for k, v in finished.items() if k != "search")
+    finally:
+        await memory.aclose()

@@ -19,7 +19,7 @@ from llama_index.core.llms.mock import (
 )
 from llama_index.core.memory import Memory
 
-from amem import AsyncMemory
+from amem import MAX_CONTENT_CHARS, AsyncMemory
 from amem.integrations.llama_index import AmemMemoryBlock, save_session
 from tests.conftest import make_memory
 from tests.docs_examples import python_blocks
@@ -75,6 +75,15 @@ async def test_a_function_agent_remembers_across_two_sessions(amem: AsyncMemory)
     bob = Memory.from_defaults(memory_blocks=[AmemMemoryBlock(memory=amem.scoped(user_id="bob"))])
     await agent.run("Which tea should I buy for myself?", memory=bob)
     assert "sencha" not in system_text(llm.last_chat_messages)
+
+
+@pytest.mark.anyio
+async def test_a_pasted_document_is_kept_truncated_not_refused(amem: AsyncMemory) -> None:
+    session = Memory.from_defaults(memory_blocks=[AmemMemoryBlock(memory=amem)])
+    await session.aput_messages([ChatMessage(role="user", content="lorem ipsum " * 3000)])
+    await save_session(session)  # 36,000 characters: over amem's limit for one note
+    (note,) = await amem.list()
+    assert len(note.content) == MAX_CONTENT_CHARS and note.metadata["truncated"] is True
 
 
 @pytest.mark.anyio

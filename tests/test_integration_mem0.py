@@ -269,6 +269,11 @@ def test_filters_times_and_batches(open_host: str) -> None:
     assert listed["count"] == 1
     assert client.delete_all(filters={"user_id": "kim"})["deleted"] == 1  # sent as the dict's repr
 
+    # filters amem cannot read are a 400 in mem0's shape, never a crash
+    for bad in ("[" * 1000, "{[1]: 2}", "{'user_id': 'kim'" + " " * 5000 + "}"):
+        refused = httpx.get(f"{base}/v1/memories/", params={"filters": bad})
+        assert refused.status_code == 400 and "filters" in refused.json()["detail"]
+
 
 def test_what_amem_does_not_serve_is_a_clear_error(open_host: str) -> None:
     client = MemoryClient(host=open_host, api_key="any-text")

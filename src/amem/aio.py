@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import anyio
 import anyio.to_thread
 
 from .embed.base import Embedder, Vectors
+from .errors import ConfigError
 from .memory import Memory, Progress
 from .notes import EnrichReport, Link, LLMCall, Note, NoteInput, NoteVersion, SearchHit
 from .store import Filters
@@ -34,7 +37,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-#: Worker threads one AsyncMemory (and its scoped views) may use at once for blocking work.
+#: Worker threads the AsyncMemories over one store may use at once for quick blocking calls (twice as
+#: many more for calls that may wait on the LLM).
 DEFAULT_THREADS = 16
 
 
@@ -61,13 +65,25 @@ class AsyncMemory:
     """An A-MEM memory for async code. ``AsyncMemory(...)`` takes ``Memory``'s arguments;
     ``AsyncMemory.wrap(memory)`` shares an existing one (same store, models and background worker)."""
 
-    def __init__(self, *args: Any, threads: int = DEFAULT_THREADS, **kwargs: Any) -> None:
-        self._init(Memory(*args, **kwargs), _Threads(threads))
+    def __init__(self, *args: Any, threads: int | None = None, **kwargs: Any) -> None:
+        """Opens the store here, blocking (SQLite migrations, a PostgreSQL pool): inside a running
+        loop, ``await AsyncMemory.open(...)`` opens it on a thread instead."""
+        memory = Memory(*args, **kwargs)
+        self._init(memory, _Threads.of(memory, threads))
 
     @classmethod
-    def wrap(cls, memory: Memory, threads: int = DEFAULT_THREADS) -> AsyncMemory:
+    async def open(cls, *args: Any, threads: int | None = None, **kwargs: Any) -> AsyncMemory:
+        """``AsyncMemory(...)`` with the store opened on a worker thread, not on the event loop."""
+        memory = await anyio.to_thread.run_sync(functools.partial(Memory, *args, **kwargs))
+        return cls.wrap(memory, threads)
+
+    @classmethod
+    def wrap(cls, memory: Memory, threads: int | None = None) -> AsyncMemory:
+        """``memory`` for async code. Every AsyncMemory over one store shares one bound on its worker
+        threads (``threads``, first given wins; default 16 for quick calls, 32 for calls that may wait
+        on the LLM), so wrapping a scoped view per request does not multiply the threads."""
         other = object.__new__(cls)
-        other._init(memory, _Threads(threads))
+        other._init(memory, _Threads.of(memory, threads))
         return other
 
     @classmethod
@@ -87,7 +103,13 @@ class AsyncMemory:
         self._threads = threads
 
     async def _run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await self._threads.run(functools.partial(func, *args, **kwargs))
+        """A quick blocking call (statements, local embedding) on a worker thread."""
+        return await self._threads.run(functools.partial(func, *args, **kwargs), llm=False)
+
+    async def _run_llm(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A call that may wait on the LLM (enrichment, consolidation), on threads of its own, so a burst
+        of writes that enrich cannot take every thread from the searches."""
+        return await self._threads.run(functools.partial(func, *args, **kwargs), llm=True)
 
     async def _embedder(self) -> Embedder:
         """The embedder, loaded on a thread the first time (a local model takes a moment to load)."""
@@ -112,10 +134,12 @@ class AsyncMemory:
         return other
 
     async def aclose(self) -> None:
-        """Stops background enrichment after the note in hand (the rest stays pending), then the store."""
+        """Stops background enrichment after the note in hand (the rest stays pending), then the store
+        and the embedder's async HTTP client."""
         await self._run(self.sync.close)
-
-    close = aclose
+        closer = getattr(self.sync._embedder, "aclose", None)
+        if closer is not None:
+            await closer()
 
     async def __aenter__(self) -> AsyncMemory:
         return self
@@ -137,12 +161,14 @@ class AsyncMemory:
         """As ``Memory.add``. The note's embedding is awaited (natively for a remote embedder); the store
         and, with ``wait``, the enrichment run on worker threads."""
         mem = self.sync
-        embedder = await self._embedder()
         given = {"content": content, "event_time": event_time, "metadata": metadata or {}}
-        item = mem._coerce({**given, "pinned": pinned, "expires_at": expires_at})
+        item = mem._coerce({**given, "pinned": pinned, "expires_at": expires_at})  # bad input: first error
+        embedder = await self._embedder()
         note = mem._new_note(item)
+        if (folded := await self._run(mem._folded, note)) is not None:
+            return folded  # an exact duplicate: nothing embedded, as in Memory.add
         vector = await aembed_documents(embedder, [note.embedding_text()], self._run)
-        return await self._run(mem._add_embedded, note, vector[0], wait)
+        return await self._run_llm(mem._store_new, note, vector[0], wait)
 
     async def add_many(
         self,
@@ -154,7 +180,7 @@ class AsyncMemory:
         wait: bool | None = None,
     ) -> list[Note]:
         items = list(items)
-        return await self._run(
+        return await self._run_llm(
             self.sync.add_many, items, batch_size=batch_size, progress=progress, bulk=bulk, wait=wait
         )
 
@@ -164,7 +190,7 @@ class AsyncMemory:
     async def enrich(
         self, limit: int | None = None, include_failed: bool = False, progress: Progress | None = None
     ) -> EnrichReport:
-        return await self._run(self.sync.enrich, limit, include_failed, progress)
+        return await self._run_llm(self.sync.enrich, limit, include_failed, progress)
 
     def background_status(self) -> BackgroundStatus:
         """Queue and progress of notes added with ``wait=False`` (reads counters; never blocks)."""
@@ -271,7 +297,7 @@ class AsyncMemory:
         full: bool = False,
         progress: Callable[[str], None] | None = None,
     ) -> ConsolidationReport:
-        return await self._run(
+        return await self._run_llm(
             self.sync.consolidate, dry_run=dry_run, as_of=as_of, use_llm=use_llm, full=full, progress=progress
         )
 
@@ -287,25 +313,52 @@ class AsyncMemory:
 
 
 class _Threads:
-    """A bound on the worker threads of one memory. A limiter belongs to an event loop, so one is made
-    per loop: an agent may ``asyncio.run`` twice with the same memory."""
+    """The bound on the worker threads of the AsyncMemories over one store: one pair of capacity limiters
+    per event loop (a limiter belongs to its loop; an agent may ``asyncio.run`` twice, or run loops in
+    several threads, with one memory)."""
+
+    _by_store: ClassVar[weakref.WeakKeyDictionary[Any, _Threads]] = weakref.WeakKeyDictionary()
+    _guard = threading.Lock()
 
     def __init__(self, size: int) -> None:
         if size < 1:
-            raise ValueError("threads must be at least 1")
+            raise ConfigError(f"threads must be at least 1, not {size}")
         self.size = size
-        self._loop: Any = None
-        self._limiter: anyio.CapacityLimiter | None = None
+        self._lock = threading.Lock()
+        self._loops: weakref.WeakKeyDictionary[Any, tuple[anyio.CapacityLimiter, ...]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._no_loop: tuple[anyio.CapacityLimiter, ...] | None = None  # trio: one run at a time
 
-    async def run(self, func: Callable[[], T]) -> T:
+    @classmethod
+    def of(cls, memory: Memory, size: int | None) -> _Threads:
+        if size is not None:
+            return cls(size)
+        with cls._guard:
+            found = cls._by_store.get(memory._whole_store)
+            if found is None:
+                found = cls._by_store[memory._whole_store] = cls(DEFAULT_THREADS)
+            return found
+
+    def _limiters(self) -> tuple[anyio.CapacityLimiter, ...]:
         loop = _current_loop()
-        if self._limiter is None or self._loop is not loop:
-            self._loop, self._limiter = loop, anyio.CapacityLimiter(self.size)
-        return await anyio.to_thread.run_sync(func, limiter=self._limiter)
+        with self._lock:
+            found = self._loops.get(loop) if loop is not None else self._no_loop
+            if found is None:
+                found = (anyio.CapacityLimiter(self.size), anyio.CapacityLimiter(2 * self.size))
+                if loop is None:
+                    self._no_loop = found
+                else:
+                    self._loops[loop] = found
+            return found
+
+    async def run(self, func: Callable[[], T], llm: bool) -> T:
+        quick, slow = self._limiters()
+        return await anyio.to_thread.run_sync(func, limiter=slow if llm else quick)
 
 
 def _current_loop() -> Any:
     try:
         return asyncio.get_running_loop()
-    except RuntimeError:  # trio: one run at a time
+    except RuntimeError:  # trio
         return None

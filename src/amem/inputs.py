@@ -64,3 +64,13 @@ def validated(
         except InvalidInput as exc:
             raise InvalidInput(f"item {n}: {exc}") from None
     return out
+
+
+def said(speaker: str | None, text: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    """A conversation turn as an ``add`` item: "speaker: words", as amem stores turns (the speaker helps
+    enrichment). Past MAX_CONTENT_CHARS (a pasted document) the start is kept and ``metadata`` says
+    ``truncated``: an agent framework's run should not fail on one long message."""
+    content = f"{speaker}: {text}" if speaker else text
+    if len(content) > MAX_CONTENT_CHARS:
+        content, metadata = content[:MAX_CONTENT_CHARS], {**metadata, "truncated": True}
+    return {"content": content, "metadata": metadata}

@@ -37,7 +37,7 @@ from .notes import (
     utcnow,
 )
 from .steps import graph, guard, lifecycle, write
-from .steps.retrieve import SearchOptions
+from .steps.retrieve import SearchOptions, search_options
 from .steps.retrieve import search as run_search
 from .store import Filters, Store, open_store
 
@@ -204,16 +204,21 @@ class Memory:
         An exact duplicate in this scope returns the existing note instead (its provenance recorded)."""
         given = {"content": content, "event_time": event_time, "metadata": metadata or {}}
         note = self._new_note(self._coerce({**given, "pinned": pinned, "expires_at": expires_at}))
-        return self._add_embedded(note, None, wait)
+        if (folded := self._folded(note)) is not None:
+            return folded
+        return self._store_new(note, self.embedder.embed_documents([note.embedding_text()])[0], wait)
 
-    def _add_embedded(self, note: Note, base: Vectors | None, wait: bool | None) -> Note:
-        """``add`` after validation; ``base`` is the note's vector when the caller has it already."""
+    def _folded(self, note: Note) -> Note | None:
+        """The stored note an exact duplicate folds into (nothing embedded), else None once the store is
+        known to take this embedder's vectors."""
         existing = upkeep.find_duplicate(self, note) if self.settings.dedupe else None
         if existing is not None and (folded := pipeline.fold(self, note, existing)) is not None:
             return folded
         self._check_embedder()
-        if base is None:
-            base = self.embedder.embed_documents([note.embedding_text()])[0]
+        return None
+
+    def _store_new(self, note: Note, base: Vectors, wait: bool | None) -> Note:
+        """``add`` after its checks, with the note's vector: store, then enrich now or in the background."""
         if not self.llm_enabled:
             return pipeline.store_pending(self, note, base, None)
         if self._deferred(wait):
@@ -389,32 +394,9 @@ class Memory:
         return self._search_embedded(query, None, opts, filters, track)
 
     def _search_options(
-        self,
-        query: str,
-        k: int,
-        preset: str | None,
-        expand: bool,
-        token_budget: int | None,
-        include_archived: bool,
+        self, query: str, k: int, preset: str | None, expand: bool, budget: int | None, archived: bool
     ) -> SearchOptions:
-        """The search's arguments checked (a clear error before any work) and resolved."""
-        if not isinstance(query, str) or not query.strip():
-            raise InvalidInput("query is empty; give the text to search for")
-        if (problem := text_problem(query.replace("\x00", " "))) is not None:
-            raise InvalidInput(f"query {problem}")
-        if k < 1 or k > 1000:
-            raise InvalidInput("k must be between 1 and 1000")
-        preset = preset or self.settings.retrieval
-        if preset not in ("hybrid", "paper", "keyword"):
-            raise InvalidInput(f"unknown retrieval preset {preset!r}: use 'hybrid', 'paper' or 'keyword'")
-        return SearchOptions(
-            k=k,
-            preset=preset,
-            expand=expand,
-            token_budget=token_budget,
-            include_archived=include_archived,
-            link_half_life_days=self.settings.link_half_life_days,
-        )
+        return search_options(self.settings, query, k, preset, expand, budget, archived)
 
     def _search_embedded(
         self,

@@ -23,6 +23,13 @@ def line(note: Note, view: str = "full") -> str:
     return text
 
 
+#: What a recalled block is introduced with when an adapter puts it into an agent's instructions.
+MEMORY_HEADER = (
+    "Memories from earlier conversations with this user (oldest facts may be outdated; "
+    "use them when they help answer):"
+)
+
+
 def block(items: Iterable[Note | SearchHit], view: str = "full") -> str:
     """The notes (or hits) as prompt lines, in the order given."""
     if view not in VIEWS:

@@ -47,20 +47,22 @@ def _preload(settings: Settings, turns: list[locomo.Turn]) -> None:
         memory.close()
 
 
-def _start(settings: Settings, port: int) -> subprocess.Popen[bytes]:
-    """The server, with this run's home (its models and config) and the bench's store."""
+def _start(settings: Settings, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """The server, with this run's home (its models and config) and the bench's store; its output goes
+    to ``log`` (a pipe nobody reads would stop a chatty server mid-run)."""
     env = {**os.environ, "AMEM_HOME": str(settings.home), "AMEM_DATABASE_URL": settings.store_url}
     env |= {"AMEM_LLM": settings.llm, "AMEM_EMBEDDER": settings.embedder, "AMEM_LLM_CACHE": "false"}
     command = [sys.executable, "-m", "amem", "serve", "--port", str(port)]
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with log.open("wb") as out:
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def _wait_up(client: httpx.Client, server: subprocess.Popen[bytes], timeout: float = 120) -> None:
+def _wait_up(client: httpx.Client, server: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
     give_up = time.monotonic() + timeout
     while time.monotonic() < give_up:
         if server.poll() is not None:
-            err = server.stderr.read().decode(errors="replace") if server.stderr else ""
-            raise RuntimeError(f"amem serve exited ({server.returncode}): {err[-2000:]}")
+            said = log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"amem serve exited ({server.returncode}): {said}")
         try:
             if client.get("/v1/health").status_code == 200:
                 return
@@ -81,9 +83,12 @@ async def _rounds(url: str, queries: list[str], clients: int, rounds: int, job: 
         async def one(query: str) -> None:
             nonlocal errors
             start = time.perf_counter()
-            response = await client.post("/v1/search", json={"query": query, "k": 5})
+            try:
+                response = await client.post("/v1/search", json={"query": query, "k": 5})
+                errors += response.status_code != 200
+            except httpx.TransportError:  # refused, reset, timed out: counted, the run goes on
+                errors += 1
             times.append((time.perf_counter() - start) * 1000)
-            errors += response.status_code != 200
 
         started = time.perf_counter()
         for r in range(rounds):
@@ -128,10 +133,11 @@ def run(
         _preload(here, conv.turns[:preload])
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
-        server = _start(here, port)
+        log = Path(tmp) / "server.log"
+        server = _start(here, port, log)
         try:
             with httpx.Client(base_url=url, timeout=120) as client:
-                _wait_up(client, server)
+                _wait_up(client, server, log)
                 asyncio.run(_rounds(url, queries, clients, 1, None))  # warm: models loaded, caches filled
                 rows["idle server"] = asyncio.run(_rounds(url, queries, clients, rounds, None))
                 items = [

@@ -7,7 +7,9 @@ another size means the server switched models under us, which would corrupt the 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+import weakref
 from typing import Any
 
 import httpx
@@ -43,7 +45,10 @@ class OpenAICompatEmbedder:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._headers = headers
         self._client = httpx.Client(timeout=timeout, headers=headers)
-        self._async: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = None
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
         self._asleep = asleep
 
     @property
@@ -81,9 +86,11 @@ class OpenAICompatEmbedder:
         return (await self.aembed_documents([text]))[0]
 
     async def aclose(self) -> None:
-        client, self._async = self._async, None
+        """Closes this event loop's async client (another loop's goes with its loop)."""
+        with self._lock:
+            client = self._async.pop(asyncio.get_running_loop(), None)
         if client is not None:
-            await client[1].aclose()
+            await client.aclose()
 
     def _payload(self, texts: list[str]) -> dict[str, Any]:
         payload: dict[str, Any] = {"model": self.model, "input": texts, "encoding_format": "float"}
@@ -120,9 +127,11 @@ class OpenAICompatEmbedder:
     def _async_client(self) -> httpx.AsyncClient:
         """One async client per event loop: its connections belong to the loop that opened them."""
         loop = asyncio.get_running_loop()
-        if self._async is None or self._async[0] is not loop:
-            self._async = (loop, httpx.AsyncClient(timeout=self.timeout, headers=self._headers))
-        return self._async[1]
+        with self._lock:
+            client = self._async.get(loop)
+            if client is None:
+                client = self._async[loop] = httpx.AsyncClient(timeout=self.timeout, headers=self._headers)
+            return client
 
     def _vectors(self, response: httpx.Response, texts: list[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
         status = response.status_code

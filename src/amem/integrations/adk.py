@@ -23,7 +23,7 @@ from google.genai import types
 
 from ..aio import AsyncMemory
 from ..errors import NotFound
-from ..inputs import MAX_CONTENT_CHARS
+from ..inputs import said
 from ..memory import Memory
 from ..notes import Note, SearchHit
 from ..store import Filters
@@ -107,7 +107,7 @@ class AmemMemoryService(BaseMemoryService):
             metadata = {**(custom_metadata or {}), **entry.custom_metadata, "source": SOURCE}
             if entry.author:
                 metadata["author"] = entry.author
-            item: dict[str, Any] = {"content": _said(entry.author, text, metadata), "metadata": metadata}
+            item: dict[str, Any] = said(entry.author, text, metadata)
             if entry.timestamp:
                 item["event_time"] = entry.timestamp
             items.append(item)
@@ -145,8 +145,7 @@ class AmemMemoryService(BaseMemoryService):
             given = {"event_id": event.id, "author": event.author, "session_id": session_id}
             metadata |= {key: value for key, value in given.items() if value}
             when = datetime.fromtimestamp(event.timestamp, timezone.utc)
-            content = _said(event.author, text, metadata)
-            items.append({"content": content, "event_time": when, "metadata": metadata})
+            items.append({**said(event.author, text, metadata), "event_time": when})
         if items:
             await mem.add_many(items, wait=self.wait)
 
@@ -172,15 +171,6 @@ def _text(content: types.Content | None) -> str:
     if content is None or not content.parts:
         return ""
     return " ".join(p.text for p in content.parts if p.text and not p.thought).strip()
-
-
-def _said(author: str | None, text: str, metadata: dict[str, Any]) -> str:
-    """A note reads "speaker: words", as amem stores conversation turns (the speaker helps enrichment).
-    Past amem's limit (a pasted document) the start is kept, marked ``truncated``, rather than failing."""
-    content = f"{author}: {text}" if author else text
-    if len(content) > MAX_CONTENT_CHARS:
-        content, metadata["truncated"] = content[:MAX_CONTENT_CHARS], True
-    return content
 
 
 def _entry(hit: SearchHit) -> MemoryEntry:

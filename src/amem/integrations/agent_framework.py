@@ -16,14 +16,11 @@ from agent_framework import AgentSession, ContextProvider, Message, SessionConte
 
 from .. import present
 from ..aio import AsyncMemory
-from ..inputs import MAX_CONTENT_CHARS
+from ..inputs import said
 from ..memory import Memory
 
 #: What the model is told above the recalled notes.
-DEFAULT_HEADER = (
-    "Memories from earlier conversations with this user (oldest facts may be outdated; "
-    "use them when they help answer):"
-)
+DEFAULT_HEADER = present.MEMORY_HEADER
 
 
 class AmemContextProvider(ContextProvider):
@@ -125,7 +122,4 @@ def _notes(messages: Sequence[Message], session_id: str | None) -> Iterable[dict
         metadata: dict[str, Any] = {"source": "agent-framework", "role": message.role}
         optional = {"author": message.author_name, "session_id": session_id, "message_id": message.message_id}
         metadata |= {key: value for key, value in optional.items() if value}
-        content = f"{speaker}: {text}"
-        if len(content) > MAX_CONTENT_CHARS:  # a pasted document: keep its start rather than fail the run
-            content, metadata["truncated"] = content[:MAX_CONTENT_CHARS], True
-        yield {"content": content, "metadata": metadata}
+        yield said(speaker, text, metadata)

@@ -21,6 +21,7 @@ from llama_index.core.storage.chat_store.sql import MessageStatus
 
 from .. import present
 from ..aio import AsyncMemory
+from ..inputs import said
 from ..memory import Memory
 
 #: A rough characters-per-token figure, for ``atruncate`` (the block does not know Memory's tokenizer).
@@ -71,7 +72,7 @@ class AmemMemoryBlock(BaseMemoryBlock[str]):
                 session = message.additional_kwargs.get("session_id")
                 if isinstance(session, str) and session:
                     metadata["session_id"] = session
-                items.append({"content": f"{_role(message)}: {text}", "metadata": metadata})
+                items.append(said(_role(message), text, metadata))
         if items:
             await self.memory.add_many(items, wait=self.wait)
 

@@ -30,14 +30,8 @@ from ..aio import AsyncMemory
 from ..audit import AuditReport
 from ..errors import (
     AmemError,
-    ConfigError,
-    EmbedderError,
     InvalidInput,
-    LLMError,
-    ModelNotAvailable,
     NotFound,
-    StoreError,
-    StoreUnavailable,
 )
 from ..memory import Memory
 from ..notes import (
@@ -71,20 +65,11 @@ from .schemas import (
     UndoRequest,
     UpdateRequest,
 )
+from .status import status_of
 
 log = logging.getLogger("amem.server")
 
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a batch of ~800 notes of the largest size; bigger batches: split
-STATUS = {
-    InvalidInput: (400, "invalid_input"),
-    ConfigError: (400, "invalid_input"),
-    NotFound: (404, "not_found"),
-    StoreUnavailable: (503, "store_unavailable"),
-    StoreError: (409, "store_conflict"),
-    LLMError: (502, "llm_unavailable"),
-    EmbedderError: (503, "embedder_unavailable"),
-    ModelNotAvailable: (503, "model_not_available"),
-}
 
 
 @dataclass(frozen=True)
@@ -163,9 +148,7 @@ def create_app(
 
     @app.exception_handler(AmemError)
     async def amem_error(_: Request, exc: AmemError) -> JSONResponse:
-        status, kind = next(
-            ((s, k) for cls, (s, k) in STATUS.items() if isinstance(exc, cls)), (500, "error")
-        )
+        status, kind = status_of(exc)
         return _error(status, kind, str(exc))
 
     @app.exception_handler(RequestValidationError)

@@ -25,14 +25,7 @@ from .. import __version__
 from ..aio import AsyncMemory
 from ..errors import (
     AmemError,
-    ConfigError,
-    EmbedderError,
-    InvalidInput,
-    LLMError,
-    ModelNotAvailable,
     NotFound,
-    StoreError,
-    StoreUnavailable,
 )
 from ..notes import Note, NoteStatus, utcnow
 from .auth import KeyRing
@@ -55,19 +48,10 @@ from .mem0_shapes import (
     parse_time,
     query_criteria,
 )
+from .status import status_of
 
 PREFIX = "/mem0"
 MAX_PAGE = 1000
-_STATUS: tuple[tuple[type[AmemError], int, str], ...] = (
-    (InvalidInput, 400, "invalid_input"),
-    (ConfigError, 400, "invalid_input"),
-    (NotFound, 404, "not_found"),
-    (StoreUnavailable, 503, "store_unavailable"),
-    (StoreError, 409, "store_conflict"),
-    (LLMError, 502, "llm_unavailable"),
-    (EmbedderError, 503, "embedder_unavailable"),
-    (ModelNotAvailable, 503, "model_not_available"),
-)
 _KINDS = {
     400: "invalid_input",
     401: "unauthorized",
@@ -113,7 +97,7 @@ class _Route(APIRoute):
             except Refused as exc:
                 return _error(exc.status, exc.message, headers=exc.headers)
             except AmemError as exc:
-                status, kind = next(((s, k) for cls, s, k in _STATUS if isinstance(exc, cls)), (500, "error"))
+                status, kind = status_of(exc)
                 return _error(status, str(exc), kind)
             except RequestValidationError as exc:
                 parts = [
@@ -234,8 +218,10 @@ def mount(app: FastAPI, memory: AsyncMemory, ring: KeyRing) -> None:
         ``score`` is the cosine similarity to the query, and ``threshold`` (only when given) drops lower."""
         crit = criteria(entity_ids(body), body.filters)
         mem, owner = caller(request, crit)
+        expired = bool(body.show_expired)  # archived notes too; merged ones never (as the list routes)
+        statuses = [NoteStatus.active, NoteStatus.archived] if expired else None
         hits = await mem.search(
-            body.query, body.top_k or 10, filters=crit.filters(None), include_archived=bool(body.show_expired)
+            body.query, body.top_k or 10, filters=crit.filters(statuses), include_archived=expired
         )
         if body.threshold is not None:
             hits = [h for h in hits if h.score >= body.threshold]

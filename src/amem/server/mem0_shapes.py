@@ -193,12 +193,14 @@ def query_criteria(params: Mapping[str, str]) -> Criteria:
     raw = params.get("filters")
     parsed: Any = None
     if raw:
+        if len(raw) > 4096:
+            raise Refused(400, "the filters parameter is longer than 4096 characters")
         try:
             parsed = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             try:
-                parsed = ast.literal_eval(raw) if len(raw) <= 4096 else None
-            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                parsed = ast.literal_eval(raw)
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
                 parsed = None
             if not isinstance(parsed, dict):
                 raise Refused(400, "the filters parameter is not a JSON object") from None

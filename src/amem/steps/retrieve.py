@@ -11,8 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import Settings
 from ..embed.base import Embedder, Vectors
-from ..notes import Link, Note, NoteStatus, Scope, SearchHit, Why, utcnow
+from ..errors import InvalidInput
+from ..notes import Link, Note, NoteStatus, Scope, SearchHit, Why, text_problem, utcnow
 from ..store.base import Filters, Store
 
 RRF_K = 60
@@ -37,6 +39,35 @@ class SearchOptions:
     pool: int = 50  # candidates taken from each index before fusion
     include_archived: bool = False  # archived and merged notes are out of search unless asked for
     link_half_life_days: float = 90.0  # expansion orders links by their decayed weight
+
+
+def search_options(
+    settings: Settings,
+    query: str,
+    k: int,
+    preset: str | None,
+    expand: bool,
+    token_budget: int | None,
+    include_archived: bool,
+) -> SearchOptions:
+    """A search's arguments checked (a clear error before any work) and resolved against the settings."""
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidInput("query is empty; give the text to search for")
+    if (problem := text_problem(query.replace("\x00", " "))) is not None:
+        raise InvalidInput(f"query {problem}")
+    if k < 1 or k > 1000:
+        raise InvalidInput("k must be between 1 and 1000")
+    preset = preset or settings.retrieval
+    if preset not in ("hybrid", "paper", "keyword"):
+        raise InvalidInput(f"unknown retrieval preset {preset!r}: use 'hybrid', 'paper' or 'keyword'")
+    return SearchOptions(
+        k=k,
+        preset=preset,
+        expand=expand,
+        token_budget=token_budget,
+        include_archived=include_archived,
+        link_half_life_days=settings.link_half_life_days,
+    )
 
 
 def search(
