@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from amem import MAX_CONTENT_CHARS, EnrichState, InvalidInput, Memory, NotFound, VersionCause
+from amem import MAX_CONTENT_CHARS, EnrichState, Filters, InvalidInput, Memory, NotFound, VersionCause
 from amem.errors import LLMUnavailable
 from amem.llm.base import Message
 from amem.llm.fake import FakeLLM
@@ -498,3 +498,18 @@ def test_enrich_never_overwrites_an_edit_made_while_the_llm_worked(tmp_path: Pat
     m.enrich()
     assert m.get(note.id).state == EnrichState.enriched
     assert m.get(note.id).content == "Jonas works in Lisbon now."
+
+
+def test_list_all_and_delete_all_stay_in_the_scope_and_the_filters(tmp_path: Path) -> None:
+    alice = make_memory(tmp_path / "m.db", llm=None, user_id="alice")
+    bob = alice.scoped(user_id="bob")
+    for i in range(5):
+        alice.add(f"Alice's note {i}", metadata={"session": "a" if i < 3 else "b"})
+    bob.add("Bob's note", metadata={"session": "a"})
+    assert len(alice.list_all(page=2)) == 5  # read two at a time, none skipped
+    session_a = Filters(metadata={"session": "a"})
+    assert alice.delete_all(session_a) == 3
+    assert sorted(n.content for n in alice.list_all()) == ["Alice's note 3", "Alice's note 4"]
+    assert [n.content for n in bob.list_all()] == ["Bob's note"]  # another user's match is untouched
+    assert alice.delete_all() == 2 and alice.count() == 0
+    alice.close()

@@ -276,6 +276,12 @@ class AsyncMemory:
     async def delete(self, note_id: str) -> None:
         await self._run(self.sync.delete, note_id)
 
+    async def delete_all(self, filters: Filters | None = None) -> int:
+        return await self._run(self.sync.delete_all, filters)
+
+    async def list_all(self, filters: Filters | None = None, page: int = 500) -> list[Note]:
+        return await self._run(self.sync.list_all, filters, page)
+
     async def pin(self, note_id: str, pinned: bool = True) -> Note:
         return await self._run(self.sync.pin, note_id, pinned)
 

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from .errors import InvalidInput
-from .notes import Note, NoteInput, Scope, check_metadata, check_text, content_hash, to_utc, utcnow
+from .notes import (
+    EnrichState,
+    Note,
+    NoteInput,
+    Scope,
+    check_metadata,
+    check_text,
+    checked_texts,
+    content_hash,
+    to_utc,
+    utcnow,
+)
 
 #: A note is one fact or event; past this a caller is storing a document and should split it.
 MAX_CONTENT_CHARS = 20_000
@@ -74,3 +86,30 @@ def said(speaker: str | None, text: str, metadata: dict[str, Any]) -> dict[str, 
     if len(content) > MAX_CONTENT_CHARS:
         content, metadata = content[:MAX_CONTENT_CHARS], {**metadata, "truncated": True}
     return {"content": content, "metadata": metadata}
+
+
+def edits(note: Note, given: dict[str, Any]) -> dict[str, Any]:
+    """A hand edit's fields (``update``'s arguments; None: unchanged), checked, as changes to ``note``.
+    New content without new attributes marks the note pending, so enrichment rewrites them."""
+    changes: dict[str, Any] = {}
+    if given.get("content") is not None:
+        checked = new_note(coerce({"content": given["content"]}), note.scope, note.embedding_model)
+        changes |= {"content": checked.content, "content_hash": checked.content_hash}
+        if all(given.get(k) is None for k in ("keywords", "tags", "context")):
+            changes["state"] = EnrichState.pending
+    if (keywords := given.get("keywords")) is not None:
+        changes["keywords"] = [k.strip() for k in checked_texts(keywords, "keywords") if k.strip()]
+    if (tags := given.get("tags")) is not None:
+        changes["tags"] = [t.strip().lower() for t in checked_texts(tags, "tags") if t.strip()]
+    if (context := given.get("context")) is not None:
+        changes["context"] = checked_texts([context], "context")[0].strip()
+    if (metadata := given.get("metadata")) is not None:
+        check_metadata(metadata)
+        changes["metadata"] = dict(metadata)
+    if (event_time := given.get("event_time")) is not None:
+        if not isinstance(event_time, datetime):
+            raise InvalidInput(f"event_time must be a datetime, not {type(event_time).__name__}")
+        changes["event_time"] = to_utc(event_time)
+    if not changes:
+        raise InvalidInput("nothing to update: give content, keywords, tags, context, metadata or event_time")
+    return changes

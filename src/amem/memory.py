@@ -29,7 +29,6 @@ from .notes import (
     NoteVersion,
     SearchHit,
     VersionCause,
-    check_metadata,
     checked_scope,
     checked_texts,
     text_problem,
@@ -432,29 +431,8 @@ class Memory:
         """Edit a note by hand; the old version stays in ``history``. New content without new
         attributes marks the note pending, so ``enrich`` rewrites its keywords, tags and context."""
         note = self.get(note_id)
-        changes: dict[str, Any] = {}
-        if content is not None:
-            checked = self._new_note(self._coerce({"content": content}))
-            changes |= {"content": checked.content, "content_hash": checked.content_hash}
-            if keywords is None and tags is None and context is None:
-                changes["state"] = EnrichState.pending
-        if keywords is not None:
-            changes["keywords"] = [k.strip() for k in checked_texts(keywords, "keywords") if k.strip()]
-        if tags is not None:
-            changes["tags"] = [t.strip().lower() for t in checked_texts(tags, "tags") if t.strip()]
-        if context is not None:
-            changes["context"] = checked_texts([context], "context")[0].strip()
-        if metadata is not None:
-            check_metadata(metadata)
-            changes["metadata"] = dict(metadata)
-        if event_time is not None:
-            if not isinstance(event_time, datetime):
-                raise InvalidInput(f"event_time must be a datetime, not {type(event_time).__name__}")
-            changes["event_time"] = to_utc(event_time)
-        if not changes:
-            raise InvalidInput(
-                "nothing to update: give content, keywords, tags, context, metadata or event_time"
-            )
+        given = {"content": content, "keywords": keywords, "tags": tags, "context": context}
+        changes = inputs.edits(note, given | {"metadata": metadata, "event_time": event_time})
         new = note.model_copy(update={**changes, "version": note.version + 1, "updated_at": utcnow()})
         new = Note.model_validate(new.model_dump())
         vector = self.embedder.embed_documents([new.embedding_text()])[0]
@@ -531,6 +509,23 @@ class Memory:
         """Remove the note, its links and its versions for good."""
         self.get(note_id)
         self.store.delete_note(note_id)
+
+    def delete_all(self, filters: Filters | None = None) -> int:
+        """Remove every note of this scope that ``filters`` match (all of them without filters), as
+        ``delete`` does; the number removed. What it removes is read first, so paging cannot skip any."""
+        notes = self.list_all(filters)
+        for note in notes:
+            self.store.delete_note(note.id)  # one deleted meanwhile is simply gone already
+        return len(notes)
+
+    def list_all(self, filters: Filters | None = None, page: int = 500) -> list[Note]:
+        """Every note of this scope that ``filters`` match, newest first (read ``page`` at a time)."""
+        out: list[Note] = []
+        while batch := self.store.list_notes(self.scope, filters, limit=page, offset=len(out)):
+            out += batch
+            if len(batch) < page:
+                break
+        return out
 
     def audit(self, examples: int = 5) -> AuditReport:
         """How faithful the LLM-written fields of this scope are (``amem audit``); reads, never writes."""

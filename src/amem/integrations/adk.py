@@ -37,7 +37,6 @@ except ImportError:  # pragma: no cover - depends on the installed ADK
 
 
 SOURCE = "adk"
-_PAGE = 500
 
 
 class AmemMemoryService(BaseMemoryService):
@@ -157,13 +156,7 @@ class AmemMemoryService(BaseMemoryService):
 
 async def _session_notes(mem: AsyncMemory, session_id: str) -> list[Note]:
     """Every note of the session in this scope, archived ones included (they were stored)."""
-    filters = Filters(metadata={"session_id": session_id, "source": SOURCE})
-    out: list[Note] = []
-    while True:
-        page = await mem.list(limit=_PAGE, offset=len(out), filters=filters)
-        out += page
-        if len(page) < _PAGE:
-            return out
+    return await mem.list_all(Filters(metadata={"session_id": session_id, "source": SOURCE}))
 
 
 def _text(content: types.Content | None) -> str:

@@ -11,7 +11,6 @@ Errors carry mem0's ``detail`` (what its client shows) and amem's ``error`` obje
 
 # no `from __future__ import annotations`: FastAPI reads the handlers' annotations at definition time
 
-import contextlib
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
@@ -25,7 +24,6 @@ from .. import __version__
 from ..aio import AsyncMemory
 from ..errors import (
     AmemError,
-    NotFound,
 )
 from ..notes import Note, NoteStatus, utcnow
 from .auth import KeyRing
@@ -149,14 +147,7 @@ def mount(app: FastAPI, memory: AsyncMemory, ring: KeyRing) -> None:
         return memory.scoped(owner, ids.get("agent_id"), ids.get("run_id")), owner
 
     async def delete_matching(mem: AsyncMemory, crit: Criteria) -> int:
-        ids: list[str] = []
-        filters = crit.filters(None)
-        while batch := await mem.list(limit=500, offset=len(ids), filters=filters):
-            ids.extend(n.id for n in batch)
-        for note_id in ids:
-            with contextlib.suppress(NotFound):  # deleted meanwhile
-                await mem.delete(note_id)
-        return len(ids)
+        return await mem.delete_all(crit.filters(None))
 
     async def delete_scope(request: Request, crit: Criteria) -> int:
         mem, owner = caller(request, crit)
