@@ -36,4 +36,5 @@ library = per_call_ms(lambda q: memory.search(q, 5, track=False))
 with TestClient(create_app(memory.scoped(), web=False)) as client:
     client.post("/v1/search?user_id=bench", json={"query": questions[0], "k": 5})
     http = per_call_ms(lambda q: client.post("/v1/search?user_id=bench", json={"query": q, "k": 5}))
-print(f"query embedding {embed:.1f} ms, search in the library {library:.1f} ms, through the app {http:.1f} ms")
+print(f"query embedding {embed:.1f} ms, search in the library {library:.1f} ms, ", end="")
+print(f"through the app {http:.1f} ms")
