@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import amem.pipeline
-from amem import Memory
+from amem import Memory, VersionCause
 from amem.bench.integrity import check_store
 from amem.embed.fake import FakeEmbedder
 from amem.errors import LLMUnavailable
@@ -205,6 +205,28 @@ def test_an_outage_costs_no_attempt_and_stops_enrich_at_the_first_call(tmp_path:
         llm.handler = None  # the provider is back
         report = mem.enrich()
         assert (report.enriched, report.still_pending, report.stopped) == (6, 0, None)
+
+
+def test_a_note_edited_while_the_llm_works_is_enriched_again_not_left_pending(tmp_path: Path) -> None:
+    llm = FakeLLM()
+    with make_memory(tmp_path / "m.db", llm=None) as mem:
+        note = mem.add("Maria moved her pottery class to Thursday")  # pending: no LLM yet
+
+        def edit_during_the_first_call(messages: list[Message], schema: Any) -> Any:
+            if len(llm.calls) == 1:  # another writer edits the note while the LLM works on it
+                mem.update(note.id, metadata={"source": "calendar"})
+            return schema_answer(messages[-1].content, schema)
+
+        llm.handler = edit_during_the_first_call
+        mem._llm, mem._runner = llm, None
+        report = mem.enrich()
+        assert (report.enriched, report.still_pending) == (1, 0)
+        done = mem.get(note.id)
+        assert done.state == EnrichState.enriched and done.metadata == {"source": "calendar"}  # edit kept
+        # the first answer was not written over the edit; the newer version was enriched (the same
+        # prompt, so the second answer came from the LLM cache)
+        causes = [v.cause for v in mem.history(note.id)]
+        assert causes == [VersionCause.create, VersionCause.update, VersionCause.enrich]
 
 
 def test_unusable_answers_still_count_and_the_run_goes_on(tmp_path: Path) -> None:

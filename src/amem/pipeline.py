@@ -244,8 +244,8 @@ def apply(
             if current is None:
                 raise NotFound(f"note {note.id} was deleted while it was being enriched")
             if current.version != note.version:
-                # edited or evolved while the LLM worked on the older text: keep that change, and let
-                # a later `enrich` look at the note again if it is still pending
+                # edited or evolved while the LLM worked on the older text: keep that change
+                # (`enrich_pending` tries the newer version once more)
                 return current
             note.version = current.version + 1
             mem.store.update_note(note, vectors[0])
@@ -386,6 +386,20 @@ def enrich_episode(mem: Memory, group: list[Note], bases: Vectors) -> tuple[list
     return out, None
 
 
+def _enrich_current(mem: Memory, note: Note) -> tuple[Note, CallFailed | None]:
+    """Enrich a stored note; if it was edited while the LLM worked on the older text (the answer is not
+    written over the edit), once more on the newer version rather than leaving it pending."""
+    done: Note = note
+    failure: CallFailed | None = None
+    for _ in range(2):
+        base = mem.embedder.embed_documents([note.embedding_text()])[0]
+        done, failure = _enrich(mem, note, base, is_new=False)
+        if failure is not None or done.state != EnrichState.pending or done.version == note.version:
+            break
+        note = done
+    return done, failure
+
+
 def enrich_pending(
     mem: Memory,
     limit: int | None,
@@ -420,9 +434,8 @@ def enrich_pending(
             continue
         if include_failed and note.state == EnrichState.failed:
             note.enrich_attempts = 0
-        base = mem.embedder.embed_documents([note.embedding_text()])[0]
         try:
-            done, failure = _enrich(mem, note, base, is_new=False)
+            done, failure = _enrich_current(mem, note)
         except NotFound:
             continue  # deleted meanwhile: nothing left to enrich
         count(done.state)
