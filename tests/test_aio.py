@@ -255,3 +255,14 @@ async def test_writes_waiting_on_the_llm_leave_threads_for_searches(tmp_path: Pa
         assert finished["search"] < min(v for k, v in finished.items() if k != "search")
     finally:
         await memory.aclose()
+
+
+def test_every_view_of_one_store_shares_one_bound_on_threads(tmp_path: Path) -> None:
+    memory = make_memory(tmp_path / "m.db")
+    first, second = AsyncMemory.wrap(memory), AsyncMemory.wrap(memory.scoped(user_id="bob"))
+    assert first._threads is second._threads is first.scoped(user_id="eve")._threads
+    other = make_memory(tmp_path / "n.db")
+    assert AsyncMemory.wrap(other)._threads is not first._threads  # another store, another bound
+    assert AsyncMemory.wrap(memory, threads=4)._threads.size == 4  # asked for: its own
+    memory.close()
+    other.close()

@@ -340,10 +340,14 @@ class _Threads:
     def of(cls, memory: Memory, size: int | None) -> _Threads:
         if size is not None:
             return cls(size)
+        store = memory._whole_store
         with cls._guard:
-            found = cls._by_store.get(memory._whole_store)
-            if found is None:
-                found = cls._by_store[memory._whole_store] = cls(DEFAULT_THREADS)
+            try:
+                found = cls._by_store.get(store)
+                if found is None:
+                    found = cls._by_store[store] = cls(DEFAULT_THREADS)
+            except TypeError:  # a Store of the caller's own that cannot be a weak key: its own bound
+                found = cls(DEFAULT_THREADS)
             return found
 
     def _limiters(self) -> tuple[anyio.CapacityLimiter, ...]:
