@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 
 from .. import present
+from ..aio import AsyncMemory
 from ..errors import AmemError
 from ..memory import Memory
 from ..notes import EnrichState, Note, NoteStatus, NoteVersion, SearchHit, VersionCause
@@ -151,6 +152,7 @@ def build_server(memory: Memory) -> Any:
     from ..transfer import export_to, import_file
 
     folder = memory.settings.transfers_path
+    amemory = AsyncMemory.wrap(memory)  # export and import stay blocking: the SDK runs them on a thread
 
     server = MCPServer("amem", instructions=INSTRUCTIONS, version=__version__)
 
@@ -160,6 +162,17 @@ def build_server(memory: Memory) -> Any:
         def call(*args: Any, **kwargs: Any) -> Any:
             try:
                 return fn(*args, **kwargs)
+            except AmemError as exc:
+                raise ToolError(str(exc)) from exc
+
+        return call
+
+    def aguarded(fn: Any) -> Any:
+        """``guarded`` for AsyncMemory's coroutines (the memory tools run on the server's loop)."""
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await fn(*args, **kwargs)
             except AmemError as exc:
                 raise ToolError(str(exc)) from exc
 
@@ -182,7 +195,7 @@ def build_server(memory: Memory) -> Any:
         return register
 
     @tool()
-    def remember(
+    async def remember(
         content: Annotated[str, Field(description="The fact or event, self-contained (who, what, when).")],
         event_time: Annotated[
             datetime | None, Field(description="When it happened (ISO 8601); default: now.")
@@ -198,11 +211,12 @@ def build_server(memory: Memory) -> Any:
         """Save one memory. It is described (keywords, tags, context), linked to related memories, and
         older related memories may be updated. Returns the stored memory with its id (an exact repeat
         returns the memory already saved)."""
-        note = guarded(memory.add)(content, event_time=event_time, metadata=metadata or {}, pinned=pinned)
+        add = aguarded(amemory.add)
+        note = await add(content, event_time=event_time, metadata=metadata or {}, pinned=pinned)
         return MemoryView.of(note)
 
     @tool()
-    def search_memory(
+    async def search_memory(
         query: Annotated[str, Field(description="What to look for, in natural language.")],
         k: Annotated[
             int, Field(ge=1, le=50, description="How many top memories (linked ones come extra).")
@@ -217,23 +231,23 @@ def build_server(memory: Memory) -> Any:
         """Find relevant memories: the top k by meaning and keywords, plus memories linked to them, each
         with why it was returned. Call this before answering anything about the past."""
         filters = guarded(Filters)(event_after=after, event_before=before) if after or before else None
-        hits = guarded(memory.search)(query, k, filters=filters)
+        hits = await aguarded(amemory.search)(query, k, filters=filters)
         return SearchResults(
             hits=[_hit(h) for h in hits], text=present.block(hits, memory.settings.present_view)
         )
 
     @tool()
-    def get_memory(id: Annotated[str, Field(description="The memory's id.")]) -> MemoryWithLinks:
+    async def get_memory(id: Annotated[str, Field(description="The memory's id.")]) -> MemoryWithLinks:
         """One memory with its links (and the linked memories' content)."""
-        note = guarded(memory.get)(id)
+        note = await aguarded(amemory.get)(id)
         views = [
             LinkView(other_id=n.note.id, direction=n.direction, reason=n.reason, other_content=n.note.content)
-            for n in guarded(memory.neighbours)(id)
+            for n in await aguarded(amemory.neighbours)(id)
         ]
         return MemoryWithLinks(memory=MemoryView.of(note), links=views)
 
     @tool()
-    def update_memory(
+    async def update_memory(
         id: Annotated[str, Field(description="The memory's id.")],
         content: Annotated[str | None, Field(description="New text; its description is rewritten.")] = None,
         context: Annotated[str | None, Field(description="New one-sentence context.")] = None,
@@ -241,20 +255,21 @@ def build_server(memory: Memory) -> Any:
         tags: Annotated[list[str] | None, Field(description="New tags.")] = None,
     ) -> MemoryView:
         """Correct a memory. The previous version is kept in its history."""
-        note = guarded(memory.update)(id, content=content, context=context, keywords=keywords, tags=tags)
+        update = aguarded(amemory.update)
+        note = await update(id, content=content, context=context, keywords=keywords, tags=tags)
         return MemoryView.of(note)
 
     @tool()
-    def delete_memory(id: Annotated[str, Field(description="The memory's id.")]) -> Deleted:
+    async def delete_memory(id: Annotated[str, Field(description="The memory's id.")]) -> Deleted:
         """Forget a memory for good (with its links and history)."""
-        guarded(memory.delete)(id)
+        await aguarded(amemory.delete)(id)
         return Deleted(deleted=id)
 
     @tool()
-    def memory_history(id: Annotated[str, Field(description="The memory's id.")]) -> History:
+    async def memory_history(id: Annotated[str, Field(description="The memory's id.")]) -> History:
         """Every version of a memory, oldest first: how it was created, described, and rewritten when
         newer memories arrived (with the LLM call that did it)."""
-        return History(versions=[_version(v) for v in guarded(memory.history)(id)])
+        return History(versions=[_version(v) for v in await aguarded(amemory.history)(id)])
 
     @tool()
     def export_memories(
