@@ -180,6 +180,9 @@ def test_each_key_sees_only_its_users_memories(keyed_host: str) -> None:
     assert httpx.get(f"{keyed_host}/v1/memories/{secret}/").status_code == 401
     bearer = {"Authorization": f"Bearer {ALICE_KEY}"}
     assert httpx.get(f"{keyed_host}/v1/memories/{secret}/", headers=bearer).json()["id"] == secret
+    as_bob = {"Authorization": f"Token {BOB_KEY}"}  # naming another user is refused, as in amem's API
+    refused = httpx.get(f"{keyed_host}/v1/memories/{secret}/", params={"user_id": "alice"}, headers=as_bob)
+    assert refused.status_code == 403
     assert alice.delete_users(user_id="alice")["message"]
     assert alice.get_all()["count"] == 0
 

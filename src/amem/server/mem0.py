@@ -242,14 +242,14 @@ def mount(app: FastAPI, memory: AsyncMemory, ring: KeyRing) -> None:
 
     @route("/v1/memories/{memory_id}/", "GET")
     async def get(memory_id: str, request: Request) -> dict[str, Any]:
-        mem, _ = caller(request)
+        mem, _ = caller(request, query_criteria(request.query_params))
         return memory_json(await mem.get(memory_id))
 
     @route("/v1/memories/{memory_id}/", "PUT")
     async def update(memory_id: str, body: UpdateBody, request: Request) -> dict[str, Any]:
         """New text and/or metadata (replacing the old, but for the role and app_id amem set) and time;
         the old version stays in the history."""
-        mem, _ = caller(request)
+        mem, _ = caller(request, query_criteria(request.query_params))
         note = await mem.get(memory_id)
         return {**memory_json(await _update(mem, note, body)), "message": "Memory updated successfully!"}
 
@@ -272,20 +272,20 @@ def mount(app: FastAPI, memory: AsyncMemory, ring: KeyRing) -> None:
     async def delete(memory_id: str, request: Request, delete_linked: bool = False) -> dict[str, Any]:
         if delete_linked:
             raise Refused(501, "amem does not delete superseded memories with the one that replaced them")
-        mem, _ = caller(request)
+        mem, _ = caller(request, query_criteria(request.query_params))
         await mem.delete(memory_id)
         return {"message": "Memory deleted successfully!"}
 
     @route("/v1/memories/{memory_id}/history/", "GET")
     async def history(memory_id: str, request: Request) -> list[dict[str, Any]]:
-        mem, _ = caller(request)
+        mem, _ = caller(request, query_criteria(request.query_params))
         note = await mem.get(memory_id)
         return history_json(note, await mem.history(memory_id))
 
     @route("/v1/batch/", "PUT")
     async def batch_update(body: BatchBody, request: Request) -> dict[str, Any]:
         """Every id is checked first (one missing: 404, nothing changed), then each is updated."""
-        mem, _ = caller(request)
+        mem, _ = caller(request, query_criteria(request.query_params))
         notes = [await mem.get(item.memory_id) for item in body.memories]
         for note, item in zip(notes, body.memories, strict=True):
             await _update(mem, note, item)
@@ -293,7 +293,7 @@ def mount(app: FastAPI, memory: AsyncMemory, ring: KeyRing) -> None:
 
     @route("/v1/batch/", "DELETE")
     async def batch_delete(body: BatchBody, request: Request) -> dict[str, Any]:
-        mem, _ = caller(request)
+        mem, _ = caller(request, query_criteria(request.query_params))
         for item in body.memories:
             await mem.get(item.memory_id)
         for item in body.memories:
