@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import anyio
 import anyio.to_thread
 
+from .config import Settings
 from .embed.base import Embedder, Vectors
 from .errors import ConfigError
 from .memory import Memory, Progress
 from .notes import EnrichReport, Link, LLMCall, Note, NoteInput, NoteVersion, SearchHit
+from .steps.retrieve import search_options
 from .store import Filters
 
 if TYPE_CHECKING:
@@ -44,21 +46,17 @@ DEFAULT_THREADS = 16
 
 async def aembed_query(embedder: Embedder, text: str, run: Callable[..., Any]) -> Vectors:
     """The query vector: awaited over the network when the embedder can, else computed on a thread."""
-    native = getattr(embedder, "aembed_query", None)
-    if native is not None:
-        vector: Vectors = await native(text)
-        return vector
-    result: Vectors = await run(embedder.embed_query, text)
-    return result
+    return await _embedded(embedder, "embed_query", text, run)
 
 
 async def aembed_documents(embedder: Embedder, texts: list[str], run: Callable[..., Any]) -> Vectors:
-    native = getattr(embedder, "aembed_documents", None)
-    if native is not None:
-        vectors: Vectors = await native(texts)
-        return vectors
-    result: Vectors = await run(embedder.embed_documents, texts)
-    return result
+    return await _embedded(embedder, "embed_documents", texts, run)
+
+
+async def _embedded(embedder: Embedder, method: str, arg: Any, run: Callable[..., Any]) -> Vectors:
+    native = getattr(embedder, f"a{method}", None)
+    vectors: Vectors = await native(arg) if native is not None else await run(getattr(embedder, method), arg)
+    return vectors
 
 
 class AsyncMemory:
@@ -122,7 +120,7 @@ class AsyncMemory:
         return self.sync.scope
 
     @property
-    def settings(self) -> Any:
+    def settings(self) -> Settings:
         return self.sync.settings
 
     def scoped(
@@ -215,7 +213,7 @@ class AsyncMemory:
     ) -> list[SearchHit]:
         """As ``Memory.search``: the query's embedding is awaited, the store's ranking runs on a thread."""
         mem = self.sync
-        opts = mem._search_options(query, k, preset, expand, token_budget, include_archived)
+        opts = search_options(mem.settings, query, k, preset, expand, token_budget, include_archived)
         # every preset needs the vector: keyword hits are scored against it too
         qvec = await aembed_query(await self._embedder(), query, self._run)
         return await self._run(mem._search_embedded, query, qvec, opts, filters, track)

@@ -131,3 +131,11 @@ def truncate(
     visible = {t.dia_id for t in turns if t.event_time < horizon}
     qa = [q for q in conv.qa if evidence_ids(q.get("evidence", [])) <= visible]
     return Conversation(conv.sample_id, conv.speakers, turns, qa), horizon
+
+
+def pick(path: str | Path, conversation: str | None) -> Conversation:
+    """The conversation ``conversation`` of a LoCoMo file (None: its first), for the benches that run one."""
+    found = [c for c in load(path) if conversation is None or c.sample_id == conversation]
+    if not found:
+        raise InvalidInput(f"no conversation {conversation!r} in {path}")
+    return found[0]

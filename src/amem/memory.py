@@ -389,13 +389,8 @@ class Memory:
         Archived and merged notes are left out unless ``include_archived``; a superseded note comes
         after the note that replaced it. ``track`` feeds the hits back (retrieval counts, and links
         whose both ends came back grow stronger); benchmarks turn it off."""
-        opts = self._search_options(query, k, preset, expand, token_budget, include_archived)
+        opts = search_options(self.settings, query, k, preset, expand, token_budget, include_archived)
         return self._search_embedded(query, None, opts, filters, track)
-
-    def _search_options(
-        self, query: str, k: int, preset: str | None, expand: bool, budget: int | None, archived: bool
-    ) -> SearchOptions:
-        return search_options(self.settings, query, k, preset, expand, budget, archived)
 
     def _search_embedded(
         self,

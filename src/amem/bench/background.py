@@ -35,10 +35,7 @@ def _adds(memory: Memory, turns: list[locomo.Turn], pause_s: float) -> list[floa
 def run(
     settings: Settings, data: Path, conversation: str | None, count: int, pause_s: float
 ) -> dict[str, Any]:
-    convs = [c for c in locomo.load(data) if conversation is None or c.sample_id == conversation]
-    if not convs:
-        raise ValueError(f"no conversation {conversation!r} in {data}")
-    turns = convs[0].turns[:count]
+    turns = locomo.pick(data, conversation).turns[:count]
     rows: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, llm in (

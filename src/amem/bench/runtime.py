@@ -82,10 +82,8 @@ class Result:
 
 def prompts(data: Path, conversation: str | None, count: int) -> list[Prompt[Any]]:
     """Construct prompts for the first ``count`` turns, each with the turns before it as neighbours."""
-    convs = [c for c in locomo.load(data) if conversation is None or c.sample_id == conversation]
-    if not convs:
-        raise ValueError(f"no conversation {conversation!r} in {data}")
-    notes = [Note(content=t.content(), event_time=t.event_time) for t in convs[0].turns[:count]]
+    turns = locomo.pick(data, conversation).turns[:count]
+    notes = [Note(content=t.content(), event_time=t.event_time) for t in turns]
     out: list[Prompt[Any]] = []
     for i, new in enumerate(notes):
         before = notes[max(0, i - NEIGHBOURS) : i]

@@ -120,10 +120,7 @@ def run(
     clients: int,
     rounds: int,
 ) -> dict[str, Any]:
-    convs = [c for c in locomo.load(data) if conversation is None or c.sample_id == conversation]
-    if not convs:
-        raise InvalidInput(f"no conversation {conversation!r} in {data}")
-    conv = convs[0]
+    conv = locomo.pick(data, conversation)
     if len(conv.turns) < preload + batch:
         raise InvalidInput(f"{conv.sample_id} has {len(conv.turns)} turns; lower --preload or --batch")
     queries = [str(qa["question"]) for qa in conv.qa if qa.get("question")] or [t.text for t in conv.turns]

@@ -99,7 +99,7 @@ class AmemStore(BaseStore):
         expand: bool = True,
         **config: Any,
     ) -> None:
-        if ttl is not None:
+        if ttl is not None:  # NotImplementedError: what LangGraph's own BaseStore raises for TTL it lacks
             raise NotImplementedError(
                 "AmemStore keeps no TTL: items stay until deleted. For expiring memories give amem notes "
                 "an expiry and run consolidation (`amem consolidate`), which archives them"
@@ -309,7 +309,7 @@ def _check_put(op: PutOp) -> None:
         raise InvalidNamespaceError("a namespace cannot be empty")
     if op.namespace[0] == "langgraph":
         raise InvalidNamespaceError(f'a namespace cannot start with "langgraph": {op.namespace}')
-    if op.ttl is not None:
+    if op.ttl is not None:  # as LangGraph's BaseStore.put does when supports_ttl is False
         raise NotImplementedError("AmemStore keeps no TTL (supports_ttl is False); put with ttl=None")
     if op.value is not None:
         if not isinstance(op.value, Mapping):
